@@ -1,0 +1,66 @@
+# ese.backup — build, test and demo entry points. `make test` and `make demo` set everything up.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+BUILD := $(ROOT)/build
+VENV := $(ROOT)/.venv
+VENV_MIN := $(ROOT)/.venv-min
+PY := $(VENV)/bin/python
+CFLAGS_SIM := -std=c11 -O2 -g -fPIC -Wall -Wextra -Werror -fvisibility=hidden -D_GNU_SOURCE
+MCS := mcs -langversion:5 -warnaserror+ -nologo
+SIM_SRC := $(wildcard tests/sim/esent/*.c)
+SIM_HDR := $(wildcard tests/sim/esent/*.h)
+ENGINE_SRC := $(wildcard plugins/module_utils/*.cs)
+export LD_LIBRARY_PATH := $(BUILD)/sim$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+
+.PHONY: setup sim engine build test test-min demo sanity lint bench clean
+setup: $(VENV)/.done $(BUILD)/collections/ansible_collections/ese/backup
+
+$(VENV)/.done: requirements-test.txt tools/bootstrap.sh
+	tools/bootstrap.sh main $(VENV)
+	touch $@
+
+$(VENV_MIN)/.done: requirements-min.txt tools/bootstrap.sh
+	tools/bootstrap.sh min $(VENV_MIN)
+	touch $@
+
+$(BUILD)/collections/ansible_collections/ese/backup:
+	mkdir -p $(dir $@) && ln -sfn $(ROOT) $@
+
+sim: $(BUILD)/sim/libesent.so
+$(BUILD)/sim/libesent.so: $(SIM_SRC) $(SIM_HDR)
+	mkdir -p $(dir $@)
+	gcc $(CFLAGS_SIM) -shared -o $@ $(SIM_SRC) -lm
+
+engine: $(BUILD)/engine/EseEngine.dll $(BUILD)/sim/EseSimHost.exe
+$(BUILD)/engine/EseEngine.dll: $(ENGINE_SRC)
+	mkdir -p $(dir $@)
+	$(MCS) -target:library -out:$@ $(ENGINE_SRC)
+$(BUILD)/sim/EseSimHost.exe: $(ENGINE_SRC) $(wildcard tests/sim/host/*.cs)
+	mkdir -p $(dir $@)
+	$(MCS) -target:exe -out:$@ $(ENGINE_SRC) $(wildcard tests/sim/host/*.cs)
+
+build: setup sim engine
+
+test: build
+	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory test-min sanity lint
+
+# The lowest supported ansible-core runs the end-to-end playbooks too.
+test-min: build $(VENV_MIN)/.done
+	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests/e2e
+
+sanity: setup
+	tools/sanity.sh $(VENV)
+
+lint: setup
+	$(VENV)/bin/ansible-lint --profile production roles playbooks
+
+demo: build
+	$(PY) tests/sim/run_playbook.py --inventory playbooks/demo-inventory.yml playbooks/demo.yml
+
+bench: build
+	$(PY) bench/stream.py
+	$(PY) bench/verify.py
+
+clean:
+	rm -rf $(BUILD)

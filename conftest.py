@@ -1,0 +1,12 @@
+"""Makes the working tree importable as ansible_collections.ese.backup for every test."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+COLLECTIONS = os.path.join(ROOT, "build", "collections")
+_link = os.path.join(COLLECTIONS, "ansible_collections", "ese", "backup")
+if not os.path.islink(_link):
+    os.makedirs(os.path.dirname(_link), exist_ok=True)
+    os.symlink(ROOT, _link)
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the tests need from the project's own lists: Debian packages, then a virtualenv.
+#   tools/bootstrap.sh main .venv      newest ansible-core the machine's Pythons allow
+#   tools/bootstrap.sh min  .venv-min  lowest supported ansible-core
+set -euo pipefail
+cd "$(dirname "$0")/.."
+flavour=$1 venv=$2
+
+missing=()
+while read -r pkg; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+done < tools/apt-packages.txt
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+pick_python() {  # newest first for main, 3.11 for min
+  local want=("$@") p
+  for v in "${want[@]}"; do
+    for p in "$(command -v "python$v" 2>/dev/null)" "$HOME"/.pyenv/versions/"$v".*/bin/python"$v"; do
+      [[ -x "$p" ]] && { echo "$p"; return; }
+    done
+  done
+  command -v python3
+}
+if [[ $flavour == main ]]; then py=$(pick_python 3.12 3.13); req=requirements-test.txt
+else py=$(pick_python 3.11 3.12); req=requirements-min.txt; fi
+
+echo "bootstrap: $venv with $("$py" --version) and $req"
+rm -rf "$venv"
+"$py" -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip
+"$venv/bin/pip" install -q -r "$req"
