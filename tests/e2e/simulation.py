@@ -1,0 +1,104 @@
+"""End-to-end harness: real ansible-playbook runs against simulated Windows hosts.
+
+Each simulated host gets its own file system under a temporary ESESIM_ROOT, seeded from a sample ESE
+set; module calls go through tests/sim/plugins/connection/esesim.py to the C# engine under Mono and
+the esent.dll simulator. One playbook run can drive many hosts, each with its own faults or options.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "sim"))
+sys.path.insert(0, os.path.join(REPO, "tests", "sim", "plugins", "connection"))
+
+from run_playbook import simulated_env  # noqa: E402
+from esesim import PathMap  # noqa: E402
+
+TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "..", "shared", "testdata", "ese")
+SETS = os.path.join(TESTDATA, "sets")
+SRU_DIR = "C:\\Windows\\System32\\sru"
+SHARE = "\\\\backup01\\ese"
+
+
+def sample_set(name):
+    path = os.path.join(SETS, name)
+    if not os.path.isdir(path):
+        pytest.skip("sample ESE set %s not found (set ESE_TESTDATA)" % path)
+    return path
+
+
+class Results:
+    def __init__(self, proc, records):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.records = records
+
+    def task(self, host, name):
+        found = [r for r in self.records if r["host"] == host and r["task"] == name]
+        assert found, "no result for %s / %s in:\n%s" % (host, name, self.stdout[-4000:])
+        return found[-1]
+
+
+class Simulation:
+    def __init__(self, root):
+        self.root = str(root)
+        self.hosts = {}
+
+    def add_host(self, name, fixture="srum-server2022-clean", at=SRU_DIR, **host_vars):
+        host = {"ansible_connection": "esesim", "esesim_fixtures": {at: sample_set(fixture)}}
+        host.update(host_vars)
+        self.hosts[name] = host
+        return name
+
+    def paths(self, host):
+        return PathMap(self.root, host)
+
+    def local(self, host, windows_path):
+        return self.paths(host).to_local(windows_path)
+
+    def snapshot(self, host):
+        """Every file on the host (and the share) with its SHA-256, to prove nothing changed."""
+        state = {}
+        for base in (self.paths(host).host_root, self.paths(host).unc_root):
+            for dirpath, _, files in os.walk(base):
+                for f in files:
+                    if f == ".fixtures-placed":
+                        continue
+                    p = os.path.join(dirpath, f)
+                    with open(p, "rb") as fh:
+                        state[os.path.relpath(p, self.root)] = hashlib.sha256(fh.read()).hexdigest()
+        return state
+
+    def run(self, playbook, extra_args=(), forks=4):
+        inventory = {"all": {"hosts": self.hosts}}
+        inv_path = os.path.join(self.root, "inventory.yml")
+        with open(inv_path, "w") as f:
+            yaml.safe_dump(inventory, f)
+        if "\n" in playbook:
+            pb_path = os.path.join(self.root, "playbook.yml")
+            with open(pb_path, "w") as f:
+                f.write(playbook)
+        else:
+            pb_path = playbook
+        results = os.path.join(self.root, "results.jsonl")
+        if os.path.exists(results):
+            os.remove(results)
+        env = simulated_env(sim_root=self.root)
+        env["ESESIM_RESULTS"] = results
+        env["ANSIBLE_FORKS"] = str(forks)
+        cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inv_path,
+               pb_path] + list(extra_args)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=REPO)
+        records = []
+        if os.path.exists(results):
+            with open(results) as f:
+                records = [json.loads(line) for line in f]
+        return Results(proc, records)
+

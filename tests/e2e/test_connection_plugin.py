@@ -1,0 +1,78 @@
+"""The simulated-host connection plugin: payload shapes, argument validation, path mapping."""
+import json
+import os
+
+import pytest
+
+from esesim import ArgSpecError, PathMap, PayloadError, module_call_from_payload, validate_args
+from simulation import REPO
+
+ARGS = {"_ansible_module_name": "ese.backup.run", "_ansible_check_mode": False, "dest": "C:\\b"}
+
+
+def test_payload_up_to_2_18_shape():
+    payload = b"exec wrapper source\0\0\0\0" + json.dumps({"module_args": ARGS}).encode()
+    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS)
+
+
+def test_payload_from_2_19_shape():
+    manifest = {"scripts": {}, "actions": [
+        {"name": "exec_wrapper.ps1", "params": {}},
+        {"name": "module_wrapper.ps1", "params": {"Variables": [{"Name": "complex_args", "Value": ARGS}]}}]}
+    payload = b'{"name": "exec_wrapper"}\n\0\0\0\0\n' + json.dumps(manifest).encode()
+    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS)
+
+
+@pytest.mark.parametrize("payload", [
+    b"no sentinel at all",
+    b"x\0\0\0\0not json",
+    b"x\0\0\0\0" + json.dumps({"something_new": {}}).encode(),
+    b"x\0\0\0\0" + json.dumps({"actions": [{"name": "module_wrapper.ps1", "params": {}}]}).encode(),
+])
+def test_unknown_payload_shapes_fail_loudly(payload):
+    with pytest.raises(PayloadError, match="esesim"):
+        module_call_from_payload(payload)
+
+
+def test_async_payload_is_refused():
+    manifest = {"actions": [{"name": "async_wrapper.ps1"}, {"name": "module_wrapper.ps1"}]}
+    with pytest.raises(PayloadError, match="async_wrapper.ps1 is not simulated"):
+        module_call_from_payload(b"x\0\0\0\0" + json.dumps(manifest).encode())
+
+
+def test_path_map_round_trip(tmp_path):
+    paths = PathMap(str(tmp_path), "dc01")
+    local = paths.to_local("C:\\Windows\\NTDS\\ntds.dit")
+    assert local == os.path.join(str(tmp_path), "hosts", "dc01", "C", "Windows", "NTDS", "ntds.dit")
+    assert paths.to_windows(local) == "C:\\Windows\\NTDS\\ntds.dit"
+    share = paths.to_local("\\\\Backup01\\ESE\\dc01")
+    assert share == os.path.join(str(tmp_path), "unc", "backup01", "ese", "dc01")
+    assert paths.to_windows({"a": [share + "/x"]}) == {"a": ["\\\\backup01\\ese\\dc01\\x"]}
+    assert paths.to_local("relative\\dir") == "relative\\dir"
+
+
+def test_argument_validation_follows_the_module_docs():
+    if not os.path.exists(os.path.join(REPO, "plugins", "modules", "run.yml")):
+        pytest.fail("plugins/modules/run.yml is missing")
+    params = validate_args("run", {"databases": ["C:\\db.edb"], "log_path": "C:\\logs", "dest": "C:\\b"})
+    assert params["type"] == "full"
+    with pytest.raises(ArgSpecError, match="Unsupported parameters.*bogus"):
+        validate_args("run", {"databases": ["x"], "log_path": "y", "dest": "z", "bogus": 1})
+    with pytest.raises(ArgSpecError, match="missing required arguments: .*dest"):
+        validate_args("run", {"databases": ["x"], "log_path": "y"})
+    with pytest.raises(ArgSpecError, match="value of type must be one of"):
+        validate_args("run", {"databases": ["x"], "log_path": "y", "dest": "z", "type": "weekly"})
+
+
+def test_the_installed_ansible_core_payload_is_understood(bare_sim):
+    sim = bare_sim
+    """Canary: a real ansible-playbook run must hand a module name and its args to the host."""
+    sim.add_host("probe01")
+    playbook = os.path.join(sim.root, "probe.yml")
+    with open(playbook, "w") as f:
+        f.write("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                "    - name: probe\n      payload_probe:\n        marker: canary\n")
+    res = sim.run(playbook, extra_args=["-M", os.path.join(REPO, "tests", "e2e", "library")])
+    rec = res.task("probe01", "probe")
+    assert rec["result"]["msg"] == "esesim: module payload_probe is not simulated", res.stdout
+    assert rec["result"]["received_args"]["marker"] == "canary"
