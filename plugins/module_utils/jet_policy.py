@@ -1,0 +1,365 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The JET_err -> Ansible state policy, as data.
+
+The engine (``EseEngine.cs``) reports facts only (docs/architecture.md, "Engine result"). The action
+plugins turn them into ``changed``/``failed``/``msg`` here:
+
+1. a module's *classifier* reduces the facts to a flat *situation* (strings, ints, booleans);
+2. the module's *table* is an ordered list of :class:`Row`; the first row whose ``when`` matches the
+   situation decides ``changed``, ``failed``, the message template and, for session modules,
+   ``session_state`` and ``backup_valid``;
+3. :func:`apply` renders the message with the facts, the JET error's name and advice, and returns the
+   policy part of the task result.
+
+A ``when`` maps a situation key to one allowed value, or to a tuple of allowed values. The special
+value :data:`ANY_OTHER` in an ``err`` condition matches any code not matched by an earlier row, which
+is how "any other error" rows are written. ``docs/jet-policy.md`` is generated from these tables by
+``tools/gen_policy_docs.py``.
+
+Adding a module = adding a classifier and a table to :data:`POLICIES`.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+
+from ansible_collections.ese.backup.plugins.module_utils.jet_errors import advice, describe, name_of
+
+ANY_OTHER = "any other"
+
+Row = collections.namedtuple("Row", "id what when changed failed msg session_state backup_valid warn")
+"""One policy row.
+
+``id``: stable identifier (tests, docs). ``what``: the situation in words (docs). ``when``: the
+conditions. ``changed``/``failed``: booleans. ``msg``: a ``str.format`` template over the message
+context (see :func:`_context`). ``session_state``: string or ``None`` (not reported).
+``backup_valid``: ``True``/``False``, ``"journal"`` (valid when the journal shows a complete, normal
+end) or ``None`` (not reported). ``warn``: a template for one warning, or ``None``.
+"""
+
+
+def row(id, what, when, changed, failed, msg, session_state=None, backup_valid=None, warn=None):
+    """Build a :class:`Row` with keyword defaults (keeps the tables short)."""
+    return Row(id, what, when, changed, failed, msg, session_state, backup_valid, warn)
+
+
+Policy = collections.namedtuple("Policy", "module classify table jet_err_always keys")
+"""A module's policy: ``classify(facts, check_mode)`` -> situation dict; ``table``: rows in order;
+``jet_err_always``: return ``jet_err`` even when no call failed; ``keys``: the module result keys
+that the action plugin keeps in the task result."""
+
+
+# Session journal facts (docs/architecture.md, "Session journal facts").
+JOURNAL_ENDED = (None, "normal", "abort", "idle_timeout", "host_crash")
+JOURNAL_ENDINGS = {
+    None: "the session has no end record: its process exited without ending the backup",
+    "normal": "it was ended normally",
+    "abort": "it was ended with abort",
+    "idle_timeout": "the session host ended it with abort after its idle timeout",
+    "host_crash": "the host or the session process stopped while the backup ran",
+}
+
+
+def journal_facts(journal):
+    """Normalise a journal (``None`` or a dict) to ``{ended, stop_seen, incomplete_files}`` or ``None``."""
+    if journal is None:
+        return None
+    ended = journal.get("ended")
+    if ended not in JOURNAL_ENDED:
+        raise ValueError("journal.ended must be one of %s, got %r" % (", ".join(map(str, JOURNAL_ENDED)), ended))
+    return {
+        "ended": ended,
+        "stop_seen": bool(journal.get("stop_seen", False)),
+        "incomplete_files": list(journal.get("incomplete_files") or []),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# ese.backup.run: one-task backup
+# --------------------------------------------------------------------------------------------------
+
+def classify_run(facts, check_mode):
+    """Situation of an ``Engine.Run`` result.
+
+    ``existing``: the engine found a complete set named ``set_name`` under ``dest`` and started no
+    backup (the engine reports ``existing: true``, or ``backup_started`` false with ``backup_set`` set
+    and no failure). ``would_create``: in check mode, ``check.would_create`` (default: not existing).
+    """
+    failed_call = facts.get("failed_call")
+    started = bool(facts.get("backup_started"))
+    published = facts.get("backup_set") is not None
+    existing = facts.get("existing")
+    if existing is None:
+        existing = not started and published and failed_call is None and not facts.get("invalid")
+    check = facts.get("check") or {}
+    would_create = check.get("would_create")
+    if would_create is None:
+        would_create = not existing
+    return {
+        "check_mode": bool(check_mode),
+        "invalid": bool(facts.get("invalid")),
+        "failed": failed_call is not None,
+        "err": failed_call.get("err") if failed_call else None,
+        "started": started,
+        "ended": facts.get("ended"),
+        "logs_truncated": bool(facts.get("logs_truncated")),
+        "published": published,
+        "existing": bool(existing),
+        "would_create": bool(would_create),
+    }
+
+
+RUN_TABLE = (
+    row("invalid", "an option is invalid (the engine checked it before any JET call)",
+        {"invalid": True}, False, True,
+        "invalid value for option '{option}': {invalid_msg}"),
+    row("check_failed", "check mode: a JET call made to inspect the databases failed",
+        {"check_mode": True, "failed": True}, False, True,
+        "check mode: {call} returned {jet_err}{detail}: {advice}; a real run would fail"),
+    row("check_create", "check mode: a real run would create a backup set",
+        {"check_mode": True, "would_create": True}, True, False,
+        "check mode: a {type} backup would create backup set {target}"),
+    row("check_existing", "check mode: the named backup set already exists",
+        {"check_mode": True, "would_create": False}, False, False,
+        "check mode: backup set {target} already exists; a real run would leave it as it is"),
+    row("failed_truncated", "a JET call failed after the logs were truncated",
+        {"failed": True, "logs_truncated": True}, True, True,
+        "{call} returned {jet_err}{detail}: {advice}; {ending} and no backup set was published. The logs were "
+        "already truncated, so the backup chain is broken: take a new full backup as soon as the cause is fixed"),
+    row("failed_started", "a JET call failed during the backup (logs not truncated)",
+        {"failed": True, "started": True}, False, True,
+        "{call} returned {jet_err}{detail}: {advice}; {ending} and no backup set was published"),
+    row("failed_not_started", "a JET call failed before the backup began",
+        {"failed": True}, False, True,
+        "{call} returned {jet_err}{detail}: {advice}; no backup was started"),
+    row("existing", "set_name names a complete backup set that already exists under dest",
+        {"existing": True}, False, False,
+        "backup set {backup_set} already exists; no backup was taken"),
+    row("created", "every call succeeded and the set was published",
+        {"published": True, "ended": "normal"}, True, False,
+        "created {type} backup set {backup_set}{truncated}"),
+    row("inconsistent", "any other combination of facts (an engine bug)",
+        {}, False, True,
+        "the engine returned an inconsistent result (backup_started={started}, ended={ended}, backup_set={backup_set}); "
+        "report it with the task's trace"),
+)
+
+RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated")
+
+
+# --------------------------------------------------------------------------------------------------
+# ese.backup.end: end a backup session (JetEndExternalBackupInstance2), issue 4
+# --------------------------------------------------------------------------------------------------
+
+def classify_end(facts, check_mode):
+    """Situation of an end result: ``{invalid, mode, end_call or failed_call, journal, check}``.
+
+    ``err`` is the End call's JET_err (``end_call.err``; ``failed_call.err`` when End was not reached).
+    ``journal`` is ``"absent"`` or the journal's ``ended`` (``"open"`` when it has no end record).
+    """
+    call = facts.get("end_call") or facts.get("failed_call")
+    journal = journal_facts(facts.get("journal"))
+    check = facts.get("check") or {}
+    if journal is None:
+        state = "absent"
+    else:
+        state = journal["ended"] or "open"
+    return {
+        "check_mode": bool(check_mode),
+        "invalid": bool(facts.get("invalid")),
+        "mode": facts.get("mode") or "normal",
+        "err": call.get("err") if call else None,
+        "journal": state,
+        "journal_problem": bool(journal and (journal["stop_seen"] or journal["incomplete_files"])),
+        "would_end": bool(check.get("would_end")),
+    }
+
+
+_ENDED_OTHERWISE = ("abort", "idle_timeout", "host_crash", "open")
+
+END_TABLE = (
+    row("invalid", "an option is invalid", {"invalid": True}, False, True,
+        "invalid value for option '{option}': {invalid_msg}", "unknown", False),
+    row("check_end", "check mode: a backup is in progress and would be ended",
+        {"check_mode": True, "would_end": True}, True, False,
+        "check mode: the backup session would be ended (mode {mode})", "open", None),
+    row("check_nothing", "check mode: no backup is in progress",
+        {"check_mode": True, "would_end": False}, False, False,
+        "check mode: no backup is in progress; nothing would be ended", "not_found", None),
+    row("ended_complete", "End returned JET_errSuccess after a complete sequence (mode normal)",
+        {"err": 0, "mode": "normal", "journal_problem": False}, True, False,
+        "{call} returned {jet_err}: the backup ended normally and is valid", "ended", True),
+    row("ended_not_valid", "End returned JET_errSuccess, but the journal shows a server stop (-801) or a database or "
+        "log that was not read completely", {"err": 0, "mode": "normal", "journal_problem": True}, True, True,
+        "backup ended but is not valid: {problems}; take a new backup", "ended", False),
+    row("ended_abort", "End returned JET_errSuccess with mode abort",
+        {"err": 0, "mode": "abort"}, True, False,
+        "{call} returned {jet_err}: the backup was ended with abort; its files are not a usable backup",
+        "aborted", False),
+    row("rerun_ended", "JET_errNoBackup, and the journal says this session already ended normally (a re-run)",
+        {"err": -520, "journal": "normal"}, False, False,
+        "the backup session already ended normally; nothing to do", "ended", "journal"),
+    row("gone_normal", "JET_errNoBackup, and the journal says the session ended by abort, idle timeout or a host "
+        "crash (mode normal)", {"err": -520, "journal": _ENDED_OTHERWISE, "mode": "normal"}, False, True,
+        "cannot end the backup normally: {journal_ending}; the backup is not valid, take a new one",
+        "{journal_state}", False),
+    row("gone_abort", "JET_errNoBackup, and the journal says the session ended by abort, idle timeout or a host "
+        "crash (mode abort)", {"err": -520, "journal": _ENDED_OTHERWISE, "mode": "abort"}, False, False,
+        "the backup session is already over ({journal_ending}); nothing to abort", "{journal_state}", False),
+    row("no_session", "JET_errNoBackup and no journal at all", {"err": -520, "journal": "absent"}, False, False,
+        "{call} returned {jet_err}: no backup is in progress", "not_found", False,
+        warn="no backup session with this name exists on the host (no journal and no backup in progress); "
+             "check the session name, or whether it was started on another host"),
+    row("aborted", "JET_errBackupAbortByServer, or JET_errBackupAbortByCaller (older builds)",
+        {"err": (-801, -800)}, True, True,
+        "{call} returned {jet_err}: the backup was aborted and ended; {advice}", "aborted", False),
+    row("other_error", "JET_errClientRequestToStopJetService, JET_errInstanceUnavailable, JET_errNotInitialized, "
+        "JET_errRestoreInProgress, JET_errRunningInMultiInstanceMode, JET_errTermInProgress, "
+        "JET_errInvalidParameter, or any other code", {"err": ANY_OTHER}, False, True,
+        "{call} returned {jet_err}{detail}: {advice}; the backup was not ended", "unknown", False),
+    row("no_call", "no End call was recorded (an engine bug)", {}, False, True,
+        "the engine returned no End call; report it with the task's trace", "unknown", False),
+)
+
+END_KEYS = ("trace", "journal", "check", "mode")
+
+POLICIES = collections.OrderedDict([
+    ("run", Policy("run", classify_run, RUN_TABLE, False, RUN_KEYS)),
+    ("end", Policy("end", classify_end, END_TABLE, True, END_KEYS)),
+])
+
+
+# --------------------------------------------------------------------------------------------------
+# Matching and rendering
+# --------------------------------------------------------------------------------------------------
+
+def _matches(when, situation, earlier_errs):
+    for key, allowed in when.items():
+        value = situation.get(key)
+        if allowed == ANY_OTHER:
+            if value is None or value in earlier_errs:
+                return False
+            continue
+        if isinstance(allowed, tuple):
+            if value not in allowed:
+                return False
+        elif value != allowed:
+            return False
+    return True
+
+
+def explicit_errs(table):
+    """Every JET value an ``err`` condition of the table names explicitly."""
+    errs = set()
+    for entry in table:
+        allowed = entry.when.get("err")
+        if isinstance(allowed, tuple):
+            errs.update(allowed)
+        elif isinstance(allowed, int):
+            errs.add(allowed)
+    return errs
+
+
+def select(module, situation):
+    """The first row of ``module``'s table that matches ``situation``."""
+    table = POLICIES[module].table
+    earlier = explicit_errs(table)
+    for entry in table:
+        if _matches(entry.when, situation, earlier):
+            return entry
+    raise LookupError("no %s policy row matches %r" % (module, situation))  # the tables end with a catch-all
+
+
+class _Lenient(dict):
+    def __missing__(self, key):
+        return "<%s unknown>" % key
+
+
+def _problems(journal):
+    parts = []
+    if journal and journal["stop_seen"]:
+        parts.append("the server stopped the backup during the session (JET_errBackupAbortByServer -801 was seen)")
+    if journal and journal["incomplete_files"]:
+        parts.append("not read completely: %s" % ", ".join(str(f) for f in journal["incomplete_files"]))
+    return "; ".join(parts) or "no problem recorded"
+
+
+def _context(facts, call):
+    invalid = facts.get("invalid") or {}
+    err = call.get("err") if call else None
+    journal = journal_facts(facts.get("journal"))
+    journal_state = "not_found" if journal is None else {
+        None: "lost", "normal": "ended", "abort": "aborted", "idle_timeout": "idle_timeout",
+        "host_crash": "host_crash"}[journal["ended"]]
+    ended = facts.get("ended")
+    manifest = facts.get("manifest") or {}
+    check = facts.get("check") or {}
+    context = {
+        "option": invalid.get("option"),
+        "invalid_msg": invalid.get("msg"),
+        "call": call.get("call") if call else None,
+        "err": err,
+        "jet_err": describe(err) if err is not None else None,
+        "detail": " [%s]" % call["detail"] if call and call.get("detail") else "",
+        "advice": advice(err) if err is not None else None,
+        "ending": {"abort": "the backup was ended with abort", "normal": "the backup was ended"}.get(
+            ended, "the backup could not be ended" if facts.get("backup_started") else "no backup was running"),
+        "started": facts.get("backup_started"),
+        "ended": ended,
+        "backup_set": facts.get("backup_set"),
+        "target": check.get("backup_set") or facts.get("backup_set") or "(named at run time)",
+        "type": manifest.get("type") or check.get("type") or facts.get("type") or "full",
+        "truncated": "; logs were truncated" if facts.get("logs_truncated") else "",
+        "mode": facts.get("mode") or "normal",
+        "problems": _problems(journal),
+        "journal_ending": JOURNAL_ENDINGS[journal["ended"]] if journal else "no journal",
+        "journal_state": journal_state,
+    }
+    return _Lenient(context)
+
+
+def jet_err(call):
+    """``{code, name, call}`` for a recorded call, or ``None``."""
+    if not call:
+        return None
+    code = call.get("err")
+    return {"code": code, "name": name_of(code) if code is not None else None, "call": call.get("call")}
+
+
+def apply(module, facts, check_mode):
+    """Turn an engine result (``facts``) into the policy part of the task result.
+
+    Returns ``{changed, failed, msg[, jet_err][, warnings][, session_state, backup_valid]}`` plus the
+    id of the row that decided (``policy_row``), for the trace and the docs.
+    """
+    policy = POLICIES[module]
+    situation = policy.classify(facts, check_mode)
+    decided = select(module, situation)
+    if module == "end":
+        call = facts.get("end_call") or facts.get("failed_call")
+    else:
+        call = facts.get("failed_call")
+    context = _context(facts, call)
+    result = {
+        "changed": decided.changed,
+        "failed": decided.failed,
+        "msg": decided.msg.format_map(context),
+        "policy_row": "%s.%s" % (module, decided.id),
+    }
+    error = jet_err(call)
+    if error is not None or policy.jet_err_always:
+        result["jet_err"] = error or {"code": None, "name": None, "call": None}
+    if decided.warn:
+        result["warnings"] = [decided.warn.format_map(context)]
+    if decided.session_state is not None:
+        result["session_state"] = decided.session_state.format_map(context)
+    if decided.backup_valid is not None or module == "end":
+        valid = decided.backup_valid
+        if valid == "journal":
+            valid = not situation.get("journal_problem", False)
+        result["backup_valid"] = bool(valid)
+    return result

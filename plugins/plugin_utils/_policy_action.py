@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared base for the collection's action plugins.
+
+An action plugin runs its Windows module (``ese.backup.<name>``), which returns the engine's facts,
+and owns the task result: the JET_err -> changed/failed/msg policy (``module_utils/jet_policy.py``)
+or a plain pass-through.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.ese.backup.plugins.module_utils.jet_policy import POLICIES, apply, jet_err
+
+# Keys of a module result that the action plugin always carries over when present.
+CARRIED = ("invocation", "deprecations")
+# A module result carries engine facts when it has this key (every engine result has a trace).
+FACTS_KEY = "trace"
+
+
+def module_failure(module_name, module_result):
+    """The task result for a module that returned no engine facts (argument error, crash, skip)."""
+    result = dict(module_result)
+    if result.get("skipped"):
+        return result
+    result["changed"] = bool(result.get("changed", False))
+    result["failed"] = True
+    msg = result.get("msg") or "no message"
+    if module_result.get("failed") or result.get("exception"):
+        result["msg"] = "%s failed before the engine returned its facts: %s" % (module_name, msg)
+    else:
+        result["msg"] = "%s returned no engine facts (%s); the module and the controller may be from different " \
+                        "versions of ese.backup" % (module_name, msg)
+    return result
+
+
+def policy_result(module, module_result, check_mode):
+    """Apply ``module``'s policy table to a module result (dict of engine facts)."""
+    policy = POLICIES[module]
+    outcome = apply(module, module_result, check_mode)
+    result = dict((key, module_result[key]) for key in policy.keys + CARRIED if key in module_result)
+    warnings = list(module_result.get("warnings") or []) + outcome.pop("warnings", [])
+    if warnings:
+        result["warnings"] = warnings
+    result.update(outcome)
+    return result
+
+
+def passthrough_result(module_result):
+    """A read-only module's result as the task result: never changed; a failed JET call is named."""
+    result = dict(module_result)
+    result["changed"] = False
+    error = jet_err(result.get("failed_call"))
+    if error is not None:
+        result["jet_err"] = error
+    return result
+
+
+class EseModuleAction(ActionBase):
+    """Run ``ese.backup.<MODULE>`` and turn its facts into the task result.
+
+    Subclasses set ``MODULE``; ``POLICY`` is ``True`` when ``jet_policy.POLICIES`` decides the result,
+    ``False`` for a pass-through (read-only modules).
+    """
+
+    MODULE = None
+    POLICY = True
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(EseModuleAction, self).run(tmp, task_vars)
+        del tmp
+        module_name = "ese.backup.%s" % self.MODULE
+        module_result = self._execute_module(module_name=module_name, module_args=self._task.args,
+                                             task_vars=task_vars)
+        result.update(self.finish(module_name, module_result, bool(self._task.check_mode)))
+        return result
+
+    def finish(self, module_name, module_result, check_mode):
+        """The task result for ``module_result`` (separate from ``run`` for the unit tests)."""
+        if not self.POLICY:
+            return passthrough_result(module_result)
+        if FACTS_KEY not in module_result or module_result.get("skipped"):
+            return module_failure(module_name, module_result)
+        return policy_result(self.MODULE, module_result, check_mode)

@@ -1,0 +1,244 @@
+"""The JET_err -> Ansible state policy: every row of every table, data-driven, plus exhaustive
+"any other" rows over every catalog value."""
+import pytest
+
+from ansible_collections.ese.backup.plugins.module_utils import jet_errors as je
+from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
+
+READ = "JetReadFileInstance"
+BEGIN = "JetBeginExternalBackupInstance"
+END = "JetEndExternalBackupInstance2"
+SET = r"D:\backup\full-20261125T040000Z"
+
+
+def run_facts(**over):
+    facts = {"trace": [{"call": BEGIN, "err": 0}], "failed_call": None, "invalid": None, "backup_started": True,
+             "ended": "normal", "logs_truncated": True, "backup_set": SET, "manifest": {"type": "full"}, "check": None}
+    facts.update(over)
+    return facts
+
+
+def failed(call, err, **over):
+    base = {"failed_call": {"call": call, "err": err, "detail": "SRUDB.dat"}, "ended": "abort", "backup_set": None,
+            "manifest": None, "logs_truncated": False}
+    base.update(over)
+    return run_facts(**base)
+
+
+def end_facts(err, mode="normal", journal="absent", **over):
+    facts = {"trace": [{"call": END, "err": err}], "invalid": None, "mode": mode,
+             "end_call": {"call": END, "err": err}}
+    if journal != "absent":
+        facts["journal"] = journal
+    facts.update(over)
+    return facts
+
+
+def journal(ended=None, stop_seen=False, incomplete_files=()):
+    return {"ended": ended, "stop_seen": stop_seen, "incomplete_files": list(incomplete_files)}
+
+
+# (id, module, facts, check_mode, row, changed, failed, substrings of msg)
+CASES = [
+    # ---- run ----
+    ("run invalid", "run", run_facts(invalid={"option": "page_size", "msg": "must be 4096 (the header's), got 8192"},
+                                     backup_started=False, ended=None, backup_set=None),
+     False, "invalid", False, True, ["option 'page_size'", "must be 4096"]),
+    ("run invalid in check mode", "run", run_facts(invalid={"option": "dest", "msg": "must be absolute"},
+                                                   backup_started=False, ended=None, backup_set=None),
+     True, "invalid", False, True, ["option 'dest'"]),
+    ("run check create", "run", run_facts(backup_started=False, ended=None, backup_set=None, logs_truncated=False,
+                                          check={"would_create": True, "backup_set": SET, "type": "full"}),
+     True, "check_create", True, False, ["would create backup set " + SET]),
+    ("run check default would_create", "run", run_facts(backup_started=False, ended=None, backup_set=None,
+                                                        check={}), True, "check_create", True, False, ["would create"]),
+    ("run check existing", "run", run_facts(backup_started=False, ended=None, backup_set=SET, existing=True,
+                                            check={"would_create": False, "backup_set": SET}),
+     True, "check_existing", False, False, ["already exists"]),
+    ("run check failed", "run", failed("JetGetDatabaseFileInfoW", -1032, backup_started=False, ended=None,
+                                       check={"would_create": True}),
+     True, "check_failed", False, True, ["JetGetDatabaseFileInfoW returned JET_errFileAccessDenied (-1032)",
+                                         "a real run would fail"]),
+    ("run read verify", "run", failed(READ, -1018, backup_started=True),
+     False, "failed_started", False, True,
+     ["JetReadFileInstance returned JET_errReadVerifyFailure (-1018)", "esentutl /k",
+      "the backup was ended with abort and no backup set was published"]),
+    ("run end not reached", "run", failed(READ, -1022, backup_started=True, ended=None),
+     False, "failed_started", False, True, ["the backup could not be ended"]),
+    ("run failed after truncation", "run", failed("JetEndExternalBackupInstance2", -1003, logs_truncated=True),
+     False, "failed_truncated", True, True, ["backup chain is broken", "new full backup"]),
+    ("run begin refused", "run", failed(BEGIN, -505, backup_started=False, ended=None),
+     False, "failed_not_started", False, True,
+     ["JetBeginExternalBackupInstance returned JET_errBackupInProgress (-505)", "no backup was started"]),
+    ("run missing full", "run", failed(BEGIN, -560, backup_started=False, ended=None),
+     False, "failed_not_started", False, True, ["take a full backup first"]),
+    ("run created", "run", run_facts(), False, "created", True, False, ["created full backup set " + SET,
+                                                                        "logs were truncated"]),
+    ("run created copy", "run", run_facts(logs_truncated=False, manifest={"type": "copy"}), False, "created", True,
+     False, ["created copy backup set"]),
+    ("run existing explicit", "run", run_facts(existing=True, backup_started=False, ended=None,
+                                               logs_truncated=False), False, "existing", False, False,
+     ["already exists; no backup was taken"]),
+    ("run existing derived", "run", run_facts(backup_started=False, ended=None, logs_truncated=False),
+     False, "existing", False, False, ["already exists"]),
+    ("run inconsistent", "run", run_facts(backup_set=None), False, "inconsistent", False, True,
+     ["inconsistent result"]),
+    # ---- end ----
+    ("end invalid", "end", end_facts(None, invalid={"option": "mode", "msg": "use normal or abort"}, end_call=None),
+     False, "invalid", False, True, ["option 'mode'"]),
+    ("end check open", "end", end_facts(None, end_call=None, check={"would_end": True}), True, "check_end", True,
+     False, ["would be ended"]),
+    ("end check nothing", "end", end_facts(None, end_call=None, check={"would_end": False}), True, "check_nothing",
+     False, False, ["nothing would be ended"]),
+    ("end complete", "end", end_facts(0, journal=journal()), False, "ended_complete", True, False,
+     ["ended normally and is valid"]),
+    ("end complete no journal", "end", end_facts(0), False, "ended_complete", True, False, ["valid"]),
+    ("end stop seen", "end", end_facts(0, journal=journal(stop_seen=True)), False, "ended_not_valid", True, True,
+     ["backup ended but is not valid", "-801"]),
+    ("end incomplete", "end", end_facts(0, journal=journal(incomplete_files=["SRU0005C.log"])), False,
+     "ended_not_valid", True, True, ["backup ended but is not valid", "SRU0005C.log"]),
+    ("end abort", "end", end_facts(0, mode="abort", journal=journal(stop_seen=True)), False, "ended_abort", True,
+     False, ["ended with abort"]),
+    ("end rerun", "end", end_facts(-520, journal=journal("normal")), False, "rerun_ended", False, False,
+     ["already ended normally"]),
+    ("end rerun abort mode", "end", end_facts(-520, mode="abort", journal=journal("normal")), False, "rerun_ended",
+     False, False, ["already ended normally"]),
+    ("end gone abort", "end", end_facts(-520, journal=journal("abort")), False, "gone_normal", False, True,
+     ["ended with abort"]),
+    ("end gone idle", "end", end_facts(-520, journal=journal("idle_timeout")), False, "gone_normal", False, True,
+     ["idle timeout"]),
+    ("end gone crash", "end", end_facts(-520, journal=journal("host_crash")), False, "gone_normal", False, True,
+     ["stopped while the backup ran"]),
+    ("end gone open journal", "end", end_facts(-520, journal=journal(None)), False, "gone_normal", False, True,
+     ["no end record"]),
+    ("end gone crash abort", "end", end_facts(-520, mode="abort", journal=journal("host_crash")), False,
+     "gone_abort", False, False, ["nothing to abort"]),
+    ("end gone idle abort", "end", end_facts(-520, mode="abort", journal=journal("idle_timeout")), False,
+     "gone_abort", False, False, ["idle timeout"]),
+    ("end no session", "end", end_facts(-520), False, "no_session", False, False, ["no backup is in progress"]),
+    ("end no session abort", "end", end_facts(-520, mode="abort"), False, "no_session", False, False, []),
+    ("end abort by server", "end", end_facts(-801), False, "aborted", True, True,
+     ["JET_errBackupAbortByServer (-801)"]),
+    ("end abort by caller", "end", end_facts(-800), False, "aborted", True, True, ["errBackupAbortByCaller (-800)"]),
+    ("end stop service", "end", end_facts(-1329), False, "other_error", False, True,
+     ["JET_errClientRequestToStopJetService (-1329)", "the backup was not ended"]),
+    ("end via failed_call", "end", end_facts(-1090, end_call=None, failed_call={"call": END, "err": -1090}), False,
+     "other_error", False, True, ["JET_errInstanceUnavailable (-1090)"]),
+    ("end no call", "end", end_facts(None, end_call=None), False, "no_call", False, True, ["no End call"]),
+]
+
+# The end table of issue 4, row by row: (err, mode, journal) -> (changed, failed, session_state, backup_valid)
+END_SPEC = [
+    (0, "normal", journal(), True, False, "ended", True),
+    (0, "normal", journal(stop_seen=True), True, True, "ended", False),
+    (0, "normal", journal(incomplete_files=["edb.log"]), True, True, "ended", False),
+    (0, "abort", journal(), True, False, "aborted", False),
+    (-520, "normal", journal("normal"), False, False, "ended", True),
+    (-520, "normal", journal("abort"), False, True, "aborted", False),
+    (-520, "normal", journal("idle_timeout"), False, True, "idle_timeout", False),
+    (-520, "normal", journal("host_crash"), False, True, "host_crash", False),
+    (-520, "abort", journal("abort"), False, False, "aborted", False),
+    (-520, "abort", journal("idle_timeout"), False, False, "idle_timeout", False),
+    (-520, "abort", journal("host_crash"), False, False, "host_crash", False),
+    (-520, "normal", "absent", False, False, "not_found", False),
+    (-801, "normal", journal(), True, True, "aborted", False),
+    (-800, "normal", journal(), True, True, "aborted", False),
+] + [(code, "normal", journal(), False, True, "unknown", False)
+     for code in (-1329, -1090, -1029, -506, -1081, -1000, -1003)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_policy_rows(case):
+    _, module, facts, check_mode, row_id, changed, failed_, substrings = case
+    result = jp.apply(module, facts, check_mode)
+    assert result["policy_row"] == "%s.%s" % (module, row_id)
+    assert (result["changed"], result["failed"]) == (changed, failed_)
+    for text in substrings:
+        assert text in result["msg"]
+    assert "unknown>" not in result["msg"] and "None" not in result["msg"], result["msg"]
+
+
+def test_every_row_is_exercised():
+    seen = set((c[1], c[4]) for c in CASES)
+    for module, policy in jp.POLICIES.items():
+        for row in policy.table:
+            assert (module, row.id) in seen, "no test case for %s.%s" % (module, row.id)
+
+
+@pytest.mark.parametrize("spec", END_SPEC, ids=["%s-%s-%d" % (s[0], s[1], i) for i, s in enumerate(END_SPEC)])
+def test_end_table_of_issue_4(spec):
+    err, mode, jour, changed, failed_, state, valid = spec
+    result = jp.apply("end", end_facts(err, mode=mode, journal=jour), False)
+    assert (result["changed"], result["failed"], result["session_state"], result["backup_valid"]) == (
+        changed, failed_, state, valid), result
+    assert result["jet_err"] == {"code": err, "name": je.name_of(err), "call": END}
+
+
+def test_end_no_session_warns():
+    result = jp.apply("end", end_facts(-520), False)
+    assert "no backup session" in result["warnings"][0]
+
+
+def test_end_rerun_after_invalid_end_reports_invalid_backup():
+    result = jp.apply("end", end_facts(-520, journal=journal("normal", stop_seen=True)), False)
+    assert (result["changed"], result["failed"], result["backup_valid"]) == (False, False, False)
+
+
+def test_end_every_result_has_the_session_keys():
+    for case in CASES:
+        if case[1] == "end":
+            result = jp.apply("end", case[2], case[3])
+            assert set(["jet_err", "backup_valid", "session_state"]) <= set(result), case[0]
+            assert set(result["jet_err"]) == set(["code", "name", "call"])
+
+
+ALL_VALUES = sorted(je.BY_VALUE)
+
+
+@pytest.mark.parametrize("code", ALL_VALUES)
+def test_end_any_other_code(code):
+    """Every catalog value the end table does not name is 'any other': not changed, failed."""
+    result = jp.apply("end", end_facts(code, journal=journal()), False)
+    if code in jp.explicit_errs(jp.END_TABLE):
+        assert result["policy_row"] != "end.other_error"
+        return
+    assert result["policy_row"] == "end.other_error"
+    assert (result["changed"], result["failed"], result["session_state"], result["backup_valid"]) == (
+        False, True, "unknown", False)
+    assert je.describe(code) in result["msg"]
+    assert result["jet_err"]["name"] == je.BY_VALUE[code].name
+
+
+@pytest.mark.parametrize("code", [c for c in ALL_VALUES if c != 0])
+def test_run_any_failed_call(code):
+    """Any failed call during a run fails the task, names the error and the call, and changes nothing."""
+    result = jp.apply("run", failed(READ, code), False)
+    assert (result["changed"], result["failed"]) == (False, True)
+    assert "%s returned %s" % (READ, je.describe(code)) in result["msg"]
+    assert result["jet_err"] == {"code": code, "name": je.BY_VALUE[code].name, "call": READ}
+    truncated = jp.apply("run", failed(READ, code, logs_truncated=True), False)
+    assert (truncated["changed"], truncated["failed"]) == (True, True)
+
+
+def test_run_success_has_no_jet_err():
+    result = jp.apply("run", run_facts(), False)
+    assert "jet_err" not in result and "session_state" not in result and "backup_valid" not in result
+
+
+def test_run_hresult_in_failed_call_is_decoded():
+    result = jp.apply("run", failed("CertSrvBackupRead", 0xC80003FA), False)
+    assert "JET_errReadVerifyFailure (-1018, HRESULT 0xC80003FA)" in result["msg"]
+    assert result["jet_err"]["name"] == "JET_errReadVerifyFailure"
+
+
+def test_tables_end_with_a_catch_all():
+    for policy in jp.POLICIES.values():
+        assert policy.table[-1].when == {}
+        ids = [row.id for row in policy.table]
+        assert len(ids) == len(set(ids))
+
+
+def test_journal_shape_is_checked():
+    with pytest.raises(ValueError):
+        jp.journal_facts({"ended": "exploded"})
+    assert jp.journal_facts({"ended": "normal"}) == {"ended": "normal", "stop_seen": False, "incomplete_files": []}
