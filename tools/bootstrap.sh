@@ -21,8 +21,8 @@ fi
 pick_python() {  # newest first for main, 3.11 for min
   local want=("$@") p
   for v in "${want[@]}"; do
-    for p in "$(command -v "python$v" 2>/dev/null)" "$HOME"/.pyenv/versions/"$v".*/bin/python"$v"; do
-      [[ -x "$p" ]] && { echo "$p"; return; }
+    for p in "$HOME"/.pyenv/versions/"$v".*/bin/python"$v" "$(command -v "python$v" 2>/dev/null)"; do
+      [[ -x "$p" ]] && "$p" -c 'import venv' 2>/dev/null && { echo "$p"; return; }
     done
   done
   command -v python3
