@@ -1,0 +1,122 @@
+"""ese.backup.run action plugin: module call, policy applied to the facts, crash handling."""
+import pytest
+
+from ansible_collections.ese.backup.plugins.action.run import ActionModule
+from ansible_collections.ese.backup.plugins.module_utils import jet_errors as je
+from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
+from ansible_collections.ese.backup.tests.unit.plugins.module_utils.test_jet_policy import CASES as POLICY_CASES
+
+ARGS = {"databases": [r"C:\Windows\System32\sru\SRUDB.dat"], "log_path": r"C:\Windows\System32\sru",
+        "base_name": "sru", "dest": r"D:\backup", "set_name": "nightly"}
+SET = r"D:\backup\nightly"
+TRACE = [{"call": "JetBeginExternalBackupInstance", "err": 0, "detail": "grbit=0x0"}]
+MANIFEST = {"format": "ese.backup/1", "type": "full"}
+
+
+def facts(**over):
+    base = {"trace": TRACE, "failed_call": None, "invalid": None, "backup_started": True, "ended": "normal",
+            "logs_truncated": True, "backup_set": SET, "manifest": MANIFEST, "check": None,
+            "invocation": {"module_args": ARGS}, "changed": False}
+    base.update(over)
+    return base
+
+
+def test_calls_the_module_with_the_task_args(action_factory):
+    plugin, calls = action_factory(ActionModule, ARGS, facts())
+    result = plugin.run(task_vars={"inventory_hostname": "win1"})
+    assert calls == [{"module_name": "ese.backup.run", "module_args": ARGS,
+                      "task_vars": {"inventory_hostname": "win1"}}]
+    assert (result["changed"], result["failed"]) == (True, False)
+    assert result["backup_set"] == SET and result["manifest"] == MANIFEST and result["trace"] == TRACE
+    assert result["check"] is None and result["logs_truncated"] is True
+    assert result["invocation"] == {"module_args": ARGS}
+    assert "failed_call" not in result and "invalid" not in result
+    assert result["policy_row"] == "run.created"
+
+
+def test_read_verify_failure(action_factory):
+    module_result = facts(failed_call={"call": "JetReadFileInstance", "err": -1018, "detail": "SRUDB.dat"},
+                          ended="abort", logs_truncated=False, backup_set=None, manifest=None)
+    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    result = plugin.run(task_vars={})
+    assert (result["changed"], result["failed"]) == (False, True)
+    assert result["jet_err"] == {"code": -1018, "name": "JET_errReadVerifyFailure", "call": "JetReadFileInstance"}
+    assert "JetReadFileInstance returned JET_errReadVerifyFailure (-1018)" in result["msg"]
+    assert "the backup was ended with abort and no backup set was published" in result["msg"]
+    assert result["trace"] == TRACE
+
+
+def test_check_mode(action_factory):
+    module_result = facts(backup_started=False, ended=None, logs_truncated=False, backup_set=None, manifest=None,
+                          check={"would_create": True, "backup_set": SET, "type": "full"})
+    plugin, calls = action_factory(ActionModule, ARGS, module_result, check_mode=True)
+    result = plugin.run(task_vars={})
+    assert (result["changed"], result["failed"]) == (True, False)
+    assert result["check"]["backup_set"] == SET
+    assert "check mode" in result["msg"]
+
+
+def test_again_with_the_same_set_name_is_not_changed(action_factory):
+    module_result = facts(backup_started=False, ended=None, logs_truncated=False, existing=True)
+    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    result = plugin.run(task_vars={})
+    assert (result["changed"], result["failed"]) == (False, False)
+    assert result["backup_set"] == SET and "already exists" in result["msg"]
+
+
+def test_invalid_option(action_factory):
+    module_result = facts(invalid={"option": "buffer_size", "msg": "must be a multiple of the page size 4096"},
+                          backup_started=False, ended=None, backup_set=None, manifest=None, logs_truncated=False)
+    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    result = plugin.run(task_vars={})
+    assert (result["changed"], result["failed"]) == (False, True)
+    assert "option 'buffer_size'" in result["msg"] and "jet_err" not in result
+
+
+def test_module_warnings_are_kept(action_factory):
+    plugin, _ = action_factory(ActionModule, ARGS, facts(warnings=["page_size ignored"]))
+    result = plugin.run(task_vars={})
+    assert result["warnings"] == ["page_size ignored"]
+
+
+@pytest.mark.parametrize("module_result, words", [
+    ({"failed": True, "msg": "missing required arguments: dest", "changed": False}, "missing required arguments"),
+    ({"failed": True, "msg": "Unhandled exception while executing module: boom",
+      "exception": "at <ScriptBlock>"}, "Unhandled exception"),
+    ({"changed": False, "msg": "hello"}, "returned no engine facts"),
+    ({"failed": True, "module_stderr": "Exception calling Run", "module_stdout": "", "msg": "MODULE FAILURE"},
+     "MODULE FAILURE"),
+])
+def test_module_crash_without_facts(action_factory, module_result, words):
+    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    result = plugin.run(task_vars={})
+    assert result["failed"] is True and result["changed"] is False
+    assert words in result["msg"] and "ese.backup.run" in result["msg"]
+
+
+def test_module_skipped_passes_through(action_factory):
+    plugin, _ = action_factory(ActionModule, ARGS, {"skipped": True, "msg": "remote module does not support"})
+    result = plugin.run(task_vars={})
+    assert result["skipped"] is True and "failed" not in result
+
+
+@pytest.mark.parametrize("case", [c for c in POLICY_CASES if c[1] == "run"], ids=lambda c: c[0])
+def test_every_run_row_through_the_plugin(action_factory, case):
+    _, _, module_facts, check_mode, row_id, changed, failed, substrings = case
+    plugin, _ = action_factory(ActionModule, ARGS, module_facts, check_mode=check_mode)
+    result = plugin.run(task_vars={})
+    assert result["policy_row"] == "run." + row_id
+    assert (result["changed"], result["failed"]) == (changed, failed)
+    for key in jp.RUN_KEYS:
+        if key in module_facts:
+            assert result[key] == module_facts[key]
+
+
+@pytest.mark.parametrize("code", sorted(c for c in je.BY_VALUE if c != 0))
+def test_any_failed_call_through_the_plugin(action_factory, code):
+    module_result = facts(failed_call={"call": "JetReadFileInstance", "err": code}, ended="abort",
+                          logs_truncated=False, backup_set=None)
+    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    result = plugin.run(task_vars={})
+    assert (result["changed"], result["failed"]) == (False, True)
+    assert result["jet_err"]["code"] == code and je.describe(code) in result["msg"]
