@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "sim"))
 sys.path.insert(0, os.path.join(REPO, "tests", "sim", "plugins", "connection"))
 
 from run_playbook import simulated_env  # noqa: E402
-from esesim import PathMap  # noqa: E402
+from esesim import PathMap, place_fixtures  # noqa: E402
 
 TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "..", "shared", "testdata", "ese")
 SETS = os.path.join(TESTDATA, "sets")
@@ -76,7 +76,12 @@ class Simulation:
                         state[os.path.relpath(p, self.root)] = hashlib.sha256(fh.read()).hexdigest()
         return state
 
+    def place_fixtures(self):
+        for name, host in self.hosts.items():
+            place_fixtures(self.paths(name), host.get("esesim_fixtures", {}))
+
     def run(self, playbook, extra_args=(), forks=4):
+        self.place_fixtures()
         inventory = {"all": {"hosts": self.hosts}}
         inv_path = os.path.join(self.root, "inventory.yml")
         with open(inv_path, "w") as f:
@@ -102,3 +107,17 @@ class Simulation:
                 records = [json.loads(line) for line in f]
         return Results(proc, records)
 
+
+
+def bkinfo(db_path, which):
+    """(genLow, genHigh) of a BKINFO field in a database header: full, inc, cur, copy or diff."""
+    import struct
+    offsets = {"full": 136, "inc": 160, "cur": 184, "copy": 420, "diff": 444}
+    with open(db_path, "rb") as f:
+        header = f.read(512)
+    return struct.unpack_from("<II", header, offsets[which] + 16)
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()

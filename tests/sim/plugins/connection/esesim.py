@@ -213,6 +213,22 @@ class PathMap:
         return value
 
 
+def place_fixtures(paths, fixtures):
+    """Copies each fixture directory's files to its Windows directory, once per host."""
+    marker = os.path.join(paths.host_root, ".fixtures-placed")
+    if os.path.exists(marker):
+        return
+    os.makedirs(paths.host_root, exist_ok=True)
+    for windows_dir, source in fixtures.items():
+        target = paths.to_local(windows_dir)
+        os.makedirs(target, exist_ok=True)
+        for name in sorted(os.listdir(source)):
+            path = os.path.join(source, name)
+            if os.path.isfile(path):
+                shutil.copyfile(path, os.path.join(target, name))
+    open(marker, "w").close()
+
+
 class Connection(ConnectionBase):
     """Hands each ese.backup module call to the engine under Mono against the simulator."""
 
@@ -239,18 +255,7 @@ class Connection(ConnectionBase):
         return self
 
     def _place_fixtures(self):
-        marker = os.path.join(self._paths.host_root, ".fixtures-placed")
-        if os.path.exists(marker):
-            return
-        os.makedirs(self._paths.host_root, exist_ok=True)
-        for windows_dir, source in (self.get_option("esesim_fixtures") or {}).items():
-            target = self._paths.to_local(windows_dir)
-            os.makedirs(target, exist_ok=True)
-            for name in sorted(os.listdir(source)):
-                path = os.path.join(source, name)
-                if os.path.isfile(path):
-                    shutil.copyfile(path, os.path.join(target, name))
-        open(marker, "w").close()
+        place_fixtures(self._paths, self.get_option("esesim_fixtures") or {})
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
