@@ -1,0 +1,28 @@
+#!powershell
+
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+#AnsibleRequires -CSharpUtil Ansible.Basic
+#AnsibleRequires -CSharpUtil ..module_utils.EseEngine
+
+# Read-only: header facts of databases and the backup sets under a directory. The action plugin
+# (plugins/action/info.py) passes the result through and names a failed JET call.
+
+$spec = @{
+    options = @{
+        databases = @{ type = 'list'; elements = 'path' }
+        backup_path = @{ type = 'path' }
+    }
+    required_one_of = @(, @('databases', 'backup_path'))
+    supports_check_mode = $true
+}
+
+$module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
+
+$facts = [ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]::Info($module.Params)
+
+foreach ($entry in $facts.GetEnumerator()) {
+    $module.Result[$entry.Key] = $entry.Value
+}
+$module.ExitJson()

@@ -1,0 +1,50 @@
+#!powershell
+
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+#AnsibleRequires -CSharpUtil Ansible.Basic
+#AnsibleRequires -CSharpUtil Ansible.Privilege
+#AnsibleRequires -CSharpUtil ..module_utils.EseEngine
+
+# Thin module: the engine does the work and returns facts; the action plugin (plugins/action/run.py)
+# turns them into changed/failed/msg through the policy table in module_utils/jet_policy.py.
+
+$spec = @{
+    options = @{
+        databases = @{ type = 'list'; elements = 'path'; required = $true }
+        log_path = @{ type = 'path'; required = $true }
+        system_path = @{ type = 'path' }
+        base_name = @{ type = 'str'; default = 'edb' }
+        page_size = @{ type = 'int' }
+        type = @{ type = 'str'; default = 'full'; choices = 'full', 'copy', 'incremental', 'differential' }
+        dest = @{ type = 'path'; required = $true }
+        set_name = @{ type = 'str' }
+        circular_logging = @{ type = 'bool'; default = $false }
+        legacy_file_names = @{ type = 'int'; default = 3 }
+        buffer_size = @{ type = 'int'; default = 1048576 }
+        instance_name = @{ type = 'str'; default = 'ese.backup' }
+    }
+    supports_check_mode = $true
+}
+
+$module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
+
+# Streaming a database that another process holds open needs SeBackupPrivilege enabled in the token.
+$process = [Ansible.Privilege.PrivilegeUtil]::GetCurrentProcess()
+if (-not ([Ansible.Privilege.PrivilegeUtil]::GetAllPrivilegeInfo($process)).ContainsKey('SeBackupPrivilege')) {
+    $module.Warn('The connection user does not hold SeBackupPrivilege; reading the databases may fail with access denied')
+}
+
+$privilege = New-Object -TypeName Ansible.Privilege.PrivilegeEnabler -ArgumentList $false, 'SeBackupPrivilege'
+try {
+    $facts = [ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]::Run($module.Params, $module.CheckMode)
+}
+finally {
+    $privilege.Dispose()
+}
+
+foreach ($entry in $facts.GetEnumerator()) {
+    $module.Result[$entry.Key] = $entry.Value
+}
+$module.ExitJson()
