@@ -1,0 +1,293 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ese.backup
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ESE checksums (shared/spec/ese-file-format.md section 5).
+
+Two implementations of the same algorithms:
+
+- a scalar reference (``xor_old``, ``ecc_xor``, ``page_status``), pure Python, used as the
+  fallback when numpy is missing and by the tests to cross-check the vectorised code;
+- ``check_pages`` (numpy), which checks a whole chunk of pages at once.
+
+Page numbering: the data page ``pgno`` (>= 1) sits at file offset ``(pgno + 1) * page_size``.
+"""
+from __future__ import annotations
+
+import struct
+
+try:  # numpy is optional for the Ansible module; tests and bench always have it
+    import numpy as np
+    HAS_NUMPY = True
+except ImportError:  # pragma: no cover - exercised by the pure-Python fallback test via a flag
+    np = None
+    HAS_NUMPY = False
+
+XOR_SEED = 0x89ABCDEF
+FLAG_NEW_CHECKSUM = 0x2000
+MASK32 = 0xFFFFFFFF
+PAGE_SIZES = (2048, 4096, 8192, 16384, 32768)
+
+# page verdicts
+OK = "ok"
+ZERO = "zero"
+BAD = "bad"
+CORRECTABLE = "correctable"   # bad, but a single-bit error that ESE would fix in memory
+BAD_PGNO = "bad_pgno"          # checksum good, page number field wrong
+
+
+def parity(v):
+    return bin(v).count("1") & 1
+
+
+# --------------------------------------------------------------------------------------------
+# scalar reference
+# --------------------------------------------------------------------------------------------
+def xor_old(buf):
+    """Legacy XOR checksum (section 5.1): seed 0x89ABCDEF XOR every dword except dword 0."""
+    n = len(buf) // 4
+    x = XOR_SEED
+    for d in struct.unpack_from("<%dI" % n, buf)[1:]:
+        x ^= d
+    return x
+
+
+def ecc_mask(block_size):
+    return (((block_size << 19) & MASK32) - 1) & MASK32
+
+
+def ecc_xor(block, pgno, header_block):
+    """XOR+ECC 64-bit checksum of one block (section 5.2); returns ``(ecc << 32) | (xor ^ pgno)``."""
+    n = len(block) // 4
+    d = list(struct.unpack_from("<%dI" % n, block))
+    if header_block:
+        d[0] = d[1] = 0
+    p = 0
+    c0 = c1 = c2 = c3 = 0
+    idx = 0xFF800000
+    for k in range(0, n, 4):
+        a, b1, c, e = d[k], d[k + 1], d[k + 2], d[k + 3]
+        c0 ^= a
+        c1 ^= b1
+        c2 ^= c
+        c3 ^= e
+        if parity(a ^ b1 ^ c ^ e):
+            p ^= idx
+        idx = (idx + 0xFF800080) & MASK32
+    if parity(c0 ^ c1):
+        p |= 0x00400000
+    if parity(c2 ^ c3):
+        p |= 0x00000040
+    r0 = c0 ^ c2
+    r1 = c1 ^ c3
+    if parity(r0):
+        p |= 0x00200000
+    if parity(r1):
+        p |= 0x00000020
+    x = r0 ^ r1
+    r = 0
+    j = 0xFFFF0000
+    for bit in range(32):
+        if x & (1 << bit):
+            r ^= j
+        j = (j + 0xFFFF0001) & MASK32
+    ecc = (p & 0xFFE0FFE0 & ecc_mask(len(block))) | (r & 0x001F001F)
+    return (ecc << 32) | ((x ^ pgno) & MASK32)
+
+
+def single_bit_correctable(expected, actual, block_size):
+    """Section 5.2 correctability: one flipped bit that the ECC can locate."""
+    diff = ((expected ^ actual) >> 32) & MASK32
+    xdiff = (expected ^ actual) & MASK32
+    nbits = block_size * 8 - 1
+    return ((((diff >> 16) ^ diff) & nbits) == nbits) and bin(xdiff).count("1") == 1
+
+
+def block_size_for(page_size):
+    """Size of one XE block: the page for <= 8 KiB, else 4 KiB (16 KiB pages) or 8 KiB (32 KiB)."""
+    if page_size <= 8192:
+        return page_size
+    return page_size // 4
+
+
+def page_status(page, pgno, page_size=None):
+    """Verdict for one data page (scalar reference): OK, ZERO, BAD, CORRECTABLE or BAD_PGNO."""
+    cb = page_size or len(page)
+    if not any(page):
+        return ZERO
+    if cb <= 8192:
+        flags = struct.unpack_from("<I", page, 36)[0]
+        if not flags & FLAG_NEW_CHECKSUM:
+            stored, spgno = struct.unpack_from("<II", page, 0)
+            if stored != xor_old(page):
+                return BAD
+            return OK if spgno == pgno else BAD_PGNO
+        stored = struct.unpack_from("<Q", page, 0)[0]
+        got = ecc_xor(page, pgno, True)
+        if stored == got:
+            return OK
+        return CORRECTABLE if single_bit_correctable(got, stored, cb) else BAD
+    bs = block_size_for(cb)
+    slots = [0, 40, 48, 56]
+    verdicts = []
+    for i in range(4):
+        blk = page[i * bs:(i + 1) * bs]
+        stored = struct.unpack_from("<Q", page, slots[i])[0]
+        got = ecc_xor(blk, pgno, i == 0)
+        if stored != got:
+            verdicts.append(single_bit_correctable(got, stored, bs))
+    if verdicts:
+        return CORRECTABLE if all(verdicts) else BAD
+    if struct.unpack_from("<I", page, 64)[0] != pgno:
+        return BAD_PGNO
+    return OK
+
+
+def seal_header(page):
+    """Store the legacy XOR of ``page`` (a bytearray) at offset 0; used for headers and trailers."""
+    struct.pack_into("<I", page, 0, xor_old(page))
+    return page
+
+
+# --------------------------------------------------------------------------------------------
+# numpy, many pages at once
+# --------------------------------------------------------------------------------------------
+_TABLES = {}
+
+
+def _tables(block_size):
+    """Per-block-size constants: row index bit matrix (for p) and the 32 ECC column words (for r)."""
+    t = _TABLES.get(block_size)
+    if t is None:
+        rows = block_size // 16
+        idx = (0xFF800000 + np.arange(rows, dtype=np.uint64) * 0xFF800080) & MASK32
+        bits = ((idx[:, None] >> np.arange(32, dtype=np.uint64)) & 1).astype(np.float32)
+        j = (0xFFFF0000 + np.arange(32, dtype=np.uint64) * 0xFFFF0001) & MASK32
+        weights = (np.uint64(1) << np.arange(32, dtype=np.uint64))
+        t = (bits, j.astype(np.uint64), weights, np.uint64(ecc_mask(block_size) & 0xFFE0FFE0))
+        _TABLES[block_size] = t
+    return t
+
+
+def _popcount_parity(a):
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(a) & 1
+    a = a ^ (a >> 32)
+    a = a ^ (a >> 16)
+    a = a ^ (a >> 8)
+    a = a ^ (a >> 4)
+    return (np.uint64(0x6996) >> (a & 0xF)) & 1
+
+
+def ecc_xor_blocks(blocks, pgnos, block_size):
+    """Vectorised ``ecc_xor`` over ``blocks`` (uint64 array shaped (M, block_size/8)).
+
+    The caller zeroes the first u64 of header blocks beforehand. ``pgnos`` is (M,) uint64.
+    Returns the (M,) uint64 checksums.
+    """
+    bits, jtab, weights, pmask = _tables(block_size)
+    m = blocks.shape[0]
+    rows = blocks.reshape(m, block_size // 16, 2)
+    lo = rows[:, :, 0]
+    rowx = lo ^ rows[:, :, 1]                               # per row: (a^c) | (b^e) << 32
+    par = _popcount_parity(rowx).astype(np.float32)         # parity(a^b^c^e)
+    pcount = par @ bits                                     # (M, 32) counts; exact in float32
+    pbits = (pcount.astype(np.uint32) & 1).astype(np.uint64)
+    p = (pbits * weights).sum(axis=1, dtype=np.uint64)
+    x0 = np.bitwise_xor.reduce(lo, axis=1)                  # c0 | c1 << 32
+    xx = np.bitwise_xor.reduce(rowx, axis=1)                # (c0^c2) | (c1^c3) << 32
+    x1 = x0 ^ xx                                            # c2 | c3 << 32
+    r0 = xx & MASK32
+    r1 = xx >> np.uint64(32)
+    p |= _popcount_parity(x0) * np.uint64(0x00400000)
+    p |= _popcount_parity(x1) * np.uint64(0x00000040)
+    p |= _popcount_parity(r0) * np.uint64(0x00200000)
+    p |= _popcount_parity(r1) * np.uint64(0x00000020)
+    x = r0 ^ r1
+    xb = (x[:, None] >> np.arange(32, dtype=np.uint64)) & 1
+    r = np.bitwise_xor.reduce(xb * jtab, axis=1)
+    ecc = (p & pmask) | (r & np.uint64(0x001F001F))
+    return (ecc << np.uint64(32)) | (x ^ pgnos.astype(np.uint64))
+
+
+def _correctable_vec(expected, actual, block_size):
+    d = expected ^ actual
+    diff = d >> np.uint64(32)
+    xdiff = d & MASK32
+    nbits = np.uint64(block_size * 8 - 1)
+    ok = (((diff >> np.uint64(16)) ^ diff) & nbits) == nbits
+    if hasattr(np, "bitwise_count"):
+        one = np.bitwise_count(xdiff) == 1
+    else:
+        one = (xdiff != 0) & ((xdiff & (xdiff - np.uint64(1))) == 0)
+    return ok & one
+
+
+def check_pages(buf, first_pgno, page_size):
+    """Check the pages in ``buf`` (a writable uint8 numpy array, a whole number of pages).
+
+    ``buf`` is modified in place (checksum slots are zeroed). Returns a dict of numpy arrays of
+    page numbers: ``ok`` (count only), ``zero``, ``bad``, ``correctable``, ``bad_pgno``.
+    """
+    cb = page_size
+    n = buf.size // cb
+    q = buf[: n * cb].view(np.uint64).reshape(n, cb // 8)
+    d32 = q.view(np.uint32)
+    pgnos = np.arange(first_pgno, first_pgno + n, dtype=np.uint64)
+    stored0 = q[:, 0].copy()
+    flags = d32[:, 9]
+    if cb <= 8192:
+        new = (flags & FLAG_NEW_CHECKSUM) != 0
+        spgno_old = d32[:, 1].astype(np.uint64)
+        q[:, 0] = 0
+        got = ecc_xor_blocks(q, pgnos, cb)
+        # legacy XOR from the same pass: seed ^ xor(dwords[1:]) = seed ^ x(with d0=d1=0) ^ d1
+        xlow = (got ^ pgnos) & MASK32
+        old = np.uint64(XOR_SEED) ^ xlow ^ spgno_old
+        good_new = new & (got == stored0)
+        good_old_sum = ~new & (old == (stored0 & MASK32))
+        bad_pgno = good_old_sum & (spgno_old != pgnos)
+        ok = good_new | (good_old_sum & ~bad_pgno)
+        corr = new & ~good_new & _correctable_vec(got, stored0, cb)
+    else:
+        bs = cb // 4
+        stored = np.stack([stored0, q[:, 5], q[:, 6], q[:, 7]], axis=1)
+        spgno = d32[:, 16].astype(np.uint64)
+        q[:, 0] = 0
+        blocks = q.reshape(n * 4, bs // 8)
+        got = ecc_xor_blocks(blocks, np.repeat(pgnos, 4), bs).reshape(n, 4)
+        match = got == stored
+        allm = match.all(axis=1)
+        bad_pgno = allm & (spgno != pgnos)
+        ok = allm & ~bad_pgno
+        corr_blk = _correctable_vec(got, stored, bs) | match
+        corr = ~allm & corr_blk.all(axis=1)
+    notok = np.nonzero(~ok)[0]
+    zero_l, bad_l, corr_l, pg_l = [], [], [], []
+    if notok.size:
+        zmask = ~(q[notok] | stored0[notok, None]).any(axis=1)
+        for i, z in zip(notok.tolist(), zmask.tolist()):
+            pg = first_pgno + i
+            if z:
+                zero_l.append(pg)
+            elif bad_pgno[i]:
+                pg_l.append(pg)
+            elif corr[i]:
+                corr_l.append(pg)
+            else:
+                bad_l.append(pg)
+    return {"pages": n, "ok": int(ok.sum()), "zero": zero_l, "bad": bad_l,
+            "correctable": corr_l, "bad_pgno": pg_l}
+
+
+def check_pages_scalar(data, first_pgno, page_size):
+    """Pure-Python equivalent of ``check_pages`` for ``data`` (bytes-like, whole pages)."""
+    n = len(data) // page_size
+    res = {"pages": n, "ok": 0, "zero": [], "bad": [], "correctable": [], "bad_pgno": []}
+    mv = memoryview(data)
+    for i in range(n):
+        v = page_status(bytes(mv[i * page_size:(i + 1) * page_size]), first_pgno + i, page_size)
+        if v == OK:
+            res["ok"] += 1
+        else:
+            res[v if v != BAD_PGNO else "bad_pgno"].append(first_pgno + i)
+    return res

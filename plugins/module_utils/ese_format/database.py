@@ -1,0 +1,288 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ese.backup
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Database files: header, shadow, trailer and every page's checksum, with flat memory.
+
+``check_database(path)`` reads the file once in page-aligned chunks (a few MB), checks every data
+page (numpy when available) and, when asked, computes the SHA-256 in the same pass so that a backup
+set's manifest hash costs no second read.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import structs as st
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem
+
+CHUNK_BYTES = 4 << 20
+MAX_PAGE_PROBLEMS = 50   # problems listed one by one per code and file; the rest are summarised
+MAX_PAGE_LIST = 10000    # page numbers kept in databases[].bad_pages
+
+
+def looks_like_database(head):
+    """True when the first bytes carry the DB magic (fast pre-check before a full detection)."""
+    return len(head) >= 8 and st.u32(head, 4) == st.DB_MAGIC
+
+
+def detect_header(head, size):
+    """Detect the page size as ESE does: XOR checksum good and page-size field equal to the size.
+
+    ``head`` is the first 64 KiB of the file (or all of it). Returns
+    ``(page_size, primary_ok, shadow_ok)``; page_size is None when neither copy is valid.
+    """
+    found = None
+    for cb in (4096, 8192, 16384, 32768, 2048):
+        for copy in (0, 1):
+            off = copy * cb
+            if size < off + cb or len(head) < off + cb:
+                continue
+            pg = head[off:off + cb]
+            field = st.u32(pg, 236) or 4096
+            if field == cb and st.u32(pg, 0) == ck.xor_old(pg):
+                found = cb
+                break
+        if found:
+            break
+    if not found:
+        return None, False, False
+    cb = found
+
+    def ok(off):
+        if len(head) < off + cb:
+            return False
+        pg = head[off:off + cb]
+        return st.u32(pg, 0) == ck.xor_old(pg) and (st.u32(pg, 236) or 4096) == cb
+    return cb, ok(0), ok(cb)
+
+
+class _PageTally(object):
+    def __init__(self):
+        self.ok = 0
+        self.pages = 0
+        self.zero = 0
+        self.bad = []
+        self.correctable = []
+        self.bad_pgno = []
+
+    def add(self, r):
+        self.pages += r["pages"]
+        self.ok += r["ok"]
+        self.zero += len(r["zero"])
+        self.bad.extend(r["bad"])
+        self.correctable.extend(r["correctable"])
+        self.bad_pgno.extend(r["bad_pgno"])
+
+
+def _scan(f, start, npages, cb, checksums, hasher, use_numpy, chunk_bytes, tally, tail=None):
+    """Read ``npages`` pages from ``start`` (file already positioned at 0 when hashing)."""
+    per = max(1, chunk_bytes // cb)
+    pgno = 1
+    if use_numpy:
+        np = ck.np
+        bufs = [np.empty(per * cb, dtype=np.uint8), np.empty(per * cb, dtype=np.uint8)]
+        worker = [None]
+        result = [None]
+
+        def run(buf, first, n):
+            result[0] = ck.check_pages(buf[: n * cb], first, cb)
+
+        which = 0
+        remaining = npages
+        while remaining > 0:
+            n = min(per, remaining)
+            buf = bufs[which]
+            got = f.readinto(memoryview(buf)[: n * cb])
+            n = (got or 0) // cb
+            if n == 0:
+                break
+            if hasher is not None:
+                hasher.update(memoryview(buf)[: n * cb])
+            if worker[0] is not None:           # overlap: check chunk k while chunk k+1 is read
+                worker[0].join()
+                tally.add(result[0])
+                worker[0] = None
+            if checksums:
+                t = threading.Thread(target=run, args=(buf, pgno, n))
+                t.start()
+                worker[0] = t
+            else:
+                tally.pages += n
+            which ^= 1
+            pgno += n
+            remaining -= n
+        if worker[0] is not None:
+            worker[0].join()
+            tally.add(result[0])
+    else:
+        remaining = npages
+        while remaining > 0:
+            n = min(per, remaining)
+            data = f.read(n * cb)
+            n = len(data) // cb
+            if n == 0:
+                break
+            if hasher is not None:
+                hasher.update(data[: n * cb])
+            if checksums:
+                tally.add(ck.check_pages_scalar(data[: n * cb], pgno, cb))
+            else:
+                tally.pages += n
+            pgno += n
+            remaining -= n
+
+
+def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy=None,
+                   chunk_bytes=CHUNK_BYTES, in_set=False):
+    """Check one database file. Returns ``(info, problems)``.
+
+    ``info`` holds the header facts, the page counts and ``bad_pages``; ``problems`` uses the codes
+    of ``problems.CODES``. ``name`` is the file name used in problems (default: ``path``).
+    ``in_set``: the file is a backup set's database (a JustCreated database is then a problem).
+    """
+    name = name or path
+    if use_numpy is None:
+        use_numpy = ck.HAS_NUMPY
+    probs = []
+    info = {"file": name, "page_size": None, "state": None, "state_name": None, "pages_total": 0,
+            "pages_checked": 0, "pages_ok": 0, "pages_zero": 0, "bad_pages": [], "correctable_pages": [],
+            "pages_checksummed": bool(checksums), "streamed": False, "size": None}
+    try:
+        size = os.path.getsize(path)
+        f = open(path, "rb")
+    except (IOError, OSError) as e:
+        probs.append(problem("READ_ERROR", name, str(e)))
+        return info, probs
+    info["size"] = size
+    hasher = hashlib.sha256() if want_sha256 else None
+    with f:
+        head = f.read(65536)
+        cb, p_ok, s_ok = detect_header(head, size)
+        if cb is None:
+            probs.append(problem("DB_HEADER_UNREADABLE", name,
+                                 "no page size from 2 to 32 KiB gives a valid header or shadow header checksum"))
+            if hasher is not None:
+                hasher.update(head)
+                for blk in iter(lambda: f.read(chunk_bytes), b""):
+                    hasher.update(blk)
+                info["sha256"] = hasher.hexdigest()
+            return info, probs
+        if not p_ok:
+            probs.append(problem("DB_HEADER_CHECKSUM", name, "primary header checksum fails; the shadow is valid"))
+        if not s_ok:
+            probs.append(problem("DB_SHADOW_CHECKSUM", name, "shadow header checksum fails; the primary is valid"))
+        if p_ok and s_ok and head[:cb] != head[cb:2 * cb]:
+            probs.append(problem("DB_SHADOW_MISMATCH", name, "header and shadow are valid but not identical"))
+        hdr = st.db_header(head[0:cb] if p_ok else head[cb:2 * cb])
+        info.update({
+            "page_size": cb, "state": hdr["state"], "state_name": hdr["state_name"],
+            "format_version": "0x%x" % hdr["format_version"],
+            "format": "0x%x.%d.%d" % (hdr["format_version"], hdr["update_major"], hdr["update_minor"]),
+            "filetype": hdr["filetype_name"], "sign_db": hdr["sign_db"]["hex"],
+            "sign_log": hdr["sign_log"]["hex"], "sign_log_info": hdr["sign_log"],
+            "gen_min_required": hdr["gen_min_required"], "gen_max_required": hdr["gen_max_required"],
+            "gen_max_committed": hdr["gen_max_committed"], "repair_count": hdr["repair_count"],
+            "bad_checksum_count": hdr["bad_checksum"], "streamed": hdr["streamed"],
+            "bkinfo_full_prev": hdr["bkinfo_full_prev"], "bkinfo_inc_prev": hdr["bkinfo_inc_prev"],
+            "bkinfo_full_cur": hdr["bkinfo_full_cur"], "bkinfo_copy_prev": hdr["bkinfo_copy_prev"],
+            "bkinfo_diff_prev": hdr["bkinfo_diff_prev"], "os_version": hdr["os_version"],
+        })
+        if hdr["magic"] != st.DB_MAGIC:
+            probs.append(problem("DB_BAD_MAGIC", name, "magic is 0x%08x" % hdr["magic"]))
+        if hdr["format_version"] != st.DB_VERSION:
+            probs.append(problem("DB_FORMAT_VERSION", name, "format version 0x%x" % hdr["format_version"]))
+        if hdr["filetype"] not in (0, 1, 2, 5):
+            probs.append(problem("DB_FILETYPE", name, "file type %d (%s)" % (hdr["filetype"], hdr["filetype_name"])))
+        if hdr["state"] not in st.DB_STATES:
+            probs.append(problem("DB_STATE", name, "unknown database state %d" % hdr["state"]))
+        elif in_set and hdr["state"] in (1, 4, 6, 8):
+            probs.append(problem("DB_STATE", name, "state %s is not one a backup holds" % hdr["state_name"]))
+        if hdr["bad_checksum"]:
+            probs.append(problem("DB_BAD_CHECKSUM_COUNT", name,
+                                 "the header records %d earlier checksum failures" % hdr["bad_checksum"]))
+        if size % cb or size < 2 * cb:
+            probs.append(problem("DB_SIZE", name, "size %d is not a whole number of %d-byte pages (>= 2)" % (size, cb)))
+        npages = max(0, size // cb - 2)
+        if hdr["streamed"]:
+            npages = max(0, npages - 1)
+            f.seek((npages + 2) * cb)
+            tr = f.read(cb)
+            _check_trailer(tr, cb, hdr, name, probs, info)
+        info["pages_total"] = npages
+        # temp databases (and never-finished ones) carry no page checksums (spec 5.2)
+        temp = hdr["filetype"] == 5 or hdr["state"] == 1
+        if temp:
+            info["pages_checksummed"] = False
+            info["note"] = ("temporary or just-created database (state %s, file type %s): ESE writes its "
+                            "data pages without checksums, so they are not checked" % (hdr["state_name"], hdr["filetype_name"]))
+        do_pages = checksums and not temp
+        if not do_pages and hasher is None:
+            return info, probs
+        f.seek(0 if hasher is not None else 2 * cb)
+        if hasher is not None:
+            hasher.update(f.read(2 * cb))
+        tally = _PageTally()
+        try:
+            _scan(f, 2 * cb, npages, cb, do_pages, hasher, use_numpy, chunk_bytes, tally)
+        except (IOError, OSError) as e:
+            probs.append(problem("READ_ERROR", name, str(e)))
+        if hasher is not None:
+            for blk in iter(lambda: f.read(chunk_bytes), b""):   # trailer and any partial page
+                hasher.update(blk)
+            info["sha256"] = hasher.hexdigest()
+    if do_pages:
+        info["pages_checked"] = tally.pages
+        info["pages_ok"] = tally.ok
+        info["pages_zero"] = tally.zero
+        info["bad_pages"] = sorted(tally.bad + tally.correctable + tally.bad_pgno)[:MAX_PAGE_LIST]
+        info["correctable_pages"] = sorted(tally.correctable)[:MAX_PAGE_LIST]
+        for code, pages, text in (("DB_PAGE_CHECKSUM", tally.bad, "checksum mismatch"),
+                                  ("DB_PAGE_CORRECTABLE", tally.correctable,
+                                   "single-bit error (correctable by ESE's ECC)"),
+                                  ("DB_PAGE_NUMBER", tally.bad_pgno, "page number field does not match")):
+            pages = sorted(pages)
+            for pg in pages[:MAX_PAGE_PROBLEMS]:
+                probs.append(problem(code, name, "page %d (offset %d): %s" % (pg, (pg + 1) * cb, text), page=pg))
+            if len(pages) > MAX_PAGE_PROBLEMS:
+                probs.append(problem(code, name, "%d more pages: %s (see databases[].bad_pages)"
+                                     % (len(pages) - MAX_PAGE_PROBLEMS, text)))
+    return info, probs
+
+
+def _check_trailer(tr, cb, hdr, name, probs, info):
+    t = st.trailer(tr) if len(tr) == cb else None
+    info["trailer"] = t
+    if t is None or st.u32(tr, 0) != ck.xor_old(tr) or not any(tr):
+        probs.append(problem("DB_TRAILER_CHECKSUM", name,
+                             "the backup trailer (last page) is missing or fails its checksum"))
+        return
+    if t["sign_db"]["hex"] != hdr["sign_db"]["hex"] or t["sign_log"]["hex"] != hdr["sign_log"]["hex"]:
+        probs.append(problem("DB_TRAILER_SIGNATURE", name, "trailer signDb/signLog differ from the header's"))
+    b = t["bkinfo"]
+    cur = hdr["bkinfo_full_cur"]
+    if b["mark_hex"] != cur["mark_hex"] or b["gen_low"] != cur["gen_low"]:
+        probs.append(problem("DB_TRAILER_RANGE", name,
+                             "trailer backup mark/genLow (%d) differ from the header's bkinfoFullCur (%d)"
+                             % (b["gen_low"], cur["gen_low"])))
+    elif b["gen_high"] and b["gen_high"] < b["gen_low"]:
+        probs.append(problem("DB_TRAILER_RANGE", name,
+                             "trailer generation range %d-%d is inverted" % (b["gen_low"], b["gen_high"])))
+
+
+def required_generations(info):
+    """Inclusive (low, high) log generations the database needs, or None when it needs none."""
+    if info.get("page_size") is None:
+        return None
+    if info.get("streamed"):
+        t = info.get("trailer") or {}
+        bk = t.get("bkinfo") or info.get("bkinfo_full_cur") or {}
+        low = bk.get("gen_low") or info["bkinfo_full_cur"]["gen_low"]
+        high = max([low, bk.get("gen_high") or 0, t.get("gen_max_required") or 0,
+                    info.get("gen_max_required") or 0])
+        return low, high
+    if info.get("state") in (2, 7) and info.get("gen_min_required", 0) > 0:
+        low = info["gen_min_required"]
+        return low, max(low, info.get("gen_max_required") or low)
+    return None

@@ -1,0 +1,96 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ese.backup
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Stable problem codes reported by the verifier.
+
+Each problem is a dict ``{"code", "severity", "file", "detail"}`` plus, where it applies, ``page``
+(a data page number), ``sector`` (a log sector) or ``generation``. ``severity`` is ``error`` (the
+backup is not valid) or ``warning`` (worth a look; ``valid`` stays true). Codes never change
+meaning; new codes may be added. ``docs/verify.md`` and the module documentation carry this table.
+"""
+from __future__ import annotations
+
+ERROR = "error"
+WARNING = "warning"
+
+# code -> (severity, meaning)
+CODES = {
+    # input and layout
+    "PATH_UNRECOGNISED": (ERROR, "the path is neither an ESE database, log or checkpoint, a backup set, "
+                                 "a folder holding ESE files, nor a folder of backup sets"),
+    "READ_ERROR": (ERROR, "a file could not be read (permissions, I/O error)"),
+    # manifest
+    "MANIFEST_INVALID": (ERROR, "manifest.json is not valid JSON or lacks required fields or has an unknown format"),
+    "MANIFEST_UNSAFE_NAME": (ERROR, "a file name in the manifest is absolute, has a drive, a backslash or '..'"),
+    "FILE_MISSING": (ERROR, "a file listed in the manifest is absent"),
+    "FILE_SIZE_MISMATCH": (ERROR, "a file's size differs from the manifest"),
+    "FILE_HASH_MISMATCH": (ERROR, "a file's SHA-256 differs from the manifest"),
+    "FILE_UNLISTED": (ERROR, "a file in the set is not listed in the manifest"),
+    "MANIFEST_MISMATCH": (ERROR, "a fact recorded in the manifest (page size, signature, generations) "
+                                 "differs from the files"),
+    # database
+    "DB_HEADER_UNREADABLE": (ERROR, "neither the header nor the shadow header has a valid checksum and page size"),
+    "DB_HEADER_CHECKSUM": (ERROR, "the primary header (page at offset 0) fails its checksum"),
+    "DB_SHADOW_CHECKSUM": (ERROR, "the shadow header (second page) fails its checksum"),
+    "DB_SHADOW_MISMATCH": (WARNING, "header and shadow header are both valid but differ"),
+    "DB_BAD_MAGIC": (ERROR, "the header magic is not 0x89ABCDEF"),
+    "DB_FORMAT_VERSION": (ERROR, "the header format version is not 0x620"),
+    "DB_FILETYPE": (ERROR, "the header file type is not a database"),
+    "DB_SIZE": (ERROR, "the file size is not a whole number of pages, or too small"),
+    "DB_STATE": (ERROR, "the database state is unknown, or not one a backup can hold"),
+    "DB_TRAILER_CHECKSUM": (ERROR, "the streamed database's trailer page fails its checksum (or is missing)"),
+    "DB_TRAILER_SIGNATURE": (ERROR, "the trailer's database or log signature differs from the header's"),
+    "DB_TRAILER_RANGE": (ERROR, "the trailer's backup mark or generation range does not match the header or is inverted"),
+    "DB_PAGE_CHECKSUM": (ERROR, "a data page fails its checksum"),
+    "DB_PAGE_CORRECTABLE": (ERROR, "a data page has a single-bit error that ESE's ECC can correct on read; "
+                                   "the stored copy is still damaged"),
+    "DB_PAGE_NUMBER": (ERROR, "a data page's checksum is good but its page number field is wrong"),
+    "DB_BAD_CHECKSUM_COUNT": (WARNING, "the header records earlier checksum failures (ulBadChecksum > 0)"),
+    # logs
+    "LOG_TRUNCATED": (ERROR, "a log file is shorter than its header says (or shorter than a header)"),
+    "LOG_BLANK": (ERROR, "a numbered log file has an all-zero header"),
+    "LOG_HEADER_CHECKSUM": (ERROR, "a log header fails its checksum"),
+    "LOG_NOT_A_LOG": (ERROR, "a .log file's header has a file type other than log"),
+    "LOG_SEGMENT_CHECKSUM": (ERROR, "a log data sector fails its checksum or belongs to another position"),
+    "LOG_NAME_INVALID": (ERROR, "a log file name does not follow <base><hex generation>.log"),
+    "LOG_GENERATION_MISMATCH": (ERROR, "the generation in a log's name differs from its header (renamed log)"),
+    "LOG_DUPLICATE_GENERATION": (ERROR, "two log files carry the same generation"),
+    "LOG_SIGNATURE_MISMATCH": (ERROR, "a log's signature differs from the database's or the stream's"),
+    "LOG_CHAIN_BROKEN": (ERROR, "a log's previous-generation time differs from the prior log's creation time"),
+    "LOG_GAP": (ERROR, "generations are missing between the first and last log present"),
+    "LOG_REQUIRED_MISSING": (ERROR, "log generations a database needs for recovery or restore are absent"),
+    "LOG_VERSION_MISMATCH": (WARNING, "log format major/minor versions differ within one stream"),
+    # checkpoint
+    "CHK_UNREADABLE": (ERROR, "neither copy of the checkpoint has a valid checksum"),
+    "CHK_CHECKSUM": (ERROR, "one copy of the checkpoint fails its checksum"),
+    "CHK_NOT_A_CHECKPOINT": (ERROR, "the checkpoint's file type is not checkpoint"),
+    "CHK_COPIES_DIFFER": (WARNING, "both checkpoint copies are valid but differ"),
+    "CHK_SIGNATURE_MISMATCH": (ERROR, "the checkpoint's log signature differs from the logs' or database's"),
+    "CHK_GENERATION_MISSING": (ERROR, "the log of the checkpoint's generation is not present"),
+    # sets and chains
+    "SET_PARTIAL": (WARNING, "an unfinished '.<name>.partial' directory was found and ignored"),
+    "SET_EMPTY": (ERROR, "a backup set holds no database and no log"),
+    "CHAIN_NO_BASE": (ERROR, "an incremental or differential set has no earlier full set"),
+    "CHAIN_GAP": (ERROR, "a set does not start where the previous set of its chain ended"),
+    "CHAIN_SIGNATURE_MISMATCH": (ERROR, "a set's log signature differs from the previous set of its chain"),
+    "CHAIN_LOG_CONFLICT": (ERROR, "the same log file name has different contents in two sets of a chain"),
+}
+
+
+def problem(code, file, detail, **extra):
+    sev = CODES[code][0]
+    p = {"code": code, "severity": sev, "file": file, "detail": detail}
+    p.update(extra)
+    return p
+
+
+def is_error(p):
+    return p.get("severity", ERROR) == ERROR
+
+
+def markdown_table():
+    """The code table as Markdown (docs/verify.md is checked against it by a test)."""
+    lines = ["| code | severity | meaning |", "|---|---|---|"]
+    for code, (sev, text) in CODES.items():
+        lines.append("| `%s` | %s | %s |" % (code, sev, text))
+    return "\n".join(lines)

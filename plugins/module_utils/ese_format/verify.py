@@ -1,0 +1,169 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ese.backup
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Entry point of the verifier: ``verify(path, checksums=True)`` -> result dict.
+
+``path`` may be a database, log or checkpoint file; a backup set (a directory with manifest.json);
+a directory holding ESE files but no manifest; or a directory of backup sets (all verified, then
+their chains). The problem codes are in ``problems.CODES``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import backupset as bs
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import database as dbm
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import logs as lgm
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem, is_error
+
+# re-exported for callers
+CODES = __import__("ansible_collections.ese.backup.plugins.module_utils.ese_format.problems",
+                   fromlist=["CODES"]).CODES
+
+
+def _result(kind, path, probs, databases=None, logs=None, checkpoints=None, sets=None, chains=None, notes=None):
+    errors = [p for p in probs if is_error(p)]
+    return {
+        "valid": not errors, "kind": kind, "path": path,
+        "problems": probs, "error_count": len(errors), "warning_count": len(probs) - len(errors),
+        "databases": databases or [], "logs": logs or [], "checkpoints": checkpoints or [],
+        "sets": sets or [], "chains": chains or [], "notes": notes or [],
+    }
+
+
+def _sibling_logs(directory, sign_log):
+    """Log files next to a database whose signature matches (header-level read)."""
+    out = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return out
+    for fn in names:
+        kind, base, ng = lgm.classify_log_name(fn)
+        if kind not in ("numbered", "current"):
+            continue
+        info, _ = lgm.check_log(os.path.join(directory, fn), name=fn, checksums=False)
+        if info and info.get("header_ok") and info["sign_log"] == sign_log:
+            out.append(info["generation"])
+    return out
+
+
+def verify_file(path, checksums=True):
+    fn = os.path.basename(path)
+    kind, base, ng = lgm.classify_log_name(fn)
+    if kind in ("numbered", "current", "tmp", "invalid"):
+        info, probs = lgm.check_log(path, name=path, checksums=checksums)
+        if kind == "numbered" and info and info.get("header_ok") and info["generation"] != ng:
+            probs.append(problem("LOG_GENERATION_MISMATCH", path, "name says generation %d, header says %d"
+                                 % (ng, info["generation"]), generation=info["generation"]))
+        logs = []
+        if info and info.get("header_ok"):
+            logs = [{"base_name": base, "gen_low": info["generation"], "gen_high": info["generation"],
+                     "signature": info["sign_log"], "count": 1, "generations": [info["generation"]],
+                     "files": [path], "version": info["version"], "created": info["created_iso"]}]
+        return _result("log", path, probs, logs=logs)
+    if fn.lower().endswith(".chk"):
+        info, probs = lgm.check_checkpoint(path, name=path)
+        return _result("checkpoint", path, probs, checkpoints=[info] if info else [])
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except (IOError, OSError) as e:
+        return _result("unknown", path, [problem("READ_ERROR", path, str(e))])
+    if not dbm.looks_like_database(head):
+        # maybe a database whose primary header is damaged: try the full detection
+        with open(path, "rb") as f:
+            cb, _, _ = dbm.detect_header(f.read(65536), os.path.getsize(path))
+        if cb is None:
+            return _result("unknown", path, [problem("PATH_UNRECOGNISED", path,
+                                                     "not an ESE database, log or checkpoint")])
+    info, probs = dbm.check_database(path, name=path, checksums=checksums)
+    need = dbm.required_generations(info)
+    info["required_generations"] = list(need) if need else None
+    if need:
+        have = _sibling_logs(os.path.dirname(os.path.abspath(path)), info.get("sign_log"))
+        missing = lgm.missing_in_range(have, need[0], need[1])
+        if missing:
+            probs.append(problem("LOG_REQUIRED_MISSING", path, "%s needs log generations %d-%d; missing next to it: %s"
+                                 % ("restore" if info.get("streamed") else "recovery", need[0], need[1],
+                                    lgm.compress_ranges(missing)), generation=missing[0]))
+    return _result("database", path, probs, databases=[info])
+
+
+def _strip(s):
+    return dict((k, v) for k, v in s.items() if not k.startswith("_"))
+
+
+def verify(path, checksums=True, workers=None):
+    """Verify ``path``; never modifies anything. Returns the result dict (see module RETURN)."""
+    t0 = time.time()
+    notes = []
+    if not ck.HAS_NUMPY and checksums:
+        notes.append("numpy is not installed: page checksums use the slower pure-Python path")
+    path = os.path.abspath(path)
+    if os.path.isfile(path):
+        if os.path.basename(path) == bs.MANIFEST:
+            res = verify(os.path.dirname(path), checksums=checksums, workers=workers)
+            return res
+        res = verify_file(path, checksums)
+    elif os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, bs.MANIFEST)):
+            s = bs.verify_set(path, checksums=checksums)
+            res = _result("set", path, s["problems"], databases=s["databases"], logs=s["logs"],
+                          sets=[_set_summary(s)])
+        else:
+            names, partial = bs.find_sets(path)
+            if names:
+                res = _verify_sets(path, names, partial, checksums, workers)
+            else:
+                g = bs.verify_folder(path, checksums=checksums)
+                probs = g["problems"]
+                if not g["databases"] and not g["logs"] and not g["checkpoints"]:
+                    probs.append(problem("PATH_UNRECOGNISED", path,
+                                         "no backup set, database, log or checkpoint found in the directory"))
+                res = _result("folder", path, probs, databases=g["databases"], logs=g["logs"],
+                              checkpoints=g["checkpoints"])
+                for p in partial:
+                    res["problems"].append(problem("SET_PARTIAL", p, "unfinished set directory ignored"))
+    else:
+        raise IOError("path does not exist: %s" % path)
+    res["notes"] = notes + res["notes"] + [d["note"] for d in res["databases"] if d.get("note")]
+    res["checksums"] = bool(checksums)
+    res["numpy"] = ck.HAS_NUMPY
+    res["seconds"] = round(time.time() - t0, 3)
+    return res
+
+
+def _set_summary(s):
+    return {"name": s["name"], "path": s["path"], "type": s["type"], "created": s["created"],
+            "valid": s["valid"], "gen_low": s["gen_low"], "gen_high": s["gen_high"],
+            "sign_log": s["sign_log"], "problem_count": len(s["problems"]),
+            "databases": [d["file"] for d in s["databases"]]}
+
+
+def _verify_sets(root, names, partial, checksums, workers):
+    workers = workers or min(2, os.cpu_count() or 1)
+
+    def one(n):
+        return bs.verify_set(os.path.join(root, n), checksums=checksums, prefix=n + "/")
+    if workers > 1 and len(names) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            sets = list(ex.map(one, names))
+    else:
+        sets = [one(n) for n in names]
+    probs = []
+    dbs, logs = [], []
+    for s in sets:
+        probs.extend(s["problems"])
+        dbs.extend(s["databases"])
+        for lg in s["logs"]:
+            logs.append(dict(lg, set=s["name"]))
+    chains, cp = bs.chains(sets)
+    probs.extend(cp)
+    for p in partial:
+        probs.append(problem("SET_PARTIAL", p, "unfinished set directory ignored"))
+    return _result("sets", root, probs, databases=dbs, logs=logs, sets=[_set_summary(s) for s in sets],
+                   chains=chains)
