@@ -1,0 +1,1867 @@
+// ese.backup engine: external (streaming) backup of ESE databases through esent.dll.
+// C# 5, references System and System.Core only. Layers: NativeMethods (raw P/Invoke) -> JetApi (checked
+// calls recorded in a Trace) -> BackupSequence -> BackupSetWriter -> Engine (entry points).
+// Contracts: docs/architecture.md.
+//TypeAccelerator -Name EseEngine -TypeName Engine
+
+using System;
+using System.Collections;
+using System.Collections.Generic;
+using System.Globalization;
+using System.IO;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using System.Threading;
+
+namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
+{
+    // ------------------------------------------------------------------------------------------------
+    // Layer 1: raw P/Invoke, Windows x64 widths (JET_INSTANCE/JET_SESID/JET_HANDLE = IntPtr,
+    // unsigned long/grbit = uint, JET_ERR = int).
+    // ------------------------------------------------------------------------------------------------
+    internal static class NativeMethods
+    {
+        private const string Esent = "esent.dll";
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetCreateInstance2W(out IntPtr pinstance, string szInstanceName, string szDisplayName, uint grbit);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetSetSystemParameterW(ref IntPtr pinstance, IntPtr sesid, uint paramid, IntPtr lParam, string szParam);
+
+        // Same export with a NULL instance pointer: sets the process-wide (global) value.
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true, EntryPoint = "JetSetSystemParameterW")]
+        internal static extern int JetSetSystemParameterGlobalW(IntPtr pinstanceNull, IntPtr sesid, uint paramid, IntPtr lParam, string szParam);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetGetSystemParameterW(IntPtr instance, IntPtr sesid, uint paramid, ref IntPtr plParam, IntPtr szParam, uint cbMax);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetInit3W(ref IntPtr pinstance, IntPtr prstInfo, uint grbit);
+
+        [DllImport(Esent, ExactSpelling = true)]
+        internal static extern int JetTerm2(IntPtr instance, uint grbit);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetBeginSessionW(IntPtr instance, out IntPtr psesid, string szUserName, string szPassword);
+
+        [DllImport(Esent, ExactSpelling = true)]
+        internal static extern int JetEndSession(IntPtr sesid, uint grbit);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetAttachDatabase2W(IntPtr sesid, string szFilename, uint cpgDatabaseSizeMax, uint grbit);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetDetachDatabase2W(IntPtr sesid, string szFilename, uint grbit);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetGetDatabaseFileInfoW(string szDatabaseName, [Out] byte[] pvResult, uint cbMax, uint infoLevel);
+
+        [DllImport(Esent, ExactSpelling = true)]
+        internal static extern int JetBeginExternalBackupInstance(IntPtr instance, uint grbit);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetGetAttachInfoInstanceW(IntPtr instance, [Out] byte[] szzDatabases, uint cbMax, out uint pcbActual);
+
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetOpenFileInstanceW(IntPtr instance, string szFileName, out IntPtr phfFile, out uint pulFileSizeLow, out uint pulFileSizeHigh);
+
+        [DllImport(Esent, ExactSpelling = true)]
+        internal static extern int JetReadFileInstance(IntPtr instance, IntPtr hfFile, IntPtr pv, uint cb, out uint pcbActual);
+
+        [DllImport(Esent, ExactSpelling = true)]
+        internal static extern int JetCloseFileInstance(IntPtr instance, IntPtr hfFile);
+
+        // pLogInfo is a JET_LOGINFO_W (20 bytes: cbSize, ulGenLow, ulGenHigh, WCHAR szBaseName[4]).
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        internal static extern int JetGetLogInfoInstance2W(IntPtr instance, [Out] byte[] wszzLogs, uint cbMax, out uint pcbActual, [In, Out] byte[] pLogInfo);
+
+        [DllImport(Esent, ExactSpelling = true)]
+        internal static extern int JetTruncateLogInstance(IntPtr instance);
+
+        [DllImport(Esent, ExactSpelling = true)]
+        internal static extern int JetEndExternalBackupInstance2(IntPtr instance, uint grbit);
+    }
+
+    internal static class Jet
+    {
+        public const uint ParamSystemPath = 0, ParamTempPath = 1, ParamLogFilePath = 2, ParamBaseName = 3;
+        public const uint ParamMaxTemporaryTables = 10, ParamCircularLog = 17, ParamRecovery = 34;
+        public const uint ParamNoInformationEvent = 50, ParamDatabasePageSize = 64, ParamLegacyFileNames = 136;
+        public const uint DbInfoMisc = 14, DbInfoPageSize = 17;
+        public const int DbInfoMiscSize = 348;
+        public const uint BackupIncremental = 0x1, BackupEndNormal = 0x1, BackupEndAbort = 0x2;
+        public const uint TermComplete = 0x1, TermStopBackup = 0x4;
+        public const uint InitLogStreamMustExist = 0x40;
+        public const int LogInfoWSize = 20;
+        public const int errDatabaseNotFound = -1203, errDiskFull = -1808, errDiskIO = -1022;
+        public const int errFileAccessDenied = -1032, errInvalidParameter = -1003, errFileInvalidType = -1812;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Layer 2: checked calls. Every call appends {call, err, detail} to the trace and returns the JET_ERR.
+    // ------------------------------------------------------------------------------------------------
+    public sealed class JetFailure : Exception
+    {
+        public readonly string Call;
+        public readonly int Err;
+        public readonly string Detail;
+        public JetFailure(string call, int err, string detail) : base(call + " failed with " + err.ToString(CultureInfo.InvariantCulture) + ": " + detail)
+        {
+            Call = call; Err = err; Detail = detail;
+        }
+        public Dictionary<string, object> ToDict()
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["call"] = Call; d["err"] = (long)Err; d["detail"] = Detail;
+            return d;
+        }
+    }
+
+    public sealed class Trace
+    {
+        private readonly List<object> entries = new List<object>();
+        public List<object> Entries { get { return entries; } }
+        public int Add(string call, int err, string detail)
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["call"] = call; d["err"] = (long)err; d["detail"] = detail;
+            lock (entries) { entries.Add(d); }
+            return err;
+        }
+        public List<object> Snapshot() { lock (entries) { return new List<object>(entries); } }
+    }
+
+    public sealed class JetApi
+    {
+        private readonly Trace trace;
+        public JetApi(Trace trace) { this.trace = trace; }
+        public Trace Trace { get { return trace; } }
+
+        public static string Hex(uint v) { return "0x" + v.ToString("X", CultureInfo.InvariantCulture); }
+
+        public static void Check(int err, string call, string detail)
+        {
+            if (err < 0) throw new JetFailure(call, err, detail);
+        }
+
+        public int CreateInstance(string name, out IntPtr instance)
+        {
+            int err = NativeMethods.JetCreateInstance2W(out instance, name, name, 0);
+            return trace.Add("JetCreateInstance2W", err, "name=" + name);
+        }
+
+        public int SetParam(ref IntPtr instance, uint paramid, long value, string str, string name)
+        {
+            int err = NativeMethods.JetSetSystemParameterW(ref instance, IntPtr.Zero, paramid, new IntPtr(value), str);
+            return trace.Add("JetSetSystemParameterW", err, name + "=" + (str != null ? str : value.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        public int SetGlobalParam(uint paramid, long value, string name)
+        {
+            int err = NativeMethods.JetSetSystemParameterGlobalW(IntPtr.Zero, IntPtr.Zero, paramid, new IntPtr(value), null);
+            return trace.Add("JetSetSystemParameterW", err, "global " + name + "=" + value.ToString(CultureInfo.InvariantCulture));
+        }
+
+        public int GetGlobalParam(uint paramid, string name, out long value)
+        {
+            IntPtr v = IntPtr.Zero;
+            int err = NativeMethods.JetGetSystemParameterW(IntPtr.Zero, IntPtr.Zero, paramid, ref v, IntPtr.Zero, 0);
+            value = v.ToInt64();
+            return trace.Add("JetGetSystemParameterW", err, "global " + name + " -> " + value.ToString(CultureInfo.InvariantCulture));
+        }
+
+        public int Init(ref IntPtr instance, uint grbit)
+        {
+            int err = NativeMethods.JetInit3W(ref instance, IntPtr.Zero, grbit);
+            return trace.Add("JetInit3W", err, "grbit=" + Hex(grbit));
+        }
+
+        public int Term(IntPtr instance, uint grbit)
+        {
+            return trace.Add("JetTerm2", NativeMethods.JetTerm2(instance, grbit), "grbit=" + Hex(grbit));
+        }
+
+        public int BeginSession(IntPtr instance, out IntPtr sesid)
+        {
+            int err = NativeMethods.JetBeginSessionW(instance, out sesid, null, null);
+            return trace.Add("JetBeginSessionW", err, "");
+        }
+
+        public int EndSession(IntPtr sesid)
+        {
+            return trace.Add("JetEndSession", NativeMethods.JetEndSession(sesid, 0), "grbit=0x0");
+        }
+
+        public int Attach(IntPtr sesid, string path)
+        {
+            return trace.Add("JetAttachDatabase2W", NativeMethods.JetAttachDatabase2W(sesid, path, 0, 0), "path=" + path);
+        }
+
+        public int Detach(IntPtr sesid, string path)
+        {
+            return trace.Add("JetDetachDatabase2W", NativeMethods.JetDetachDatabase2W(sesid, path, 0), "path=" + path);
+        }
+
+        public int GetPageSize(string path, out uint pageSize)
+        {
+            byte[] b = new byte[4];
+            int err = NativeMethods.JetGetDatabaseFileInfoW(path, b, 4, Jet.DbInfoPageSize);
+            pageSize = BitConverter.ToUInt32(b, 0);
+            return trace.Add("JetGetDatabaseFileInfoW", err, "JET_DbInfoPageSize path=" + path + (err >= 0 ? " -> " + pageSize.ToString(CultureInfo.InvariantCulture) : ""));
+        }
+
+        public int GetDbInfoMisc(string path, out byte[] misc)
+        {
+            misc = new byte[Jet.DbInfoMiscSize]; // zeroed: the engine does not write fUpgradeDb
+            int err = NativeMethods.JetGetDatabaseFileInfoW(path, misc, (uint)misc.Length, Jet.DbInfoMisc);
+            return trace.Add("JetGetDatabaseFileInfoW", err, "JET_DbInfoMisc cb=348 path=" + path);
+        }
+
+        public int BeginBackup(IntPtr instance, uint grbit)
+        {
+            return trace.Add("JetBeginExternalBackupInstance", NativeMethods.JetBeginExternalBackupInstance(instance, grbit), "grbit=" + Hex(grbit));
+        }
+
+        public int EndBackup(IntPtr instance, uint grbit)
+        {
+            return trace.Add("JetEndExternalBackupInstance2", NativeMethods.JetEndExternalBackupInstance2(instance, grbit), "grbit=" + Hex(grbit));
+        }
+
+        public int TruncateLog(IntPtr instance)
+        {
+            return trace.Add("JetTruncateLogInstance", NativeMethods.JetTruncateLogInstance(instance), "");
+        }
+
+        public int OpenFile(IntPtr instance, string name, out IntPtr handle, out long size)
+        {
+            uint lo, hi;
+            int err = NativeMethods.JetOpenFileInstanceW(instance, name, out handle, out lo, out hi);
+            size = err >= 0 ? (((long)hi) << 32) | lo : 0;
+            return trace.Add("JetOpenFileInstanceW", err, "name=" + name + (err >= 0 ? " size=" + size.ToString(CultureInfo.InvariantCulture) : ""));
+        }
+
+        public int CloseFile(IntPtr instance, IntPtr handle)
+        {
+            return trace.Add("JetCloseFileInstance", NativeMethods.JetCloseFileInstance(instance, handle), "handle=" + handle.ToInt64().ToString(CultureInfo.InvariantCulture));
+        }
+
+        // Safe multi-string pattern: NULL -> size, allocate, call, check the double NUL.
+        public List<string> GetAttachInfo(IntPtr instance)
+        {
+            const string call = "JetGetAttachInfoInstanceW";
+            for (int attempt = 0; attempt < 4; attempt++)
+            {
+                uint cb;
+                int err = NativeMethods.JetGetAttachInfoInstanceW(instance, null, 0, out cb);
+                trace.Add(call, err, "size query -> " + cb.ToString(CultureInfo.InvariantCulture));
+                Check(err, call, "size query");
+                byte[] buf = new byte[cb];
+                uint cbActual;
+                err = NativeMethods.JetGetAttachInfoInstanceW(instance, buf, cb, out cbActual);
+                trace.Add(call, err, "cbMax=" + cb.ToString(CultureInfo.InvariantCulture) + " -> " + cbActual.ToString(CultureInfo.InvariantCulture));
+                Check(err, call, "list");
+                if (cbActual > cb) continue; // the list grew between the calls
+                return ParseMultiString(buf, (int)cbActual, call);
+            }
+            throw new JetFailure(call, Jet.errInvalidParameter, "the attach list kept changing size");
+        }
+
+        public List<string> GetLogInfo2(IntPtr instance, out uint genLow, out uint genHigh, out string baseName)
+        {
+            const string call = "JetGetLogInfoInstance2W";
+            byte[] info = NewLogInfo();
+            uint cb;
+            int err = NativeMethods.JetGetLogInfoInstance2W(instance, null, 0, out cb, info);
+            trace.Add(call, err, "size query -> " + cb.ToString(CultureInfo.InvariantCulture));
+            Check(err, call, "size query");
+            byte[] buf = new byte[cb];
+            uint cbActual;
+            info = NewLogInfo();
+            err = NativeMethods.JetGetLogInfoInstance2W(instance, buf, cb, out cbActual, info);
+            genLow = BitConverter.ToUInt32(info, 4);
+            genHigh = BitConverter.ToUInt32(info, 8);
+            baseName = Encoding.Unicode.GetString(info, 12, 8).TrimEnd('\0');
+            trace.Add(call, err, "cbMax=" + cb.ToString(CultureInfo.InvariantCulture) + " -> " + cbActual.ToString(CultureInfo.InvariantCulture)
+                + " genLow=" + genLow.ToString(CultureInfo.InvariantCulture) + " genHigh=" + genHigh.ToString(CultureInfo.InvariantCulture) + " base=" + baseName);
+            Check(err, call, "list");
+            if (cbActual != cb) throw new JetFailure(call, Jet.errInvalidParameter, "list size changed between the size query and the call");
+            return ParseMultiString(buf, (int)cbActual, call);
+        }
+
+        private static byte[] NewLogInfo()
+        {
+            byte[] info = new byte[Jet.LogInfoWSize];
+            BitConverter.GetBytes((uint)Jet.LogInfoWSize).CopyTo(info, 0);
+            return info;
+        }
+
+        internal static List<string> ParseMultiString(byte[] buf, int cb, string call)
+        {
+            if (cb < 2 || (cb & 1) != 0 || cb > buf.Length || buf[cb - 1] != 0 || buf[cb - 2] != 0)
+                throw new JetFailure(call, Jet.errInvalidParameter, "list is not NUL-terminated");
+            string all = Encoding.Unicode.GetString(buf, 0, cb - 2);
+            List<string> list = new List<string>();
+            if (all.Length == 0) return list; // empty list: only the final NUL
+            if (!all.EndsWith("\0", StringComparison.Ordinal))
+                throw new JetFailure(call, Jet.errInvalidParameter, "list does not end with a double NUL");
+            foreach (string s in all.Substring(0, all.Length - 1).Split('\0'))
+            {
+                if (s.Length == 0) throw new JetFailure(call, Jet.errInvalidParameter, "empty entry in list");
+                list.Add(s);
+            }
+            return list;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Header facts (JET_DBINFOMISC4 and the raw DBFILEHDR / trailer page of a stream).
+    // ------------------------------------------------------------------------------------------------
+    public sealed class DbFacts
+    {
+        public uint State, PageSize, GenMin, GenMax;
+        public byte[] SignDb, SignLog;
+        public byte[] FullPrev, IncPrev, FullCur, CopyPrev, DiffPrev; // BKINFO, 24 bytes each
+
+        public static DbFacts FromMisc(byte[] m)
+        {
+            DbFacts f = new DbFacts();
+            f.SignDb = Slice(m, 8, 28); f.State = U32(m, 36); f.SignLog = Slice(m, 88, 28);
+            f.FullPrev = Slice(m, 116, 24); f.IncPrev = Slice(m, 140, 24); f.FullCur = Slice(m, 164, 24);
+            f.PageSize = U32(m, 212); f.GenMin = U32(m, 216); f.GenMax = U32(m, 220);
+            f.CopyPrev = Slice(m, 300, 24); f.DiffPrev = Slice(m, 324, 24);
+            return f;
+        }
+
+        // Raw DBFILEHDR (first page of the file or of a stream).
+        public static DbFacts FromHeaderPage(byte[] h)
+        {
+            DbFacts f = new DbFacts();
+            f.SignDb = Slice(h, 24, 28); f.State = U32(h, 52); f.SignLog = Slice(h, 108, 28);
+            f.FullPrev = Slice(h, 136, 24); f.IncPrev = Slice(h, 160, 24); f.FullCur = Slice(h, 184, 24);
+            f.PageSize = U32(h, 236); if (f.PageSize == 0) f.PageSize = 4096;
+            f.GenMin = U32(h, 296); f.GenMax = U32(h, 300);
+            f.CopyPrev = Slice(h, 420, 24); f.DiffPrev = Slice(h, 444, 24);
+            return f;
+        }
+
+        public static uint U32(byte[] b, int off) { return BitConverter.ToUInt32(b, off); }
+        public static byte[] Slice(byte[] b, int off, int n) { byte[] r = new byte[n]; Buffer.BlockCopy(b, off, r, 0, n); return r; }
+
+        public static string HexBytes(byte[] b)
+        {
+            StringBuilder sb = new StringBuilder(b.Length * 2);
+            foreach (byte x in b) sb.Append(x.ToString("x2", CultureInfo.InvariantCulture));
+            return sb.ToString();
+        }
+
+        public static bool AllZero(byte[] b) { foreach (byte x in b) if (x != 0) return false; return true; }
+
+        public static string LogTime(byte[] b, int off)
+        {
+            bool zero = true;
+            for (int i = 0; i < 8; i++) if (b[off + i] != 0) zero = false;
+            if (zero) return null;
+            int ms = (b[off + 6] >> 1) | (((b[off + 7] >> 1) & 0x7) << 7);
+            try
+            {
+                DateTime t = new DateTime(1900 + b[off + 5], b[off + 4], b[off + 3], b[off + 2], b[off + 1], b[off], ms % 1000, DateTimeKind.Utc);
+                return t.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+            }
+            catch (ArgumentException) { return null; }
+        }
+
+        public static Dictionary<string, object> BkInfo(byte[] bk)
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["gen_low"] = (long)U32(bk, 16);
+            d["gen_high"] = (long)U32(bk, 20);
+            d["time"] = LogTime(bk, 8);
+            d["mark_generation"] = (long)BitConverter.ToInt32(bk, 4);
+            return d;
+        }
+
+        public Dictionary<string, object> ToDict()
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["db_state"] = (long)State;
+            d["db_state_name"] = StateName(State);
+            d["page_size"] = (long)PageSize;
+            d["sign_db"] = HexBytes(SignDb);
+            d["sign_log"] = HexBytes(SignLog);
+            d["gen_min_required"] = (long)GenMin;
+            d["gen_max_required"] = (long)GenMax;
+            d["last_full"] = BkInfo(FullPrev);
+            d["last_incremental"] = BkInfo(IncPrev);
+            d["last_copy"] = BkInfo(CopyPrev);
+            d["last_differential"] = BkInfo(DiffPrev);
+            d["streamed_backup_copy"] = U32(FullCur, 16) != 0;
+            return d;
+        }
+
+        public static string StateName(uint s)
+        {
+            switch (s)
+            {
+                case 1: return "just_created";
+                case 2: return "dirty_shutdown";
+                case 3: return "clean_shutdown";
+                case 4: return "being_converted";
+                case 5: return "force_detach";
+                default: return "unknown";
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // SHA-256 while streaming. Windows: CNG (native). CoreCLR: SHA256.Create() (native).
+    // Mono on Linux (the simulator host): OpenSSL's libcrypto when present, else the managed hash.
+    // ------------------------------------------------------------------------------------------------
+    internal abstract class StreamHash : IDisposable
+    {
+        public abstract bool UsesNative { get; }
+        public abstract void Append(IntPtr p, byte[] managed, int n);
+        public abstract byte[] Finish();
+        public abstract void Dispose();
+
+        private static int libcryptoState; // 0 unknown, 1 usable, 2 not usable
+
+        public static StreamHash Create()
+        {
+            if (Environment.OSVersion.Platform == PlatformID.Unix && libcryptoState != 2)
+            {
+                try
+                {
+                    StreamHash h = new LibcryptoHash();
+                    libcryptoState = 1;
+                    return h;
+                }
+                catch (DllNotFoundException) { libcryptoState = 2; }
+                catch (EntryPointNotFoundException) { libcryptoState = 2; }
+                catch (InvalidOperationException) { libcryptoState = 2; }
+            }
+            return new ManagedHash();
+        }
+    }
+
+    internal sealed class ManagedHash : StreamHash
+    {
+        private readonly HashAlgorithm h;
+        public ManagedHash()
+        {
+#if CORECLR
+            h = SHA256.Create();
+#else
+            if (Environment.OSVersion.Platform == PlatformID.Win32NT) h = new SHA256Cng();
+            else h = SHA256.Create();
+#endif
+        }
+        public override bool UsesNative { get { return false; } }
+        public override void Append(IntPtr p, byte[] managed, int n) { h.TransformBlock(managed, 0, n, null, 0); }
+        public override byte[] Finish() { h.TransformFinalBlock(new byte[0], 0, 0); return h.Hash; }
+        public override void Dispose() { h.Dispose(); }
+    }
+
+    internal sealed class LibcryptoHash : StreamHash
+    {
+        private const string Lib = "libcrypto.so.3";
+        [DllImport(Lib)] private static extern IntPtr EVP_MD_CTX_new();
+        [DllImport(Lib)] private static extern void EVP_MD_CTX_free(IntPtr ctx);
+        [DllImport(Lib)] private static extern IntPtr EVP_sha256();
+        [DllImport(Lib)] private static extern int EVP_DigestInit_ex(IntPtr ctx, IntPtr type, IntPtr impl);
+        [DllImport(Lib)] private static extern int EVP_DigestUpdate(IntPtr ctx, IntPtr d, UIntPtr cnt);
+        [DllImport(Lib)] private static extern int EVP_DigestFinal_ex(IntPtr ctx, byte[] md, out uint s);
+
+        private IntPtr ctx;
+        public LibcryptoHash()
+        {
+            ctx = EVP_MD_CTX_new();
+            if (ctx == IntPtr.Zero || EVP_DigestInit_ex(ctx, EVP_sha256(), IntPtr.Zero) != 1)
+                throw new InvalidOperationException("libcrypto SHA-256 unavailable");
+        }
+        public override bool UsesNative { get { return true; } }
+        public override void Append(IntPtr p, byte[] managed, int n)
+        {
+            if (EVP_DigestUpdate(ctx, p, new UIntPtr((uint)n)) != 1) throw new CryptographicException("EVP_DigestUpdate failed");
+        }
+        public override byte[] Finish()
+        {
+            byte[] md = new byte[32]; uint s;
+            if (EVP_DigestFinal_ex(ctx, md, out s) != 1 || s != 32) throw new CryptographicException("EVP_DigestFinal_ex failed");
+            return md;
+        }
+        public override void Dispose() { if (ctx != IntPtr.Zero) { EVP_MD_CTX_free(ctx); ctx = IntPtr.Zero; } }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Page-aligned native buffers and the double-buffered copy: the caller reads into one slot while a
+    // worker thread hashes and writes the other. Memory: 2 x (native + managed) buffer_size bytes.
+    // ------------------------------------------------------------------------------------------------
+    internal sealed class AlignedBuffer : IDisposable
+    {
+        public const int Alignment = 4096;
+        private IntPtr raw;
+        public readonly IntPtr Pointer;
+        public readonly int Size;
+        public AlignedBuffer(int size)
+        {
+            Size = size;
+            raw = Marshal.AllocHGlobal(new IntPtr((long)size + Alignment));
+            long a = raw.ToInt64();
+            Pointer = new IntPtr((a + Alignment - 1) & ~((long)Alignment - 1));
+        }
+        public void Dispose() { if (raw != IntPtr.Zero) { Marshal.FreeHGlobal(raw); raw = IntPtr.Zero; } }
+    }
+
+    internal sealed class WriteFailure : Exception
+    {
+        public readonly string Path;
+        public WriteFailure(string path, Exception inner) : base(inner.Message, inner) { Path = path; }
+    }
+
+    internal sealed class CopyPipeline : IDisposable
+    {
+        internal sealed class Slot
+        {
+            public AlignedBuffer Native;
+            public byte[] Managed;
+            public int Length;
+        }
+
+        private readonly Slot[] slots;
+        private readonly object gate = new object();
+        private readonly Queue<Slot> free = new Queue<Slot>();
+        private readonly Queue<Slot> full = new Queue<Slot>();
+        private Thread worker;
+        private bool finishing;
+        private Exception error;
+        private FileStream output;
+        private StreamHash hash;
+        private string path;
+
+        public CopyPipeline(int bufferSize)
+        {
+            slots = new Slot[2];
+            for (int i = 0; i < slots.Length; i++)
+            {
+                Slot s = new Slot();
+                s.Native = new AlignedBuffer(bufferSize);
+                s.Managed = new byte[bufferSize];
+                slots[i] = s;
+            }
+        }
+
+        public void Begin(string destPath)
+        {
+            path = destPath;
+            error = null; finishing = false;
+            free.Clear(); full.Clear();
+            foreach (Slot s in slots) free.Enqueue(s);
+            try
+            {
+                output = new FileStream(destPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 4096, FileOptions.None);
+            }
+            catch (IOException e) { throw new WriteFailure(destPath, e); }
+            catch (UnauthorizedAccessException e) { throw new WriteFailure(destPath, e); }
+            hash = StreamHash.Create();
+            worker = new Thread(Work);
+            worker.IsBackground = true;
+            worker.Name = "ese.backup writer";
+            worker.Start();
+        }
+
+        private void Work()
+        {
+            while (true)
+            {
+                Slot s;
+                lock (gate)
+                {
+                    while (full.Count == 0 && !finishing) Monitor.Wait(gate);
+                    if (full.Count == 0) return;
+                    s = full.Dequeue();
+                }
+                try
+                {
+                    if (error == null)
+                    {
+                        Marshal.Copy(s.Native.Pointer, s.Managed, 0, s.Length);
+                        hash.Append(s.Native.Pointer, s.Managed, s.Length);
+                        output.Write(s.Managed, 0, s.Length);
+                    }
+                }
+                catch (Exception e)
+                {
+                    lock (gate) { if (error == null) error = e; }
+                }
+                lock (gate) { free.Enqueue(s); Monitor.PulseAll(gate); }
+            }
+        }
+
+        private void ThrowIfFailed()
+        {
+            if (error != null) throw new WriteFailure(path, error);
+        }
+
+        public Slot Acquire()
+        {
+            lock (gate)
+            {
+                while (free.Count == 0 && error == null) Monitor.Wait(gate);
+                ThrowIfFailed();
+                return free.Dequeue();
+            }
+        }
+
+        public void Release(Slot s) { lock (gate) { free.Enqueue(s); Monitor.PulseAll(gate); } }
+
+        public void Submit(Slot s, int length)
+        {
+            s.Length = length;
+            lock (gate) { full.Enqueue(s); Monitor.PulseAll(gate); }
+        }
+
+        private void StopWorker()
+        {
+            if (worker == null) return;
+            lock (gate) { finishing = true; Monitor.PulseAll(gate); }
+            worker.Join();
+            worker = null;
+        }
+
+        // Waits for the worker, flushes the file to stable storage and returns the SHA-256.
+        public byte[] Finish()
+        {
+            StopWorker();
+            try
+            {
+                ThrowIfFailed();
+                try
+                {
+                    output.Flush(true);
+                    output.Dispose();
+                    output = null;
+                }
+                catch (IOException e) { throw new WriteFailure(path, e); }
+                return hash.Finish();
+            }
+            finally { Abort(); }
+        }
+
+        public void Abort()
+        {
+            StopWorker();
+            if (output != null) { try { output.Dispose(); } catch (IOException) { } output = null; }
+            if (hash != null) { hash.Dispose(); hash = null; }
+        }
+
+        public void Dispose()
+        {
+            Abort();
+            foreach (Slot s in slots) s.Native.Dispose();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Options (architecture.md section 4), converted robustly from Ansible.Basic or JSON data.
+    // ------------------------------------------------------------------------------------------------
+    public sealed class InvalidOption : Exception
+    {
+        public readonly string Option;
+        public InvalidOption(string option, string msg) : base(msg) { Option = option; }
+        public Dictionary<string, object> ToDict()
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["option"] = Option; d["msg"] = Message;
+            return d;
+        }
+    }
+
+    internal static class Args
+    {
+        public static object Get(IDictionary args, string key)
+        {
+            if (args == null || !args.Contains(key)) return null;
+            return args[key];
+        }
+
+        public static string Str(IDictionary args, string key, string def)
+        {
+            object v = Get(args, key);
+            if (v == null) return def;
+            string s = Convert.ToString(v, CultureInfo.InvariantCulture);
+            return s.Length == 0 ? def : s;
+        }
+
+        public static bool Bool(IDictionary args, string key, bool def)
+        {
+            object v = Get(args, key);
+            if (v == null) return def;
+            if (v is bool) return (bool)v;
+            string s = Convert.ToString(v, CultureInfo.InvariantCulture).Trim().ToLowerInvariant();
+            if (s == "true" || s == "yes" || s == "on" || s == "1") return true;
+            if (s == "false" || s == "no" || s == "off" || s == "0") return false;
+            throw new InvalidOption(key, "'" + s + "' is not a boolean; use true or false");
+        }
+
+        public static long? Long(IDictionary args, string key)
+        {
+            object v = Get(args, key);
+            if (v == null) return null;
+            if (v is string && ((string)v).Trim().Length == 0) return null;
+            try
+            {
+                if (v is double || v is float || v is decimal)
+                {
+                    double d = Convert.ToDouble(v, CultureInfo.InvariantCulture);
+                    if (d != Math.Floor(d) || Math.Abs(d) > 9e15) throw new FormatException();
+                    return (long)d;
+                }
+                return Convert.ToInt64(v, CultureInfo.InvariantCulture);
+            }
+            catch (FormatException) { }
+            catch (InvalidCastException) { }
+            catch (OverflowException) { }
+            throw new InvalidOption(key, "'" + Convert.ToString(v, CultureInfo.InvariantCulture) + "' is not an integer");
+        }
+
+        public static List<string> List(IDictionary args, string key)
+        {
+            object v = Get(args, key);
+            List<string> r = new List<string>();
+            if (v == null) return r;
+            if (v is string) { r.Add((string)v); return r; }
+            IEnumerable e = v as IEnumerable;
+            if (e == null) throw new InvalidOption(key, "must be a list of paths");
+            foreach (object o in e)
+            {
+                if (o == null) continue;
+                r.Add(Convert.ToString(o, CultureInfo.InvariantCulture));
+            }
+            return r;
+        }
+    }
+
+    internal static class PathRules
+    {
+        public static bool IsWindows { get { return Path.DirectorySeparatorChar == '\\'; } }
+        public static StringComparison Cmp { get { return IsWindows ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal; } }
+
+        public static bool IsAbsolute(string p)
+        {
+            if (string.IsNullOrEmpty(p)) return false;
+            if (IsWindows)
+            {
+                if (p.StartsWith(@"\\", StringComparison.Ordinal)) return true; // UNC
+                return p.Length >= 3 && char.IsLetter(p[0]) && p[1] == ':' && (p[2] == '\\' || p[2] == '/');
+            }
+            return p[0] == '/';
+        }
+
+        public static string Normalize(string p)
+        {
+            string f = Path.GetFullPath(p);
+            string root = Path.GetPathRoot(f);
+            while (f.Length > root.Length && (f.EndsWith("\\", StringComparison.Ordinal) || f.EndsWith("/", StringComparison.Ordinal)))
+                f = f.Substring(0, f.Length - 1);
+            return f;
+        }
+
+        public static bool SameOrInside(string child, string parent)
+        {
+            string c = Normalize(child), p = Normalize(parent);
+            if (string.Equals(c, p, Cmp)) return true;
+            string ps = p.EndsWith(Path.DirectorySeparatorChar.ToString(), StringComparison.Ordinal) ? p : p + Path.DirectorySeparatorChar;
+            return c.StartsWith(ps, Cmp);
+        }
+
+        public static string WithSeparator(string dir)
+        {
+            string n = Normalize(dir);
+            return n.EndsWith(Path.DirectorySeparatorChar.ToString(), StringComparison.Ordinal) ? n : n + Path.DirectorySeparatorChar;
+        }
+
+        // Joins a relative name made of safe components under root; refuses anything that could escape.
+        public static string SafeJoin(string root, string relative)
+        {
+            string[] parts = relative.Split('/');
+            string p = root;
+            foreach (string part in parts)
+            {
+                if (part.Length == 0 || part == "." || part == ".." || part.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0
+                    || part.IndexOf('\\') >= 0 || part.IndexOf(':') >= 0)
+                    throw new InvalidOperationException("unsafe name in backup set: " + relative);
+                p = Path.Combine(p, part);
+            }
+            string full = Path.GetFullPath(p);
+            if (!SameOrInside(full, root) || string.Equals(Normalize(full), Normalize(root), Cmp))
+                throw new InvalidOperationException("name escapes the backup set: " + relative);
+            return full;
+        }
+
+        public static long FreeBytes(string dir)
+        {
+            if (IsWindows)
+            {
+                ulong avail, total, free;
+                if (Win.GetDiskFreeSpaceExW(WithSeparator(dir), out avail, out total, out free)) return (long)avail;
+                return -1;
+            }
+            byte[] st = new byte[256]; // struct statvfs (glibc x86_64: 112 bytes)
+            try
+            {
+                if (Unix.statvfs(dir, st) != 0) return -1;
+            }
+            catch (DllNotFoundException) { return -1; }
+            catch (EntryPointNotFoundException) { return -1; }
+            ulong frsize = BitConverter.ToUInt64(st, 8), bavail = BitConverter.ToUInt64(st, 32);
+            return (long)(frsize * bavail);
+        }
+
+        private static class Win
+        {
+            [DllImport("kernel32.dll", CharSet = CharSet.Unicode, ExactSpelling = true, SetLastError = true)]
+            [return: MarshalAs(UnmanagedType.Bool)]
+            internal static extern bool GetDiskFreeSpaceExW(string lpDirectoryName, out ulong lpFreeBytesAvailable, out ulong lpTotalNumberOfBytes, out ulong lpTotalNumberOfFreeBytes);
+        }
+
+        private static class Unix
+        {
+            [DllImport("libc", CharSet = CharSet.Ansi)]
+            internal static extern int statvfs(string path, [Out] byte[] buf);
+        }
+    }
+
+    public sealed class Options
+    {
+        public List<string> Databases = new List<string>();
+        public string LogPath, SystemPath, BaseName, Type, Dest, SetName, InstanceName;
+        public long? PageSize;
+        public bool CircularLogging;
+        public long LegacyFileNames, BufferSize;
+        public bool SetNameGiven;
+
+        public bool Incremental { get { return Type == "incremental" || Type == "differential"; } }
+        public bool Truncate { get { return Type == "full" || Type == "incremental"; } }
+
+        public static Options Parse(IDictionary args)
+        {
+            Options o = new Options();
+            o.Databases = Args.List(args, "databases");
+            o.LogPath = Args.Str(args, "log_path", null);
+            o.SystemPath = Args.Str(args, "system_path", null);
+            o.BaseName = Args.Str(args, "base_name", "edb");
+            o.PageSize = Args.Long(args, "page_size");
+            o.Type = Args.Str(args, "type", "full").ToLowerInvariant();
+            o.Dest = Args.Str(args, "dest", null);
+            o.SetName = Args.Str(args, "set_name", null);
+            o.SetNameGiven = o.SetName != null;
+            o.CircularLogging = Args.Bool(args, "circular_logging", false);
+            long? lf = Args.Long(args, "legacy_file_names");
+            o.LegacyFileNames = lf.HasValue ? lf.Value : 3;
+            long? bs = Args.Long(args, "buffer_size");
+            o.BufferSize = bs.HasValue ? bs.Value : 1048576;
+            o.InstanceName = Args.Str(args, "instance_name", "ese.backup");
+            if (o.SystemPath == null) o.SystemPath = o.LogPath;
+            if (o.SetName == null) o.SetName = o.Type + "-" + DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture);
+            return o;
+        }
+
+        public string LogExt { get { return (LegacyFileNames & 1) != 0 ? ".log" : ".jtx"; } }
+        public string ChkExt { get { return (LegacyFileNames & 1) != 0 ? ".chk" : ".jcp"; } }
+
+        // The engine's own log naming rule: base name + upper-case hex generation + extension.
+        public string LogName(uint gen)
+        {
+            string hex = ((LegacyFileNames & 2) != 0 && gen <= 0xFFFFF)
+                ? gen.ToString("X5", CultureInfo.InvariantCulture) : gen.ToString("X8", CultureInfo.InvariantCulture);
+            return BaseName + hex + LogExt;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Validation (shared by check mode and real runs): nothing is started and nothing is left behind.
+    // ------------------------------------------------------------------------------------------------
+    internal sealed class Plan
+    {
+        public Options Opt;
+        public List<string> DbPaths = new List<string>();
+        public List<string> DbSetNames = new List<string>();
+        public List<DbFacts> DbFacts = new List<DbFacts>();
+        public uint PageSize;
+        public long EstimatedBytes, FreeBytes;
+        public string FinalPath, StagingPath;
+        public List<object> LogsOnDisk = new List<object>();
+    }
+
+    internal static class Validator
+    {
+        public const string TestIgnoreFreeSpaceVar = "ESE_BACKUP_TEST_IGNORE_FREE_SPACE";
+
+        private static void Fail(string option, string msg) { throw new InvalidOption(option, msg); }
+
+        public static Plan Validate(Options o, JetApi api)
+        {
+            Plan p = new Plan();
+            p.Opt = o;
+            if (o.Type != "full" && o.Type != "copy" && o.Type != "incremental" && o.Type != "differential")
+                Fail("type", "type '" + o.Type + "' is not supported; use full, copy, incremental or differential");
+            if (o.Databases.Count == 0) Fail("databases", "databases is required: give the path of each database file to back up");
+            if (o.LogPath == null) Fail("log_path", "log_path is required: give the folder that holds the <base>XXXXX.log files");
+            if (!PathRules.IsAbsolute(o.LogPath)) Fail("log_path", "log_path '" + o.LogPath + "' must be an absolute path");
+            if (!Directory.Exists(o.LogPath)) Fail("log_path", "log_path '" + o.LogPath + "' does not exist or is not a folder");
+            if (!PathRules.IsAbsolute(o.SystemPath)) Fail("system_path", "system_path '" + o.SystemPath + "' must be an absolute path");
+            if (!Directory.Exists(o.SystemPath)) Fail("system_path", "system_path '" + o.SystemPath + "' does not exist or is not a folder");
+            if (o.BaseName.Length != 3 || o.BaseName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || o.BaseName.IndexOf('.') >= 0)
+                Fail("base_name", "base_name '" + o.BaseName + "' must be exactly 3 characters (for example edb, SRU or j50)");
+            if (o.LegacyFileNames < 0 || o.LegacyFileNames > 255) Fail("legacy_file_names", "legacy_file_names must be between 0 and 255 (ESENT default 3)");
+            if (o.InstanceName.Length == 0 || o.InstanceName.Length > 64) Fail("instance_name", "instance_name must be 1 to 64 characters");
+            if (o.Incremental && o.CircularLogging)
+                Fail("circular_logging", "type " + o.Type + " needs the logs since the last backup, which circular logging deletes; use type full or copy, or turn circular logging off in the application");
+
+            string chk = Path.Combine(o.SystemPath, o.BaseName + o.ChkExt);
+            string cur = Path.Combine(o.LogPath, o.BaseName + o.LogExt);
+            if (!File.Exists(chk) && !File.Exists(cur))
+                Fail("base_name", "no " + o.BaseName + o.ChkExt + " in system_path and no " + o.BaseName + o.LogExt + " in log_path: base_name '" + o.BaseName + "' does not match this log set (check base_name, log_path, system_path and legacy_file_names)");
+
+            // Databases: exist, are ESE databases, not streamed copies, same page size, header matches the logs.
+            HashSet<string> seen = new HashSet<string>(PathRules.IsWindows ? StringComparer.OrdinalIgnoreCase : StringComparer.Ordinal);
+            HashSet<string> setNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            foreach (string db in o.Databases)
+            {
+                if (!PathRules.IsAbsolute(db)) Fail("databases", "database path '" + db + "' must be absolute");
+                if (!File.Exists(db)) Fail("databases", "database file '" + db + "' does not exist; check the path");
+                string full = PathRules.Normalize(db);
+                if (!seen.Add(full)) Fail("databases", "database '" + db + "' is listed twice");
+                uint ps;
+                int err = api.GetPageSize(full, out ps);
+                if (err == Jet.errFileAccessDenied) Fail("databases", "database '" + db + "' is in use by another process (" + err + "); stop the service that owns it first");
+                if (err < 0) Fail("databases", "'" + db + "' is not a readable ESE database (JetGetDatabaseFileInfoW returned " + err + ")");
+                byte[] misc;
+                err = api.GetDbInfoMisc(full, out misc);
+                if (err == Jet.errFileAccessDenied) Fail("databases", "database '" + db + "' is in use by another process (" + err + "); stop the service that owns it first");
+                if (err < 0) Fail("databases", "'" + db + "' is not an ESE database (JET_DbInfoMisc returned " + err + ")");
+                DbFacts f = DbFacts.FromMisc(misc);
+                if (DbFacts.U32(f.FullCur, 16) != 0)
+                    Fail("databases", "'" + db + "' is a streamed backup copy (bkinfoFullCur is set); restore it instead of backing it up");
+                if (f.State != 2 && f.State != 3)
+                    Fail("databases", "'" + db + "' is in state " + f.State + " (" + DbFacts.StateName(f.State) + "); only clean or dirty-shutdown databases can be backed up");
+                if (p.DbPaths.Count == 0) p.PageSize = ps;
+                else if (ps != p.PageSize) Fail("databases", "'" + db + "' has page size " + ps + " but the other databases use " + p.PageSize + "; one instance runs one page size, back them up in separate tasks");
+                CheckLogs(o, db, f);
+                p.DbPaths.Add(full);
+                p.DbFacts.Add(f);
+                string name = Path.GetFileName(full);
+                string unique = name; int n = 2;
+                while (!setNames.Add(unique))
+                {
+                    unique = Path.GetFileNameWithoutExtension(name) + "-" + n.ToString(CultureInfo.InvariantCulture) + Path.GetExtension(name);
+                    n++;
+                }
+                p.DbSetNames.Add(unique);
+            }
+            if (o.PageSize.HasValue && o.PageSize.Value != p.PageSize)
+                Fail("page_size", "page_size " + o.PageSize.Value + " contradicts the database header (" + p.PageSize + "); omit page_size or set it to " + p.PageSize);
+            if (o.BufferSize % p.PageSize != 0 || o.BufferSize < 3 * (long)p.PageSize || o.BufferSize > 256L * 1024 * 1024)
+                Fail("buffer_size", "buffer_size " + o.BufferSize + " must be a multiple of the page size " + p.PageSize + ", at least 3 pages (" + (3 * p.PageSize) + ") and at most 256 MiB; the default is 1048576");
+
+            // Destination.
+            if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
+            if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
+            if (PathRules.SameOrInside(o.Dest, o.LogPath)) Fail("dest", "dest '" + o.Dest + "' is inside log_path; truncation and log rolls happen there, choose a folder outside it");
+            if (PathRules.SameOrInside(o.Dest, o.SystemPath)) Fail("dest", "dest '" + o.Dest + "' is inside system_path; choose a folder outside the log set");
+            foreach (string db in p.DbPaths)
+                if (PathRules.SameOrInside(o.Dest, Path.GetDirectoryName(db)))
+                    Fail("dest", "dest '" + o.Dest + "' is next to the database '" + db + "'; choose a folder on another volume or at least outside the database folder");
+            if (!Directory.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' does not exist; create it first");
+            if (o.SetName.IndexOfAny(new char[] { '/', '\\', ':' }) >= 0 || o.SetName == "." || o.SetName == ".." || o.SetName.StartsWith(".", StringComparison.Ordinal)
+                || o.SetName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || o.SetName.Trim().Length == 0 || o.SetName.Length > 120)
+                Fail("set_name", "set_name '" + o.SetName + "' must be a plain folder name without path separators, not starting with '.'");
+            p.FinalPath = Path.Combine(PathRules.Normalize(o.Dest), o.SetName);
+            p.StagingPath = Path.Combine(PathRules.Normalize(o.Dest), "." + o.SetName + ".partial");
+            if (Directory.Exists(p.FinalPath) || File.Exists(p.FinalPath)) Fail("set_name", "a backup set '" + p.FinalPath + "' already exists; choose another set_name or remove the old set");
+            if (Directory.Exists(p.StagingPath) || File.Exists(p.StagingPath)) Fail("set_name", "an incomplete set '" + p.StagingPath + "' exists from an earlier run; remove it or choose another set_name");
+            ProbeWritable(o.Dest);
+
+            // Space: streamed databases (file + one trailer page) + the numbered logs on disk + the current log.
+            long need = 64 * 1024;
+            if (!o.Incremental)
+                foreach (string db in p.DbPaths) need += new FileInfo(db).Length + 2L * p.PageSize;
+            long logBytes = 0;
+            foreach (string f in LogFiles(o))
+            {
+                long len = new FileInfo(f).Length;
+                logBytes += len;
+                p.LogsOnDisk.Add(Path.GetFileName(f));
+            }
+            FileInfo curInfo = new FileInfo(cur);
+            need += logBytes + (curInfo.Exists ? curInfo.Length : 0);
+            p.EstimatedBytes = need;
+            p.FreeBytes = PathRules.FreeBytes(o.Dest);
+            if (p.FreeBytes >= 0 && p.FreeBytes < need && Environment.GetEnvironmentVariable(TestIgnoreFreeSpaceVar) != "1")
+                Fail("dest", "not enough free space in dest '" + o.Dest + "': about " + need + " bytes needed, " + p.FreeBytes + " available; free space or choose another dest");
+            return p;
+        }
+
+        // Numbered logs in log_path: <base> + 5 or 8 hex digits + extension.
+        public static List<string> LogFiles(Options o)
+        {
+            List<string> r = new List<string>();
+            foreach (string f in Directory.GetFiles(o.LogPath, o.BaseName + "*" + o.LogExt))
+            {
+                string n = Path.GetFileName(f);
+                string mid = n.Substring(3, n.Length - 3 - o.LogExt.Length);
+                uint g;
+                if ((mid.Length == 5 || mid.Length == 8) && uint.TryParse(mid, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out g)
+                    && string.Equals(n.Substring(0, 3), o.BaseName, StringComparison.OrdinalIgnoreCase))
+                    r.Add(f);
+            }
+            r.Sort(StringComparer.OrdinalIgnoreCase);
+            return r;
+        }
+
+        private static void ProbeWritable(string dest)
+        {
+            string probe = Path.Combine(dest, ".ese-backup-probe-" + Guid.NewGuid().ToString("N"));
+            try
+            {
+                using (FileStream fs = new FileStream(probe, FileMode.CreateNew, FileAccess.Write, FileShare.None, 4096, FileOptions.DeleteOnClose))
+                {
+                    fs.WriteByte(0);
+                }
+            }
+            catch (IOException e) { Fail("dest", "dest '" + dest + "' is not writable: " + e.Message); }
+            catch (UnauthorizedAccessException e) { Fail("dest", "dest '" + dest + "' is not writable: " + e.Message); }
+            finally { try { if (File.Exists(probe)) File.Delete(probe); } catch (IOException) { } }
+        }
+
+        private static byte[] ReadPrefix(string path, int n)
+        {
+            using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
+            {
+                byte[] b = new byte[n];
+                int got = 0;
+                while (got < n) { int r = fs.Read(b, got, n - got); if (r <= 0) break; got += r; }
+                if (got < n) return null;
+                return b;
+            }
+        }
+
+        // The header's signLog must match the checkpoint and the logs; a dirty database needs its logs.
+        private static void CheckLogs(Options o, string db, DbFacts f)
+        {
+            string sign = DbFacts.HexBytes(f.SignLog);
+            string chk = Path.Combine(o.SystemPath, o.BaseName + o.ChkExt);
+            if (File.Exists(chk))
+            {
+                byte[] h = ReadPrefix(chk, 4096);
+                if (h != null && DbFacts.HexBytes(DbFacts.Slice(h, 20, 28)) != sign && !DbFacts.AllZero(DbFacts.Slice(h, 20, 28)))
+                    Fail("databases", "database '" + db + "' does not belong to the log set in " + o.SystemPath + " (signLog differs from " + Path.GetFileName(chk) + "); check log_path, system_path and base_name");
+            }
+            if (f.State != 2) return;
+            if (f.GenMin == 0 || f.GenMax < f.GenMin)
+                Fail("databases", "database '" + db + "' is dirty but records no required log range");
+            Dictionary<uint, string> byGen = new Dictionary<uint, string>();
+            foreach (string lf in LogFiles(o))
+            {
+                string mid = Path.GetFileName(lf).Substring(3, Path.GetFileName(lf).Length - 3 - o.LogExt.Length);
+                byGen[uint.Parse(mid, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture)] = lf;
+            }
+            string cur = Path.Combine(o.LogPath, o.BaseName + o.LogExt);
+            if (File.Exists(cur))
+            {
+                byte[] h = ReadPrefix(cur, 72);
+                if (h != null) { uint g = (uint)BitConverter.ToInt32(h, 4); if (!byGen.ContainsKey(g)) byGen[g] = cur; }
+            }
+            for (uint g = f.GenMin; g <= f.GenMax; g++)
+            {
+                string lf;
+                if (!byGen.TryGetValue(g, out lf))
+                    Fail("log_path", "database '" + db + "' is dirty and needs log generations " + f.GenMin + "-" + f.GenMax + ", but generation " + g + " (" + o.LogName(g) + ") is not in " + o.LogPath);
+                byte[] h = ReadPrefix(lf, 72);
+                if (h == null || DbFacts.HexBytes(DbFacts.Slice(h, 44, 28)) != sign)
+                    Fail("log_path", "log " + lf + " does not carry the signLog of database '" + db + "'; the log set does not belong to this database");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Layers 3 and 5: the backup sequence and the backup set writer.
+    // ------------------------------------------------------------------------------------------------
+    internal sealed class BackupSetWriter
+    {
+        public readonly string Staging, Final;
+        public readonly List<object> Files = new List<object>();
+        public BackupSetWriter(string staging, string final) { Staging = staging; Final = final; }
+
+        public void Create()
+        {
+            Directory.CreateDirectory(Staging);
+            Directory.CreateDirectory(Path.Combine(Staging, "databases"));
+            Directory.CreateDirectory(Path.Combine(Staging, "logs"));
+        }
+
+        public string PathFor(string relative) { return PathRules.SafeJoin(Staging, relative); }
+
+        public void AddFile(string relative, string role, long size, byte[] sha, long generation)
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["name"] = relative; d["role"] = role;
+            if (generation >= 0) d["generation"] = generation;
+            d["size"] = size; d["sha256"] = DbFacts.HexBytes(sha);
+            Files.Add(d);
+        }
+
+        public void WriteManifest(Dictionary<string, object> manifest)
+        {
+            string path = PathFor("manifest.json");
+            byte[] data = new UTF8Encoding(false).GetBytes(Json.Write(manifest, true) + "\n");
+            using (FileStream fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                fs.Write(data, 0, data.Length);
+                fs.Flush(true);
+            }
+        }
+
+        public void Publish() { Directory.Move(Staging, Final); }
+
+        public void Remove()
+        {
+            try { if (Directory.Exists(Staging)) Directory.Delete(Staging, true); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    internal sealed class BackupSequence
+    {
+        private readonly Plan plan;
+        private readonly Options o;
+        private readonly JetApi api;
+        private readonly Dictionary<string, object> result;
+        private IntPtr inst = IntPtr.Zero, sesid = IntPtr.Zero;
+        private bool instCreated, instInit, terminated, sessionOpen, backupOpen;
+        private readonly List<string> attached = new List<string>();
+        private BackupSetWriter writer;
+        private readonly List<object> dbEntries = new List<object>();
+        private uint genLow, genHigh;
+
+        public BackupSequence(Plan plan, JetApi api, Dictionary<string, object> result)
+        {
+            this.plan = plan; this.o = plan.Opt; this.api = api; this.result = result;
+        }
+
+        public void Run()
+        {
+            try
+            {
+                SetupInstance();
+                writer = new BackupSetWriter(plan.StagingPath, plan.FinalPath);
+                try { writer.Create(); }
+                catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), plan.StagingPath + ": " + e.Message); }
+                catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, plan.StagingPath + ": " + e.Message); }
+                DoBackup();
+                Teardown();
+                Publish();
+            }
+            catch (JetFailure f)
+            {
+                result["failed_call"] = f.ToDict();
+                AbortAndCleanup();
+            }
+            catch (InvalidOption)
+            {
+                AbortAndCleanup();
+                throw;
+            }
+            catch (Exception e)
+            {
+                result["failed_call"] = new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
+                AbortAndCleanup();
+            }
+        }
+
+        private static int MapIo(Exception e)
+        {
+            int code = Marshal.GetHRForException(e) & 0xFFFF;
+            string m = (e.Message ?? "").ToLowerInvariant();
+            if (code == 0x70 || code == 0x27 || m.Contains("disk full") || m.Contains("no space") || m.Contains("not enough space"))
+                return Jet.errDiskFull;
+            if (e is UnauthorizedAccessException) return Jet.errFileAccessDenied;
+            return Jet.errDiskIO;
+        }
+
+        private void SetupInstance()
+        {
+            // Page size: read from the header before init, set globally (NULL instance pointer).
+            uint headerPs;
+            JetApi.Check(api.GetPageSize(plan.DbPaths[0], out headerPs), "JetGetDatabaseFileInfoW", "JET_DbInfoPageSize");
+            long current;
+            int gerr = api.GetGlobalParam(Jet.ParamDatabasePageSize, "JET_paramDatabasePageSize", out current);
+            int serr = api.SetGlobalParam(Jet.ParamDatabasePageSize, headerPs, "JET_paramDatabasePageSize");
+            if (serr < 0)
+            {
+                if (gerr >= 0 && current != headerPs)
+                {
+                    result["invalid"] = new InvalidOption("page_size", "this process already runs ESE with page size " + current
+                        + " and cannot switch to the database's " + headerPs + "; run the backup in a fresh process").ToDict();
+                    throw new JetFailure("JetSetSystemParameterW", serr, "JET_paramDatabasePageSize=" + headerPs + " (process uses " + current + ")");
+                }
+                if (gerr < 0 || current != headerPs) JetApi.Check(serr, "JetSetSystemParameterW", "JET_paramDatabasePageSize=" + headerPs);
+            }
+
+            JetApi.Check(api.CreateInstance(o.InstanceName, out inst), "JetCreateInstance2W", "name=" + o.InstanceName);
+            instCreated = true;
+            Set(Jet.ParamSystemPath, 0, PathRules.WithSeparator(o.SystemPath), "JET_paramSystemPath");
+            Set(Jet.ParamLogFilePath, 0, PathRules.WithSeparator(o.LogPath), "JET_paramLogFilePath");
+            Set(Jet.ParamBaseName, 0, o.BaseName, "JET_paramBaseName");
+            Set(Jet.ParamLegacyFileNames, o.LegacyFileNames, null, "JET_paramLegacyFileNames");
+            Set(Jet.ParamCircularLog, o.CircularLogging ? 1 : 0, null, "JET_paramCircularLog");
+            Set(Jet.ParamRecovery, 0, "On", "JET_paramRecovery");
+            Set(Jet.ParamMaxTemporaryTables, 0, null, "JET_paramMaxTemporaryTables");
+            Set(Jet.ParamNoInformationEvent, 1, null, "JET_paramNoInformationEvent");
+            JetApi.Check(api.Init(ref inst, Jet.InitLogStreamMustExist), "JetInit3W", "grbit=0x40");
+            instInit = true;
+            JetApi.Check(api.BeginSession(inst, out sesid), "JetBeginSessionW", "");
+            sessionOpen = true;
+            foreach (string db in plan.DbPaths)
+            {
+                int err = api.Attach(sesid, db);
+                if (err == Jet.errFileAccessDenied)
+                    result["invalid"] = new InvalidOption("databases", "database '" + db + "' is in use by another process; stop the service that owns it first").ToDict();
+                JetApi.Check(err, "JetAttachDatabase2W", "path=" + db);
+                attached.Add(db);
+            }
+        }
+
+        private void Set(uint id, long value, string str, string name)
+        {
+            JetApi.Check(api.SetParam(ref inst, id, value, str, name), "JetSetSystemParameterW", name);
+        }
+
+        private void DoBackup()
+        {
+            uint grbit = o.Incremental ? Jet.BackupIncremental : 0;
+            JetApi.Check(api.BeginBackup(inst, grbit), "JetBeginExternalBackupInstance", "grbit=" + JetApi.Hex(grbit));
+            backupOpen = true;
+            result["backup_started"] = true;
+
+            using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
+            {
+                if (!o.Incremental)
+                {
+                    List<string> list = api.GetAttachInfo(inst);
+                    for (int i = 0; i < plan.DbPaths.Count; i++)
+                    {
+                        string db = plan.DbPaths[i];
+                        bool found = false;
+                        foreach (string e in list)
+                            if (string.Equals(PathRules.Normalize(e), db, PathRules.Cmp)) found = true;
+                        if (!found) throw new JetFailure("JetGetAttachInfoInstanceW", Jet.errDatabaseNotFound, "configured database " + db + " is not in the attach list");
+                        string rel = "databases/" + plan.DbSetNames[i];
+                        byte[] header, trailer;
+                        long size = StreamFile(pipe, db, rel, "database", -1, true, out header, out trailer);
+                        dbEntries.Add(StreamedDbFacts(db, rel, header, trailer, size));
+                    }
+                }
+                else
+                {
+                    for (int i = 0; i < plan.DbPaths.Count; i++)
+                    {
+                        Dictionary<string, object> d = FactsEntry(null, plan.DbPaths[i], plan.DbFacts[i]);
+                        dbEntries.Add(d);
+                    }
+                }
+
+                string baseName;
+                List<string> logs = api.GetLogInfo2(inst, out genLow, out genHigh, out baseName);
+                List<string> expected = new List<string>();
+                if (genHigh >= genLow && genLow != 0)
+                    for (uint g = genLow; g <= genHigh; g++) expected.Add(o.LogName(g));
+                if (!string.Equals(baseName, o.BaseName, StringComparison.OrdinalIgnoreCase))
+                    throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "JET_LOGINFO base name '" + baseName + "' differs from base_name '" + o.BaseName + "'");
+                if (logs.Count != expected.Count)
+                    throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "the list has " + logs.Count + " entries but JET_LOGINFO gives generations " + genLow + "-" + genHigh);
+                string logDir = PathRules.Normalize(o.LogPath);
+                for (int i = 0; i < logs.Count; i++)
+                {
+                    string entry = logs[i];
+                    string dir = Path.GetDirectoryName(PathRules.Normalize(entry));
+                    if (!string.Equals(Path.GetFileName(entry), expected[i], StringComparison.OrdinalIgnoreCase) || !string.Equals(dir, logDir, PathRules.Cmp))
+                        throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "list entry '" + entry + "' does not match the expected " + Path.Combine(logDir, expected[i]));
+                }
+                for (int i = 0; i < expected.Count; i++)
+                {
+                    byte[] h, t;
+                    string src = Path.Combine(logDir, expected[i]); // the engine's own name, checked against the list
+                    StreamFile(pipe, src, "logs/" + expected[i], "log", genLow + (uint)i, false, out h, out t);
+                }
+            }
+
+            bool truncated = false;
+            if (o.Truncate)
+            {
+                JetApi.Check(api.TruncateLog(inst), "JetTruncateLogInstance", "");
+                truncated = true;
+                result["logs_truncated"] = true;
+            }
+            JetApi.Check(api.EndBackup(inst, Jet.BackupEndNormal), "JetEndExternalBackupInstance2", "grbit=0x1");
+            backupOpen = false;
+            result["ended"] = "normal";
+            result["logs_truncated"] = truncated;
+        }
+
+        // Streams one file from esent into the set; returns the size. Total must equal OpenFile's size.
+        private long StreamFile(CopyPipeline pipe, string openName, string rel, string role, long generation, bool isDb, out byte[] header, out byte[] trailer)
+        {
+            header = null; trailer = null;
+            string dest;
+            try { dest = writer.PathFor(rel); }
+            catch (InvalidOperationException e) { throw new JetFailure("BackupSetWriter", Jet.errInvalidParameter, e.Message); }
+            IntPtr h; long size;
+            JetApi.Check(api.OpenFile(inst, openName, out h, out size), "JetOpenFileInstanceW", "name=" + openName);
+            bool open = true;
+            int ps = (int)plan.PageSize;
+            long total = 0; int calls = 0;
+            try
+            {
+                try { pipe.Begin(dest); }
+                catch (WriteFailure w) { throw WriteFail(w); }
+                while (true)
+                {
+                    CopyPipeline.Slot slot;
+                    try { slot = pipe.Acquire(); }
+                    catch (WriteFailure w) { throw WriteFail(w); }
+                    uint got;
+                    int err = NativeMethods.JetReadFileInstance(inst, h, slot.Native.Pointer, (uint)slot.Native.Size, out got);
+                    calls++;
+                    if (err < 0)
+                    {
+                        pipe.Release(slot);
+                        api.Trace.Add("JetReadFileInstance", err, "name=" + openName + " call=" + calls + " offset=" + total);
+                        throw new JetFailure("JetReadFileInstance", err, "name=" + openName + " offset=" + total);
+                    }
+                    if (got == 0) { pipe.Release(slot); break; }
+                    if (got > slot.Native.Size || total + got > size)
+                    {
+                        pipe.Release(slot);
+                        throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "name=" + openName + " delivered more than the reported size " + size);
+                    }
+                    if (isDb && total == 0 && got >= ps)
+                    {
+                        header = new byte[ps];
+                        Marshal.Copy(slot.Native.Pointer, header, 0, ps);
+                    }
+                    if (isDb && total + got == size && got >= ps)
+                    {
+                        trailer = new byte[ps];
+                        Marshal.Copy(new IntPtr(slot.Native.Pointer.ToInt64() + got - ps), trailer, 0, ps);
+                    }
+                    pipe.Submit(slot, (int)got);
+                    total += got;
+                }
+                api.Trace.Add("JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total);
+                byte[] sha;
+                try { sha = pipe.Finish(); }
+                catch (WriteFailure w) { throw WriteFail(w); }
+                if (total != size)
+                    throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "name=" + openName + " delivered " + total + " bytes but OpenFile reported " + size);
+                open = false;
+                JetApi.Check(api.CloseFile(inst, h), "JetCloseFileInstance", "name=" + openName);
+                writer.AddFile(rel, role, total, sha, generation);
+                return total;
+            }
+            finally
+            {
+                if (open)
+                {
+                    pipe.Abort();
+                    api.CloseFile(inst, h);
+                }
+            }
+        }
+
+        private static JetFailure WriteFail(WriteFailure w)
+        {
+            Exception e = w.InnerException ?? w;
+            return new JetFailure("WriteFile", MapIo(e), w.Path + ": " + e.Message);
+        }
+
+        private Dictionary<string, object> FactsEntry(string rel, string source, DbFacts f)
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["file"] = rel; d["source"] = source;
+            d["page_size"] = (long)f.PageSize; d["db_state"] = (long)f.State;
+            d["sign_db"] = DbFacts.HexBytes(f.SignDb); d["sign_log"] = DbFacts.HexBytes(f.SignLog);
+            d["gen_min_required"] = (long)f.GenMin; d["gen_max_required"] = (long)f.GenMax;
+            return d;
+        }
+
+        private Dictionary<string, object> StreamedDbFacts(string source, string rel, byte[] header, byte[] trailer, long size)
+        {
+            if (header == null || trailer == null)
+                throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "stream of " + source + " is too short for a header and a trailer");
+            DbFacts f = DbFacts.FromHeaderPage(header);
+            Dictionary<string, object> d = FactsEntry(rel, source, f);
+            d["backup_gen_low"] = (long)DbFacts.U32(trailer, 40 + 16);
+            d["backup_gen_high"] = (long)DbFacts.U32(trailer, 40 + 20);
+            d["stream_size"] = size;
+            return d;
+        }
+
+        private void Teardown()
+        {
+            // After a normal End: detach, end session, terminate. Problems here are warnings; the set is complete.
+            List<object> warnings = (List<object>)result["warnings"];
+            foreach (string db in new List<string>(attached))
+            {
+                int err = api.Detach(sesid, db);
+                if (err < 0) warnings.Add("JetDetachDatabase2W " + db + " returned " + err);
+                attached.Remove(db);
+            }
+            if (sessionOpen)
+            {
+                int err = api.EndSession(sesid);
+                if (err < 0) warnings.Add("JetEndSession returned " + err);
+                sessionOpen = false;
+            }
+            if (instCreated && !terminated)
+            {
+                int err = api.Term(inst, Jet.TermComplete);
+                if (err < 0)
+                {
+                    warnings.Add("JetTerm2(Complete) returned " + err);
+                    api.Term(inst, Jet.TermStopBackup);
+                }
+                terminated = true;
+            }
+        }
+
+        private void Publish()
+        {
+            Dictionary<string, object> m = new Dictionary<string, object>();
+            m["format"] = "ese.backup/1";
+            Dictionary<string, object> tool = new Dictionary<string, object>();
+            tool["name"] = "ese.backup"; tool["version"] = Engine.ToolVersion;
+            m["tool"] = tool;
+            m["type"] = o.Type;
+            m["created"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+            Dictionary<string, object> src = new Dictionary<string, object>();
+            src["host"] = Environment.MachineName;
+            List<object> dbs = new List<object>();
+            foreach (string d in plan.DbPaths) dbs.Add(d);
+            src["databases"] = dbs;
+            src["log_path"] = PathRules.Normalize(o.LogPath);
+            src["system_path"] = PathRules.Normalize(o.SystemPath);
+            src["base_name"] = o.BaseName;
+            src["page_size"] = (long)plan.PageSize;
+            m["source"] = src;
+            Dictionary<string, object> logs = new Dictionary<string, object>();
+            logs["gen_low"] = (long)genLow; logs["gen_high"] = (long)genHigh; logs["base_name"] = o.BaseName;
+            m["logs"] = logs;
+            m["databases"] = dbEntries;
+            m["files"] = writer.Files;
+            m["logs_truncated"] = result["logs_truncated"];
+            m["trace"] = api.Trace.Snapshot();
+            try
+            {
+                writer.WriteManifest(m);
+                writer.Publish();
+            }
+            catch (IOException e)
+            {
+                writer.Remove();
+                result["failed_call"] = new JetFailure("WriteFile", MapIo(e), "manifest.json: " + e.Message).ToDict();
+                return;
+            }
+            result["backup_set"] = plan.FinalPath;
+            result["manifest"] = m;
+        }
+
+        // Any failure: End2(Abort); if End fails, JetTerm2(StopBackup) so no backup is left open.
+        private void AbortAndCleanup()
+        {
+            if (backupOpen)
+            {
+                int err = api.EndBackup(inst, Jet.BackupEndAbort);
+                backupOpen = false;
+                result["ended"] = "abort";
+                if (err < 0)
+                {
+                    api.Term(inst, Jet.TermStopBackup);
+                    terminated = true;
+                }
+            }
+            if (!terminated)
+            {
+                foreach (string db in attached) api.Detach(sesid, db);
+                attached.Clear();
+                if (sessionOpen) { api.EndSession(sesid); sessionOpen = false; }
+                if (instCreated)
+                {
+                    int err = api.Term(inst, Jet.TermComplete);
+                    if (err < 0) api.Term(inst, Jet.TermStopBackup);
+                    terminated = true;
+                }
+            }
+            if (writer != null) writer.Remove();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Layer 6: entry points (plain data in, plain data out).
+    // ------------------------------------------------------------------------------------------------
+    public static class Engine
+    {
+        public const string ToolVersion = "1.0.0";
+
+        private static Dictionary<string, object> NewResult(Trace trace)
+        {
+            Dictionary<string, object> r = new Dictionary<string, object>();
+            r["trace"] = trace.Entries;
+            r["failed_call"] = null;
+            r["invalid"] = null;
+            r["backup_started"] = false;
+            r["ended"] = null;
+            r["logs_truncated"] = false;
+            r["backup_set"] = null;
+            r["manifest"] = null;
+            r["check"] = null;
+            r["warnings"] = new List<object>();
+            return r;
+        }
+
+        public static Dictionary<string, object> Run(IDictionary args, bool checkMode)
+        {
+            Trace trace = new Trace();
+            JetApi api = new JetApi(trace);
+            Dictionary<string, object> result = NewResult(trace);
+            Plan plan;
+            try
+            {
+                Options o = Options.Parse(args);
+                plan = Validator.Validate(o, api);
+            }
+            catch (InvalidOption e)
+            {
+                result["invalid"] = e.ToDict();
+                return result;
+            }
+            catch (DllNotFoundException e)
+            {
+                result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict();
+                return result;
+            }
+            if (checkMode)
+            {
+                Dictionary<string, object> c = new Dictionary<string, object>();
+                c["would_create"] = plan.FinalPath;
+                c["staging"] = plan.StagingPath;
+                c["type"] = plan.Opt.Type;
+                c["would_truncate_logs"] = plan.Opt.Truncate;
+                c["page_size"] = (long)plan.PageSize;
+                c["buffer_size"] = plan.Opt.BufferSize;
+                c["estimated_bytes"] = plan.EstimatedBytes;
+                c["free_bytes"] = plan.FreeBytes;
+                List<object> dbs = new List<object>();
+                for (int i = 0; i < plan.DbPaths.Count; i++)
+                {
+                    Dictionary<string, object> d = plan.DbFacts[i].ToDict();
+                    d["path"] = plan.DbPaths[i];
+                    d["file"] = plan.Opt.Incremental ? null : "databases/" + plan.DbSetNames[i];
+                    dbs.Add(d);
+                }
+                c["databases"] = dbs;
+                c["logs_on_disk"] = plan.LogsOnDisk;
+                result["check"] = c;
+                return result;
+            }
+            try
+            {
+                new BackupSequence(plan, api, result).Run();
+            }
+            catch (InvalidOption e)
+            {
+                result["invalid"] = e.ToDict();
+            }
+            return result;
+        }
+
+        public static Dictionary<string, object> Info(IDictionary args)
+        {
+            Trace trace = new Trace();
+            JetApi api = new JetApi(trace);
+            Dictionary<string, object> result = new Dictionary<string, object>();
+            result["trace"] = trace.Entries;
+            result["invalid"] = null;
+            result["failed_call"] = null;
+            List<object> dbs = new List<object>();
+            List<object> sets = new List<object>();
+            result["databases"] = dbs;
+            result["backup_sets"] = sets;
+            try
+            {
+                foreach (string db in Args.List(args, "databases"))
+                {
+                    Dictionary<string, object> d = new Dictionary<string, object>();
+                    d["path"] = db;
+                    if (!PathRules.IsAbsolute(db) || !File.Exists(db))
+                    {
+                        d["error"] = "file not found or path not absolute";
+                        dbs.Add(d);
+                        continue;
+                    }
+                    byte[] misc;
+                    int err = api.GetDbInfoMisc(db, out misc);
+                    if (err < 0) { d["error"] = "JetGetDatabaseFileInfoW(JET_DbInfoMisc) returned " + err; d["err"] = (long)err; dbs.Add(d); continue; }
+                    DbFacts f = DbFacts.FromMisc(misc);
+                    foreach (KeyValuePair<string, object> kv in f.ToDict()) d[kv.Key] = kv.Value;
+                    d["size"] = new FileInfo(db).Length;
+                    dbs.Add(d);
+                }
+                string bp = Args.Str(args, "backup_path", null);
+                if (bp != null)
+                {
+                    if (!PathRules.IsAbsolute(bp)) throw new InvalidOption("backup_path", "backup_path '" + bp + "' must be an absolute path");
+                    if (!Directory.Exists(bp)) throw new InvalidOption("backup_path", "backup_path '" + bp + "' does not exist");
+                    string[] dirs = Directory.GetDirectories(bp);
+                    Array.Sort(dirs, StringComparer.Ordinal);
+                    foreach (string dir in dirs)
+                    {
+                        string name = Path.GetFileName(dir);
+                        Dictionary<string, object> s = new Dictionary<string, object>();
+                        s["name"] = name; s["path"] = dir;
+                        if (name.StartsWith(".", StringComparison.Ordinal))
+                        {
+                            if (name.EndsWith(".partial", StringComparison.Ordinal)) { s["status"] = "incomplete"; sets.Add(s); }
+                            continue;
+                        }
+                        string mf = Path.Combine(dir, "manifest.json");
+                        if (!File.Exists(mf)) continue;
+                        try
+                        {
+                            IDictionary m = Json.Parse(File.ReadAllText(mf, Encoding.UTF8)) as IDictionary;
+                            if (m == null || !"ese.backup/1".Equals(m["format"])) { s["status"] = "unknown_format"; sets.Add(s); continue; }
+                            s["status"] = "complete";
+                            s["type"] = m["type"]; s["created"] = m["created"];
+                            IDictionary logs = m["logs"] as IDictionary;
+                            if (logs != null) { s["gen_low"] = logs["gen_low"]; s["gen_high"] = logs["gen_high"]; }
+                            s["logs_truncated"] = m.Contains("logs_truncated") ? m["logs_truncated"] : null;
+                            IList files = m["files"] as IList;
+                            long bytes = 0; long count = 0;
+                            if (files != null)
+                                foreach (object fo in files)
+                                {
+                                    IDictionary fd = fo as IDictionary;
+                                    count++;
+                                    if (fd != null && fd["size"] is long) bytes += (long)fd["size"];
+                                }
+                            s["files"] = count; s["bytes"] = bytes;
+                            IList mdbs = m["databases"] as IList;
+                            s["databases"] = mdbs != null ? (long)mdbs.Count : 0L;
+                        }
+                        catch (FormatException e) { s["status"] = "unreadable_manifest"; s["error"] = e.Message; }
+                        sets.Add(s);
+                    }
+                }
+            }
+            catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
+            catch (DllNotFoundException e) { result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict(); }
+            return result;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Minimal JSON (writer for manifest.json and results; reader for requests and manifests).
+    // Numbers read as long when integral, else double.
+    // ------------------------------------------------------------------------------------------------
+    public static class Json
+    {
+        public static string Write(object value, bool indent)
+        {
+            StringBuilder sb = new StringBuilder();
+            WriteValue(sb, value, indent, 0);
+            return sb.ToString();
+        }
+
+        private static void NewLine(StringBuilder sb, bool indent, int level)
+        {
+            if (!indent) return;
+            sb.Append('\n');
+            sb.Append(' ', level * 2);
+        }
+
+        private static void WriteValue(StringBuilder sb, object v, bool indent, int level)
+        {
+            if (v == null) { sb.Append("null"); return; }
+            if (v is string) { WriteString(sb, (string)v); return; }
+            if (v is bool) { sb.Append((bool)v ? "true" : "false"); return; }
+            if (v is int || v is long || v is uint || v is short || v is byte || v is ulong || v is ushort || v is sbyte)
+            { sb.Append(Convert.ToString(v, CultureInfo.InvariantCulture)); return; }
+            if (v is double || v is float || v is decimal)
+            {
+                double d = Convert.ToDouble(v, CultureInfo.InvariantCulture);
+                if (double.IsNaN(d) || double.IsInfinity(d)) sb.Append("null");
+                else sb.Append(d.ToString("R", CultureInfo.InvariantCulture));
+                return;
+            }
+            IDictionary dict = v as IDictionary;
+            if (dict != null)
+            {
+                sb.Append('{');
+                bool first = true;
+                foreach (DictionaryEntry e in dict)
+                {
+                    if (!first) sb.Append(',');
+                    first = false;
+                    NewLine(sb, indent, level + 1);
+                    WriteString(sb, Convert.ToString(e.Key, CultureInfo.InvariantCulture));
+                    sb.Append(indent ? ": " : ":");
+                    WriteValue(sb, e.Value, indent, level + 1);
+                }
+                if (!first) NewLine(sb, indent, level);
+                sb.Append('}');
+                return;
+            }
+            IEnumerable list = v as IEnumerable;
+            if (list != null)
+            {
+                sb.Append('[');
+                bool first = true;
+                foreach (object o in list)
+                {
+                    if (!first) sb.Append(',');
+                    first = false;
+                    NewLine(sb, indent, level + 1);
+                    WriteValue(sb, o, indent, level + 1);
+                }
+                if (!first) NewLine(sb, indent, level);
+                sb.Append(']');
+                return;
+            }
+            WriteString(sb, Convert.ToString(v, CultureInfo.InvariantCulture));
+        }
+
+        private static void WriteString(StringBuilder sb, string s)
+        {
+            sb.Append('"');
+            foreach (char c in s)
+            {
+                switch (c)
+                {
+                    case '"': sb.Append("\\\""); break;
+                    case '\\': sb.Append("\\\\"); break;
+                    case '\n': sb.Append("\\n"); break;
+                    case '\r': sb.Append("\\r"); break;
+                    case '\t': sb.Append("\\t"); break;
+                    default:
+                        if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                        else sb.Append(c);
+                        break;
+                }
+            }
+            sb.Append('"');
+        }
+
+        public static object Parse(string text)
+        {
+            int i = 0;
+            object v = ParseValue(text, ref i);
+            SkipWs(text, ref i);
+            if (i != text.Length) throw new FormatException("trailing characters at " + i);
+            return v;
+        }
+
+        private static void SkipWs(string t, ref int i)
+        {
+            while (i < t.Length && (t[i] == ' ' || t[i] == '\t' || t[i] == '\r' || t[i] == '\n' || t[i] == '\uFEFF')) i++;
+        }
+
+        private static object ParseValue(string t, ref int i)
+        {
+            SkipWs(t, ref i);
+            if (i >= t.Length) throw new FormatException("unexpected end of JSON");
+            char c = t[i];
+            if (c == '{')
+            {
+                Dictionary<string, object> d = new Dictionary<string, object>();
+                i++; SkipWs(t, ref i);
+                if (i < t.Length && t[i] == '}') { i++; return d; }
+                while (true)
+                {
+                    SkipWs(t, ref i);
+                    if (i >= t.Length || t[i] != '"') throw new FormatException("expected a key at " + i);
+                    string k = ParseString(t, ref i);
+                    SkipWs(t, ref i);
+                    if (i >= t.Length || t[i] != ':') throw new FormatException("expected ':' at " + i);
+                    i++;
+                    d[k] = ParseValue(t, ref i);
+                    SkipWs(t, ref i);
+                    if (i < t.Length && t[i] == ',') { i++; continue; }
+                    if (i < t.Length && t[i] == '}') { i++; return d; }
+                    throw new FormatException("expected ',' or '}' at " + i);
+                }
+            }
+            if (c == '[')
+            {
+                List<object> l = new List<object>();
+                i++; SkipWs(t, ref i);
+                if (i < t.Length && t[i] == ']') { i++; return l; }
+                while (true)
+                {
+                    l.Add(ParseValue(t, ref i));
+                    SkipWs(t, ref i);
+                    if (i < t.Length && t[i] == ',') { i++; continue; }
+                    if (i < t.Length && t[i] == ']') { i++; return l; }
+                    throw new FormatException("expected ',' or ']' at " + i);
+                }
+            }
+            if (c == '"') return ParseString(t, ref i);
+            if (string.CompareOrdinal(t, i, "true", 0, 4) == 0) { i += 4; return true; }
+            if (string.CompareOrdinal(t, i, "false", 0, 5) == 0) { i += 5; return false; }
+            if (string.CompareOrdinal(t, i, "null", 0, 4) == 0) { i += 4; return null; }
+            int start = i;
+            while (i < t.Length && "+-0123456789.eE".IndexOf(t[i]) >= 0) i++;
+            string num = t.Substring(start, i - start);
+            if (num.Length == 0) throw new FormatException("unexpected character '" + c + "' at " + start);
+            long lv;
+            if (num.IndexOfAny(new char[] { '.', 'e', 'E' }) < 0 && long.TryParse(num, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out lv)) return lv;
+            double dv;
+            if (double.TryParse(num, NumberStyles.Float, CultureInfo.InvariantCulture, out dv)) return dv;
+            throw new FormatException("bad number '" + num + "'");
+        }
+
+        private static string ParseString(string t, ref int i)
+        {
+            i++; // opening quote
+            StringBuilder sb = new StringBuilder();
+            while (i < t.Length)
+            {
+                char c = t[i++];
+                if (c == '"') return sb.ToString();
+                if (c != '\\') { sb.Append(c); continue; }
+                if (i >= t.Length) break;
+                char e = t[i++];
+                switch (e)
+                {
+                    case '"': sb.Append('"'); break;
+                    case '\\': sb.Append('\\'); break;
+                    case '/': sb.Append('/'); break;
+                    case 'b': sb.Append('\b'); break;
+                    case 'f': sb.Append('\f'); break;
+                    case 'n': sb.Append('\n'); break;
+                    case 'r': sb.Append('\r'); break;
+                    case 't': sb.Append('\t'); break;
+                    case 'u':
+                        if (i + 4 > t.Length) throw new FormatException("bad \\u escape");
+                        sb.Append((char)int.Parse(t.Substring(i, 4), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture));
+                        i += 4;
+                        break;
+                    default: throw new FormatException("bad escape \\" + e);
+                }
+            }
+            throw new FormatException("unterminated string");
+        }
+    }
+}
