@@ -1141,7 +1141,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         private readonly JetApi api;
         private readonly Dictionary<string, object> result;
         private IntPtr inst = IntPtr.Zero, sesid = IntPtr.Zero;
-        private bool instCreated, instInit, terminated, sessionOpen, backupOpen;
+        private bool instCreated, terminated, sessionOpen, backupOpen;
         private readonly List<string> attached = new List<string>();
         private BackupSetWriter writer;
         private readonly List<object> dbEntries = new List<object>();
@@ -1222,7 +1222,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             Set(Jet.ParamMaxTemporaryTables, 0, null, "JET_paramMaxTemporaryTables");
             Set(Jet.ParamNoInformationEvent, 1, null, "JET_paramNoInformationEvent");
             JetApi.Check(api.Init(ref inst, Jet.InitLogStreamMustExist), "JetInit3W", "grbit=0x40");
-            instInit = true;
             JetApi.Check(api.BeginSession(inst, out sesid), "JetBeginSessionW", "");
             sessionOpen = true;
             foreach (string db in plan.DbPaths)
