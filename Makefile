@@ -55,8 +55,12 @@ sanity: setup
 lint: setup
 	$(VENV)/bin/ansible-lint --profile production roles playbooks
 
+# The main job against three simulated hosts (one with an injected fault); a fresh run each time.
 demo: build
-	$(PY) tests/sim/run_playbook.py --inventory playbooks/demo-inventory.yml playbooks/demo.yml
+	rm -rf $(BUILD)/demo
+	ESESIM_ROOT=$(BUILD)/demo $(PY) tests/sim/run_playbook.py -i playbooks/demo-inventory.yml playbooks/backup.yml
+	@echo "Backup sets: $(BUILD)/demo/unc/backup01/ese (\\\\backup01\\ese on the simulated hosts)"
+	@echo "Report:      $(BUILD)/demo/report.json"
 
 bench: build
 	$(PY) bench/stream.py
