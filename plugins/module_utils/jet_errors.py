@@ -716,6 +716,14 @@ def decode(code):
     return Decoded(None, None, None, "unknown", hresult, None)
 
 
+def lookup(code):
+    """Catalog entry for any accepted code form (value, name, HRESULT), or ``None``."""
+    try:
+        return decode(code).entry
+    except ValueError:
+        return None
+
+
 def name_of(code):
     """Canonical name of a code, or ``None`` when it is unknown."""
     try:

@@ -129,7 +129,8 @@ RUN_TABLE = (
     row("failed_truncated", "a JET call failed after the logs were truncated",
         {"failed": True, "logs_truncated": True}, True, True,
         "{call} returned {jet_err}{detail}: {advice}; {ending} and no backup set was published. The logs were "
-        "already truncated, so the backup chain is broken: take a new full backup as soon as the cause is fixed"),
+        "already truncated, so the backup chain is broken: take a new full backup as soon as the cause is fixed"
+        "{staging}"),
     row("failed_started", "a JET call failed during the backup (logs not truncated)",
         {"failed": True, "started": True}, False, True,
         "{call} returned {jet_err}{detail}: {advice}; {ending} and no backup set was published"),
@@ -148,7 +149,8 @@ RUN_TABLE = (
         "report it with the task's trace"),
 )
 
-RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated")
+RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated", "kept_staging",
+            "existing")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,6 +316,8 @@ def _context(facts, call):
         "target": check.get("backup_set") or facts.get("backup_set") or "(named at run time)",
         "type": manifest.get("type") or check.get("type") or facts.get("type") or "full",
         "truncated": "; logs were truncated" if facts.get("logs_truncated") else "",
+        "staging": "; the staging directory %s holds the only copy of the truncated logs: keep it with the last "
+                   "good backup" % facts["kept_staging"] if facts.get("kept_staging") else "",
         "mode": facts.get("mode") or "normal",
         "problems": _problems(journal),
         "journal_ending": JOURNAL_ENDINGS[journal["ended"]] if journal else "no journal",

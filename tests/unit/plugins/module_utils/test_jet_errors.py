@@ -124,3 +124,10 @@ def test_generic_advice():
     assert "esentutl /k" in je.advice(-1206 if je.lookup_value(-1206).category == "Corruption" else -1018)
     assert "certutil" in je.advice(-4242)
     assert "certutil" in je.advice("not a code")
+
+
+def test_lookup_any_form():
+    assert je.lookup(-1018).name == "JET_errReadVerifyFailure"
+    assert je.lookup("0xC80003FA").name == "JET_errReadVerifyFailure"
+    assert je.lookup("JET_errColumnIllegalNull").name == "JET_errNullInvalid"
+    assert je.lookup(-4242) is None and je.lookup("nonsense") is None and je.lookup(0xC7FF0007) is None
