@@ -58,7 +58,7 @@ lint: setup
 # The main job against three simulated hosts (one with an injected fault); a fresh run each time.
 demo: build
 	rm -rf $(BUILD)/demo
-	ESESIM_ROOT=$(BUILD)/demo $(PY) tests/sim/run_playbook.py -i playbooks/demo-inventory.yml playbooks/backup.yml
+	ESESIM_ROOT=$(BUILD)/demo $(PY) tests/sim/run_playbook.py -i tests/sim/demo-inventory.yml playbooks/backup.yml
 	@echo "Backup sets: $(BUILD)/demo/unc/backup01/ese (\\\\backup01\\ese on the simulated hosts)"
 	@echo "Report:      $(BUILD)/demo/report.json"
 
