@@ -1,0 +1,86 @@
+"""Failures mid-backup: the run fails naming the JET error, the backup ends with abort, nothing is left."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import live_header, run_host, srum_args, trace_calls
+
+
+def assert_aborted(r, dest, call, err):
+    assert r["invalid"] is None
+    assert r["failed_call"] is not None, r
+    assert r["failed_call"]["call"] == call and r["failed_call"]["err"] == err, r["failed_call"]
+    assert r["backup_started"] is True
+    assert r["ended"] == "abort"
+    assert r["backup_set"] is None and r["manifest"] is None
+    assert ("JetEndExternalBackupInstance2", 0, "grbit=0x2") in trace_calls(r)
+    assert not [c for c in trace_calls(r) if c[0] == "JetEndExternalBackupInstance2" and c[2] == "grbit=0x1"]
+    assert os.listdir(dest) == [], os.listdir(dest)  # no staging directory, no manifest
+    assert trace_calls(r)[-1][0] == "JetTerm2"
+
+
+def test_read_verify_failure_aborts(dirty_set, dest):
+    faults = [{"api": "JetReadFileInstance", "call": 2, "err": -1018}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x", buffer_size=65536), faults=faults)
+    assert_aborted(r, dest, "JetReadFileInstance", -1018)
+    assert live_header(os.path.join(dirty_set, "SRUDB.dat"))["full_prev"] == (0, 0)
+    assert r["logs_truncated"] is False
+    assert "JetTruncateLogInstance" not in [c for c, _, _ in trace_calls(r)]
+
+
+def test_stop_mid_copy_aborts(dirty_set, dest):
+    faults = [{"api": "JetReadFileInstance", "call": 3, "err": -801, "every": True}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x", buffer_size=65536), faults=faults)
+    assert_aborted(r, dest, "JetReadFileInstance", -801)
+
+
+def test_log_read_failure_aborts(dirty_set, dest):
+    # first read of the first log (the database takes exactly 2 reads with a 4 MiB buffer: data, then 0 bytes)
+    faults = [{"api": "JetReadFileInstance", "call": 3, "err": -612}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x", buffer_size=4 << 20), faults=faults)
+    assert_aborted(r, dest, "JetReadFileInstance", -612)
+
+
+def test_truncate_failure_aborts(dirty_set, dest):
+    faults = [{"api": "JetTruncateLogInstance", "call": 1, "err": -616}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x"), faults=faults)
+    assert_aborted(r, dest, "JetTruncateLogInstance", -616)
+
+
+def test_end_failure_terminates_with_stop_backup(dirty_set, dest):
+    faults = [{"api": "JetTruncateLogInstance", "call": 1, "err": -616},
+              {"api": "JetEndExternalBackupInstance2", "call": 1, "err": -1003}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x"), faults=faults)
+    assert r["failed_call"]["call"] == "JetTruncateLogInstance"
+    assert r["ended"] == "abort"
+    t = trace_calls(r)
+    assert ("JetEndExternalBackupInstance2", -1003, "grbit=0x2") in t
+    assert t[-1][0] == "JetTerm2" and t[-1][2] == "grbit=0x4"
+    assert os.listdir(dest) == []
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    rc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if rc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + rc.stderr.decode())
+    yield str(mnt)
+    subprocess.run(["umount", str(mnt)])
+
+
+def test_full_destination_disk_aborts(dirty_set, small_fs):
+    # The free-space preflight would refuse this destination; the test-only variable lets the run start
+    # so that the write itself hits ENOSPC.
+    r = run_host("Run", srum_args(dirty_set, small_fs, set_name="x"),
+                 env={"ESE_BACKUP_TEST_IGNORE_FREE_SPACE": "1"})
+    assert_aborted(r, small_fs, "WriteFile", -1808)
+
+
+def test_full_destination_disk_is_refused_up_front(dirty_set, small_fs):
+    r = run_host("Run", srum_args(dirty_set, small_fs, set_name="x"))
+    assert r["invalid"]["option"] == "dest" and "free space" in r["invalid"]["msg"]
+    assert r["backup_started"] is False
+    assert os.listdir(small_fs) == []
