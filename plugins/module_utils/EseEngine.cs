@@ -421,6 +421,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     internal abstract class StreamHash : IDisposable
     {
         public abstract bool UsesNative { get; }
+        public abstract string Name { get; }
         public abstract void Append(IntPtr p, byte[] managed, int n);
         public abstract byte[] Finish();
         public abstract void Dispose();
@@ -458,6 +459,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 #endif
         }
         public override bool UsesNative { get { return false; } }
+        public override string Name { get { return h.GetType().Name; } }
         public override void Append(IntPtr p, byte[] managed, int n) { h.TransformBlock(managed, 0, n, null, 0); }
         public override byte[] Finish() { h.TransformFinalBlock(new byte[0], 0, 0); return h.Hash; }
         public override void Dispose() { h.Dispose(); }
@@ -481,6 +483,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 throw new InvalidOperationException("libcrypto SHA-256 unavailable");
         }
         public override bool UsesNative { get { return true; } }
+        public override string Name { get { return "libcrypto"; } }
         public override void Append(IntPtr p, byte[] managed, int n)
         {
             if (EVP_DigestUpdate(ctx, p, new UIntPtr((uint)n)) != 1) throw new CryptographicException("EVP_DigestUpdate failed");
@@ -551,6 +554,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 slots[i] = s;
             }
         }
+
+        public string HashKind { get { return hash == null ? "none" : hash.Name; } }
 
         public void Begin(string destPath)
         {
@@ -1323,6 +1328,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             bool open = true;
             int ps = (int)plan.PageSize;
             long total = 0; int calls = 0;
+            System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
             try
             {
                 try { pipe.Begin(dest); }
@@ -1360,10 +1366,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     pipe.Submit(slot, (int)got);
                     total += got;
                 }
-                api.Trace.Add("JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total);
+                string hashKind = pipe.HashKind;
                 byte[] sha;
                 try { sha = pipe.Finish(); }
                 catch (WriteFailure w) { throw WriteFail(w); }
+                api.Trace.Add("JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total
+                    + " ms=" + clock.Elapsed.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture) + " hash=" + hashKind);
                 if (total != size)
                     throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "name=" + openName + " delivered " + total + " bytes but OpenFile reported " + size);
                 open = false;
