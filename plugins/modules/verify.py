@@ -1,0 +1,256 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: verify
+short_description: Verify ESE backup sets, databases, logs and checkpoints off-host
+description:
+  - "Checks ESE (esent.dll) files independently of Windows, in Python, wherever they are stored
+    (the controller with C(delegate_to: localhost), or a Linux backup server)."
+  - "Databases (streamed backup copies and plain files such as C(esentutl /y) copies): header and shadow
+    header checksums, magic, page size, format version, state, the backup stream's trailer, and every
+    page's checksum with ESE's own algorithms (legacy XOR and XOR+ECC; 4, 8, 16 and 32 KiB pages).
+    All-zero pages are fine. Single-bit errors are reported as correctable."
+  - "Logs: header checksum, data-sector checksums, generation against the file name, signature against
+    the database, each generation's previous-generation time against the prior log's creation time, no
+    gaps, and the range the databases need. Temporary (C(*tmp.log)) and reserve (C(*.jrs)) logs are
+    ignored by name. A checkpoint, when present, is checked too."
+  - "Backup sets: every file of C(manifest.json) present with the right size and SHA-256, nothing extra,
+    names relative and safe, and the manifest's facts against the files. A directory of sets is also
+    checked as chains: each incremental starts where the previous set ended, with the same log signature."
+  - Never changes anything; RV(ignore:changed) is always false. An invalid backup is a result
+    (RV(valid=false) with RV(problems)), not a task failure, unless O(fail_on_invalid=true).
+  - Pages are checked with numpy when it is installed (hundreds of MB/s, flat memory); without numpy a
+    pure-Python path is used and RV(notes) says so.
+options:
+  path:
+    description:
+      - What to verify. One of
+      - a database file (its sibling logs are used to judge whether the logs it needs are there);
+      - a log (C(.log)) or checkpoint (C(.chk)) file;
+      - a backup set written by M(ese.backup.run) (a directory holding C(manifest.json));
+      - a directory holding a database with its logs and checkpoint but no manifest, such as a
+        file-level copy of a live ESE folder;
+      - a directory of backup sets; every set is verified, then their chains.
+    type: path
+    required: true
+  checksums:
+    description:
+      - Check every database page and log sector checksum. With V(false) only headers, trailers,
+        manifests, sizes, hashes and log sequences are checked.
+    type: bool
+    default: true
+  fail_on_invalid:
+    description:
+      - Fail the task when the result is not valid (any problem of severity C(error)).
+      - By default an invalid backup is reported with RV(valid=false) and the task succeeds, so that a
+        playbook can decide (for example with C(failed_when) or an M(ansible.builtin.assert)).
+    type: bool
+    default: false
+notes:
+  - "Problem codes are stable; each has a severity. C(error) makes RV(valid) false, C(warning) does not.
+    The codes are listed below and in C(docs/verify.md)."
+  - "Codes:"
+  - C(PATH_UNRECOGNISED) (error) - the path is neither an ESE database, log or checkpoint, a backup set, a folder holding ESE files, nor a folder of backup sets.
+  - C(READ_ERROR) (error) - a file could not be read (permissions, I/O error).
+  - C(MANIFEST_INVALID) (error) - manifest.json is not valid JSON or lacks required fields or has an unknown format.
+  - C(MANIFEST_UNSAFE_NAME) (error) - a file name in the manifest is absolute, has a drive, a backslash or '..'.
+  - C(FILE_MISSING) (error) - a file listed in the manifest is absent.
+  - C(FILE_SIZE_MISMATCH) (error) - a file's size differs from the manifest.
+  - C(FILE_HASH_MISMATCH) (error) - a file's SHA-256 differs from the manifest.
+  - C(FILE_UNLISTED) (error) - a file in the set is not listed in the manifest.
+  - C(MANIFEST_MISMATCH) (error) - a fact recorded in the manifest (page size, signature, generations) differs from the files.
+  - C(DB_HEADER_UNREADABLE) (error) - neither the header nor the shadow header has a valid checksum and page size.
+  - C(DB_HEADER_CHECKSUM) (error) - the primary header (page at offset 0) fails its checksum.
+  - C(DB_SHADOW_CHECKSUM) (error) - the shadow header (second page) fails its checksum.
+  - C(DB_SHADOW_MISMATCH) (warning) - header and shadow header are both valid but differ.
+  - C(DB_BAD_MAGIC) (error) - the header magic is not 0x89ABCDEF.
+  - C(DB_FORMAT_VERSION) (error) - the header format version is not 0x620.
+  - C(DB_FILETYPE) (error) - the header file type is not a database.
+  - C(DB_SIZE) (error) - the file size is not a whole number of pages, or too small.
+  - C(DB_STATE) (error) - the database state is unknown, or not one a backup can hold.
+  - C(DB_TRAILER_CHECKSUM) (error) - the streamed database's trailer page fails its checksum (or is missing).
+  - C(DB_TRAILER_SIGNATURE) (error) - the trailer's database or log signature differs from the header's.
+  - C(DB_TRAILER_RANGE) (error) - the trailer's backup mark or generation range does not match the header or is inverted.
+  - C(DB_PAGE_CHECKSUM) (error) - a data page fails its checksum.
+  - C(DB_PAGE_CORRECTABLE) (error) - a data page has a single-bit error that ESE's ECC can correct on read; the stored copy is still damaged.
+  - C(DB_PAGE_NUMBER) (error) - a data page's checksum is good but its page number field is wrong.
+  - C(DB_BAD_CHECKSUM_COUNT) (warning) - the header records earlier checksum failures (ulBadChecksum > 0).
+  - C(LOG_TRUNCATED) (error) - a log file is shorter than its header says (or shorter than a header).
+  - C(LOG_BLANK) (error) - a numbered log file has an all-zero header.
+  - C(LOG_HEADER_CHECKSUM) (error) - a log header fails its checksum.
+  - C(LOG_NOT_A_LOG) (error) - a .log file's header has a file type other than log.
+  - C(LOG_SEGMENT_CHECKSUM) (error) - a log data sector fails its checksum or belongs to another position.
+  - C(LOG_NAME_INVALID) (error) - a log file name does not follow <base><hex generation>.log.
+  - C(LOG_GENERATION_MISMATCH) (error) - the generation in a log's name differs from its header (renamed log).
+  - C(LOG_DUPLICATE_GENERATION) (error) - two log files carry the same generation.
+  - C(LOG_SIGNATURE_MISMATCH) (error) - a log's signature differs from the database's or the stream's.
+  - C(LOG_CHAIN_BROKEN) (error) - a log's previous-generation time differs from the prior log's creation time.
+  - C(LOG_GAP) (error) - generations are missing between the first and last log present.
+  - C(LOG_REQUIRED_MISSING) (error) - log generations a database needs for recovery or restore are absent.
+  - C(LOG_VERSION_MISMATCH) (warning) - log format major/minor versions differ within one stream.
+  - C(CHK_UNREADABLE) (error) - neither copy of the checkpoint has a valid checksum.
+  - C(CHK_CHECKSUM) (error) - one copy of the checkpoint fails its checksum.
+  - C(CHK_NOT_A_CHECKPOINT) (error) - the checkpoint's file type is not checkpoint.
+  - C(CHK_COPIES_DIFFER) (warning) - both checkpoint copies are valid but differ.
+  - C(CHK_SIGNATURE_MISMATCH) (error) - the checkpoint's log signature differs from the logs' or database's.
+  - C(CHK_GENERATION_MISSING) (error) - the log of the checkpoint's generation is not present.
+  - C(SET_PARTIAL) (warning) - an unfinished '.<name>.partial' directory was found and ignored.
+  - C(SET_EMPTY) (error) - a backup set holds no database and no log.
+  - C(CHAIN_NO_BASE) (error) - an incremental or differential set has no earlier full set.
+  - C(CHAIN_GAP) (error) - a set does not start where the previous set of its chain ended.
+  - C(CHAIN_SIGNATURE_MISMATCH) (error) - a set's log signature differs from the previous set of its chain.
+  - C(CHAIN_LOG_CONFLICT) (error) - the same log file name has different contents in two sets of a chain.
+  - Runs on the machine where the files are; use C(delegate_to) for files on the controller.
+  - Reads files only; check mode runs it as usual.
+attributes:
+  check_mode:
+    support: full
+    details: The module is read-only; check mode runs it as usual.
+  diff_mode:
+    support: none
+  platform:
+    platforms:
+      - posix
+seealso:
+  - module: ese.backup.run
+  - module: ese.backup.info
+author:
+  - ese.backup developers
+"""
+
+EXAMPLES = r"""
+- name: Verify the newest backup set on the controller
+  ese.backup.verify:
+    path: /srv/backup/sru/full-20261125T040000Z
+  delegate_to: localhost
+  register: check
+
+- name: Stop when it is not restorable
+  ansible.builtin.assert:
+    that: check.valid
+    fail_msg: "{{ check.problems | map(attribute='code') | list }}"
+
+- name: Verify every set and the chains under a directory, failing the task when anything is wrong
+  ese.backup.verify:
+    path: /srv/backup/sru
+    fail_on_invalid: true
+  delegate_to: localhost
+
+- name: Headers, manifests and log sequences only (fast)
+  ese.backup.verify:
+    path: /srv/backup/sru
+    checksums: false
+  delegate_to: localhost
+
+- name: A file-level copy of a live ESE folder (database, logs and checkpoint, no manifest)
+  ese.backup.verify:
+    path: /srv/copies/sru
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+valid:
+  description: True when no problem of severity C(error) was found.
+  returned: always
+  type: bool
+  sample: true
+kind:
+  description: What O(path) was taken to be (C(database), C(log), C(checkpoint), C(set), C(folder), C(sets), C(unknown)).
+  returned: always
+  type: str
+  sample: set
+problems:
+  description:
+    - Everything found wrong. C(code) is stable (see the module notes), C(file) is relative to O(path) when
+      O(path) is a directory, C(detail) is for people. C(page), C(sector) or C(generation) are added when they apply.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"code": "DB_PAGE_CORRECTABLE", "severity": "error", "file": "databases/SRUDB.dat", "page": 17,
+            "detail": "page 17 (offset 73728): single-bit error (correctable by ESE's ECC)"}]
+error_count:
+  description: Number of problems of severity C(error).
+  returned: always
+  type: int
+warning_count:
+  description: Number of problems of severity C(warning).
+  returned: always
+  type: int
+databases:
+  description:
+    - One entry per database file with its header facts and page counts. C(bad_pages) lists every failing page
+      number (correctable ones included, also in C(correctable_pages)). C(pages_checksummed) is false for temporary
+      databases, whose pages ESE writes without checksums.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"file": "databases/SRUDB.dat", "page_size": 4096, "state": 2, "state_name": "DirtyShutdown",
+            "pages_total": 606, "pages_checked": 606, "pages_ok": 482, "pages_zero": 124, "bad_pages": [],
+            "streamed": true, "required_generations": [92, 93]}]
+logs:
+  description: One entry per log stream (base name) with its generation range and signature.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"base_name": "SRU", "gen_low": 89, "gen_high": 92, "signature": "024c8925...", "count": 4}]
+checkpoints:
+  description: Checkpoint files found, with their generation and signature.
+  returned: always
+  type: list
+  elements: dict
+sets:
+  description: For a set or a directory of sets, one summary per set (name, type, valid, generation range).
+  returned: always
+  type: list
+  elements: dict
+chains:
+  description: For a directory of sets, each chain (a full set and its incrementals) and whether it is continuous.
+  returned: always
+  type: list
+  elements: dict
+notes:
+  description: Remarks that are not problems (temporary database not page-checked, pure-Python fallback).
+  returned: always
+  type: list
+  elements: str
+seconds:
+  description: Time the verification took.
+  returned: always
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            checksums=dict(type="bool", default=True),
+            fail_on_invalid=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    try:
+        result = verify(path, checksums=module.params["checksums"])
+    except (IOError, OSError) as e:
+        module.fail_json(msg="cannot verify %s: %s" % (path, e), changed=False)
+    result["changed"] = False
+    if module.params["fail_on_invalid"] and not result["valid"]:
+        codes = sorted(set(p["code"] for p in result["problems"] if p["severity"] == "error"))
+        module.fail_json(msg="%s is not valid: %d problem(s): %s"
+                         % (path, result["error_count"], ", ".join(codes)), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

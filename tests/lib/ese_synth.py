@@ -1,0 +1,247 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to ese.backup
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Synthetic, valid ESE files for tests and benchmarks (numpy required).
+
+Everything written here passes ``ese.backup.verify``: page checksums use the real XOR+ECC
+algorithm (shared/spec/ese-file-format.md section 5), headers the legacy XOR, and all files of one
+stream share a log signature.
+
+API (all sizes in bytes, generations are ints, signatures are the 28-byte SIGNATURE bytes):
+
+- ``signature(seed)``                                   -> 28 bytes (deterministic per seed)
+- ``make_database(path, page_size=4096, pages=64, ...)`` -> dict of facts (a plain or streamed DB)
+- ``make_log(path, generation, sign_log, prev_create_time=None, ...)`` -> creation LOGTIME bytes
+- ``make_log_set(directory, base, gens, sign_log, ...)``  -> list of dicts {path, generation, created}
+- ``make_checkpoint(path, generation, sign_log)``
+- ``make_backup_set(dest, name, ...)``                  -> path of a complete set with manifest.json
+- ``corrupt(path, offset, bit=0)``                       flips one bit in place
+
+Speed: ``make_database(p, 4096, pages=262144)`` (1 GiB) takes a few seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_COLL = os.path.join(_ROOT, "build", "collections")
+if not os.path.isdir(os.path.join(_COLL, "ansible_collections", "ese", "backup")):
+    os.makedirs(os.path.join(_COLL, "ansible_collections", "ese"), exist_ok=True)
+    try:
+        os.symlink(_ROOT, os.path.join(_COLL, "ansible_collections", "ese", "backup"))
+    except FileExistsError:
+        pass
+if _COLL not in sys.path:
+    sys.path.insert(0, _COLL)
+
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck  # noqa: E402
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import structs as st  # noqa: E402
+
+CHUNK_PAGES_BYTES = 8 << 20
+
+
+def signature(seed, year=2026):
+    """A deterministic SIGNATURE (28 bytes) for ``seed``."""
+    return st.pack_signature(0x1000 + seed * 7919, st.pack_logtime(year, 1 + seed % 12, 1 + seed % 28,
+                                                                  seed % 24, seed % 60, (seed * 7) % 60, seed % 1000))
+
+
+def gen_time(generation, seed=0):
+    """A distinct LOGTIME for a log generation (creation time)."""
+    t = generation * 3 + seed * 100000
+    return st.pack_logtime(2026, 11, 1 + (t // 86400) % 28, (t // 3600) % 24, (t // 60) % 60, t % 60, (generation * 37) % 1000)
+
+
+def fill_pages(q, first_pgno, page_size, rng, zero_every=0, old_format_every=0):
+    """Fill ``q`` (uint64 array (n, page_size/8)) with random checksummed pages numbered from ``first_pgno``."""
+    n = q.shape[0]
+    q[:] = rng.integers(0, 2 ** 63, size=q.shape, dtype=np.uint64, endpoint=False)
+    d32 = q.view(np.uint32)
+    pgnos = np.arange(first_pgno, first_pgno + n, dtype=np.uint64)
+    d32[:, 4:8] = 0                     # objidFDP, cbFree, ... (keep small header fields tidy)
+    d32[:, 9] = 0x2000 | 0x0802         # new checksum format, leaf, new record format
+    if page_size <= 8192:
+        q[:, 0] = 0
+        q[:, 0] = ck.ecc_xor_blocks(q, pgnos, page_size)
+        if old_format_every:
+            sel = np.arange(n)[(pgnos % old_format_every) == 0]
+            if sel.size:
+                d32[sel, 9] = 0x0802
+                d32[sel, 1] = pgnos[sel].astype(np.uint32)
+                x = np.bitwise_xor.reduce(d32[sel, 1:], axis=1)
+                d32[sel, 0] = np.uint32(ck.XOR_SEED) ^ x
+    else:
+        bs = page_size // 4
+        d32[:, 16] = pgnos.astype(np.uint32)
+        d32[:, 17:20] = 0
+        blocks = q.reshape(n, 4, bs // 8)
+        for i in (1, 2, 3):
+            q[:, 4 + i] = ck.ecc_xor_blocks(np.ascontiguousarray(blocks[:, i, :]), pgnos, bs)
+        q[:, 0] = 0
+        q[:, 0] = ck.ecc_xor_blocks(np.ascontiguousarray(blocks[:, 0, :]), pgnos, bs)
+    if zero_every:
+        q[(pgnos % zero_every) == 0] = 0
+
+
+def make_database(path, page_size=4096, pages=64, sign_log=None, sign_db=None, state=3, gen_min=0,
+                  gen_max=0, streamed=False, gen_low=0, gen_high=0, zero_every=5, old_format_every=0,
+                  filetype=1, seed=1):
+    """Write a database of ``pages`` data pages (plus header, shadow and, if ``streamed``, a trailer).
+
+    - ``state``: 3 clean (genMin/Max 0), 2 dirty (give ``gen_min``/``gen_max``), 1 JustCreated.
+    - ``streamed=True`` writes a backup stream: bkinfoFullCur = (``gen_low``, 0) in both header
+      copies and a trailer whose bkinfo is (``gen_low``, ``gen_high``).
+    - every ``zero_every``-th page is all zero (0 = none); every ``old_format_every``-th page uses the
+      legacy XOR format (small pages only).
+    Returns a dict of the facts written (page_size, pages, size, sign_log, sign_db, ...).
+    """
+    sign_log = sign_log if sign_log is not None else signature(seed)
+    sign_db = sign_db if sign_db is not None else signature(seed + 1000)
+    full_cur = st.pack_bkinfo(gen_low, 0) if streamed else None
+    hdr = st.pack_db_header(page_size, sign_db, sign_log, state=state, gen_min=gen_min, gen_max=gen_max,
+                            gen_max_committed=gen_max, full_cur=full_cur, filetype=filetype)
+    rng = np.random.default_rng(seed)
+    per = max(1, CHUNK_PAGES_BYTES // page_size)
+    buf = np.empty((per, page_size // 8), dtype=np.uint64)
+    with open(path, "wb") as f:
+        f.write(hdr)
+        f.write(hdr)
+        done = 0
+        while done < pages:
+            n = min(per, pages - done)
+            q = buf[:n]
+            fill_pages(q, done + 1, page_size, rng, zero_every, old_format_every)
+            f.write(q.tobytes())
+            done += n
+        if streamed:
+            f.write(st.pack_trailer(page_size, st.pack_bkinfo(gen_low, gen_high), sign_db, sign_log,
+                                    gen_min, max(gen_max, gen_high), max(gen_max, gen_high)))
+    return {"path": path, "page_size": page_size, "pages": pages, "size": os.path.getsize(path),
+            "sign_log": sign_log.hex(), "sign_db": sign_db.hex(), "state": state,
+            "gen_min_required": gen_min, "gen_max_required": gen_max, "streamed": streamed,
+            "gen_low": gen_low, "gen_high": gen_high}
+
+
+def make_log(path, generation, sign_log, prev_create_time=None, created=None, sectors=16, used_sectors=4,
+             page_size=4096, seed=0):
+    """Write a v8 log: a checksummed header, ``used_sectors`` valid data segments, zeros after.
+
+    ``prev_create_time``: the previous generation's creation LOGTIME (8 bytes; None for the first
+    generation). Returns this log's creation LOGTIME (8 bytes).
+    """
+    created = created or gen_time(generation, seed)
+    hdr = st.pack_log_header(generation, sign_log, created, prev_create_time, csec_file=sectors,
+                             page_size=page_size)
+    rng = np.random.default_rng(generation)
+    body = np.zeros(((sectors - 1), 512), dtype=np.uint64)
+    used = max(0, min(used_sectors, sectors - 2))
+    if used:
+        q = body[:used]
+        q[:] = rng.integers(0, 2 ** 63, size=q.shape, dtype=np.uint64)
+        isec = np.arange(1, used + 1, dtype=np.uint64)
+        lg = [struct.unpack("<Q", st.pack_lgpos(generation, int(s), 0))[0] for s in isec]
+        q[:, 1] = np.array(lg, dtype=np.uint64)
+        q[:, 2] = struct.unpack("<Q", created)[0]
+        q[:, 3:5] = 0
+        q.view(np.uint32)[:, 9] = 0x2000
+        q[:, 0] = 0
+        q[:, 0] = ck.ecc_xor_blocks(q, isec, 4096)
+    with open(path, "wb") as f:
+        f.write(hdr)
+        f.write(body.tobytes())
+    return bytes(created)
+
+
+def make_log_set(directory, base, gens, sign_log, current=False, prev_create_time=None, seed=0, **kw):
+    """Write consecutive logs ``gens`` (an iterable of ints) named ``<base><HEX>.log``.
+
+    Each generation's prev-gen time is the previous one's creation time. With ``current=True`` the
+    last generation is named ``<base>.log`` (the live current log). Returns a list of dicts.
+    """
+    from ansible_collections.ese.backup.plugins.module_utils.ese_format.logs import log_file_name
+    out = []
+    prev = prev_create_time
+    gens = list(gens)
+    for i, g in enumerate(gens):
+        name = "%s.log" % base if (current and i == len(gens) - 1) else log_file_name(base, g)
+        p = os.path.join(directory, name)
+        prev = make_log(p, g, sign_log, prev_create_time=prev, seed=seed, **kw)
+        out.append({"path": p, "name": name, "generation": g, "created": prev})
+    return out
+
+
+def make_checkpoint(path, generation, sign_log):
+    """Write an 8 KiB checkpoint (two identical 4 KiB copies) pointing at ``generation``."""
+    c = st.pack_checkpoint_copy(generation, sign_log)
+    with open(path, "wb") as f:
+        f.write(c)
+        f.write(c)
+
+
+def corrupt(path, offset, bit=0):
+    """Flip bit ``bit`` of the byte at ``offset`` in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ (1 << bit)]))
+
+
+def _sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for blk in iter(lambda: f.read(1 << 20), b""):
+            h.update(blk)
+    return h.hexdigest()
+
+
+def make_backup_set(dest, name, set_type="full", gen_low=10, gen_high=12, sign_log=None, sign_db=None,
+                    base="edb", db_name="test.edb", page_size=4096, pages=32, created=None, seed=1,
+                    prev_create_time=None):
+    """Write ``<dest>/<name>/`` as the engine does: databases/ (streamed DB for full and copy sets),
+    logs/ (generations ``gen_low..gen_high``) and manifest.json. Returns the set's path.
+
+    For a chain, give each set the same ``sign_log`` and ``seed`` so that overlapping logs are
+    byte-identical, as real overlapping sets are.
+    """
+    sign_log = sign_log if sign_log is not None else signature(seed)
+    sign_db = sign_db if sign_db is not None else signature(seed + 1000)
+    root = os.path.join(dest, name)
+    os.makedirs(os.path.join(root, "logs"))
+    files = []
+    dbs = []
+    if set_type in ("full", "copy"):
+        os.makedirs(os.path.join(root, "databases"))
+        p = os.path.join(root, "databases", db_name)
+        facts = make_database(p, page_size, pages, sign_log=sign_log, sign_db=sign_db, state=2,
+                              gen_min=gen_low, gen_max=gen_low, streamed=True, gen_low=gen_low,
+                              gen_high=gen_high, seed=seed)
+        files.append({"name": "databases/" + db_name, "role": "database", "size": facts["size"], "sha256": _sha(p)})
+        dbs.append({"file": "databases/" + db_name, "source": "C:\\data\\" + db_name, "page_size": page_size,
+                    "db_state": 2, "sign_db": facts["sign_db"], "sign_log": facts["sign_log"],
+                    "gen_min_required": gen_low, "gen_max_required": gen_low,
+                    "backup_gen_low": gen_low, "backup_gen_high": gen_high})
+    prev = prev_create_time
+    if prev is None and gen_low > 1:
+        prev = gen_time(gen_low - 1, seed)
+    for lg in make_log_set(os.path.join(root, "logs"), base, range(gen_low, gen_high + 1), sign_log,
+                           prev_create_time=prev, seed=seed, page_size=page_size):
+        files.append({"name": "logs/" + lg["name"], "role": "log", "generation": lg["generation"],
+                      "size": os.path.getsize(lg["path"]), "sha256": _sha(lg["path"])})
+    manifest = {
+        "format": "ese.backup/1", "tool": {"name": "ese.backup", "version": "1.0.0"}, "type": set_type,
+        "created": created or "2026-11-25T04:%02d:00Z" % (gen_low % 60),
+        "source": {"host": "synth", "databases": ["C:\\data\\" + db_name], "log_path": "C:\\data",
+                   "system_path": "C:\\data", "base_name": base, "page_size": page_size},
+        "logs": {"gen_low": gen_low, "gen_high": gen_high, "base_name": base},
+        "databases": dbs, "files": files, "logs_truncated": set_type in ("full", "incremental"), "trace": [],
+    }
+    with open(os.path.join(root, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return root
