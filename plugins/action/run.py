@@ -12,4 +12,3 @@ from ansible_collections.ese.backup.plugins.plugin_utils._policy_action import E
 
 class ActionModule(EseModuleAction):
     MODULE = "run"
-    POLICY = True

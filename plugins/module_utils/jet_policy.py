@@ -50,7 +50,7 @@ def row(id, what, when, changed, failed, msg, session_state=None, backup_valid=N
 Policy = collections.namedtuple("Policy", "module classify table jet_err_always keys")
 """A module's policy: ``classify(facts, check_mode)`` -> situation dict; ``table``: rows in order;
 ``jet_err_always``: return ``jet_err`` even when no call failed; ``keys``: the module result keys
-that the action plugin keeps in the task result."""
+that the action plugin keeps in the task result (``None``: all of them)."""
 
 
 # Session journal facts (docs/architecture.md, "Session journal facts").
@@ -85,47 +85,33 @@ def journal_facts(journal):
 def classify_run(facts, check_mode):
     """Situation of an ``Engine.Run`` result.
 
-    ``existing``: the engine found a complete set named ``set_name`` under ``dest`` and started no
-    backup (the engine reports ``existing: true``, or ``backup_started`` false with ``backup_set`` set
-    and no failure). ``would_create``: in check mode, ``check.would_create`` (default: not existing).
+    An explicit ``set_name`` that already exists under ``dest`` is an ``invalid`` fact (option
+    ``set_name``): a run never overwrites, merges into or silently skips an existing set, so "again"
+    with the same ``set_name`` fails clearly and changes nothing (docs/jet-policy.md).
     """
     failed_call = facts.get("failed_call")
-    started = bool(facts.get("backup_started"))
-    published = facts.get("backup_set") is not None
-    existing = facts.get("existing")
-    if existing is None:
-        existing = not started and published and failed_call is None and not facts.get("invalid")
-    check = facts.get("check") or {}
-    would_create = check.get("would_create")
-    if would_create is None:
-        would_create = not existing
     return {
         "check_mode": bool(check_mode),
         "invalid": bool(facts.get("invalid")),
         "failed": failed_call is not None,
         "err": failed_call.get("err") if failed_call else None,
-        "started": started,
+        "started": bool(facts.get("backup_started")),
         "ended": facts.get("ended"),
         "logs_truncated": bool(facts.get("logs_truncated")),
-        "published": published,
-        "existing": bool(existing),
-        "would_create": bool(would_create),
+        "published": facts.get("backup_set") is not None,
     }
 
 
 RUN_TABLE = (
-    row("invalid", "an option is invalid (the engine checked it before any JET call)",
-        {"invalid": True}, False, True,
+    row("invalid", "an option is invalid (the engine checked it before any backup call), including a set_name that "
+        "already exists under dest", {"invalid": True}, False, True,
         "invalid value for option '{option}': {invalid_msg}"),
     row("check_failed", "check mode: a JET call made to inspect the databases failed",
         {"check_mode": True, "failed": True}, False, True,
         "check mode: {call} returned {jet_err}{detail}: {advice}; a real run would fail"),
-    row("check_create", "check mode: a real run would create a backup set",
-        {"check_mode": True, "would_create": True}, True, False,
+    row("check_create", "check mode: the options and databases are valid; a real run would create a backup set",
+        {"check_mode": True}, True, False,
         "check mode: a {type} backup would create backup set {target}"),
-    row("check_existing", "check mode: the named backup set already exists",
-        {"check_mode": True, "would_create": False}, False, False,
-        "check mode: backup set {target} already exists; a real run would leave it as it is"),
     row("failed_truncated", "a JET call failed after the logs were truncated",
         {"failed": True, "logs_truncated": True}, True, True,
         "{call} returned {jet_err}{detail}: {advice}; {ending} and no backup set was published. The logs were "
@@ -137,9 +123,6 @@ RUN_TABLE = (
     row("failed_not_started", "a JET call failed before the backup began",
         {"failed": True}, False, True,
         "{call} returned {jet_err}{detail}: {advice}; no backup was started"),
-    row("existing", "set_name names a complete backup set that already exists under dest",
-        {"existing": True}, False, False,
-        "backup set {backup_set} already exists; no backup was taken"),
     row("created", "every call succeeded and the set was published",
         {"published": True, "ended": "normal"}, True, False,
         "created {type} backup set {backup_set}{truncated}"),
@@ -149,8 +132,31 @@ RUN_TABLE = (
         "report it with the task's trace"),
 )
 
-RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated", "kept_staging",
-            "existing")
+RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated", "kept_staging")
+
+
+# --------------------------------------------------------------------------------------------------
+# ese.backup.info: read-only; every fact is passed through, failures are named
+# --------------------------------------------------------------------------------------------------
+
+def classify_info(facts, check_mode):
+    """Situation of an ``Engine.Info`` result."""
+    failed_call = facts.get("failed_call")
+    return {
+        "invalid": bool(facts.get("invalid")),
+        "failed": failed_call is not None,
+        "err": failed_call.get("err") if failed_call else None,
+    }
+
+
+INFO_TABLE = (
+    row("invalid", "an option is invalid", {"invalid": True}, False, True,
+        "invalid value for option '{option}': {invalid_msg}"),
+    row("failed", "a JET call failed", {"failed": True}, False, True,
+        "{call} returned {jet_err}{detail}: {advice}"),
+    row("read", "the headers and backup sets were read (per-database read errors are in databases[].error)",
+        {}, False, False, "read {databases} database header(s) and {backup_sets} backup set(s)"),
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,6 +237,7 @@ END_KEYS = ("trace", "journal", "check", "mode")
 
 POLICIES = collections.OrderedDict([
     ("run", Policy("run", classify_run, RUN_TABLE, False, RUN_KEYS)),
+    ("info", Policy("info", classify_info, INFO_TABLE, False, None)),
     ("end", Policy("end", classify_end, END_TABLE, True, END_KEYS)),
 ])
 
@@ -290,6 +297,13 @@ def _problems(journal):
     return "; ".join(parts) or "no problem recorded"
 
 
+def _target(check, facts):
+    would_create = check.get("would_create")
+    if isinstance(would_create, str) and would_create:
+        return would_create  # the engine reports the path of the set it would create
+    return check.get("backup_set") or facts.get("backup_set") or "(named at run time)"
+
+
 def _context(facts, call):
     invalid = facts.get("invalid") or {}
     err = call.get("err") if call else None
@@ -313,7 +327,7 @@ def _context(facts, call):
         "started": facts.get("backup_started"),
         "ended": ended,
         "backup_set": facts.get("backup_set"),
-        "target": check.get("backup_set") or facts.get("backup_set") or "(named at run time)",
+        "target": _target(check, facts),
         "type": manifest.get("type") or check.get("type") or facts.get("type") or "full",
         "truncated": "; logs were truncated" if facts.get("logs_truncated") else "",
         "staging": "; the staging directory %s holds the only copy of the truncated logs: keep it with the last "
@@ -322,6 +336,8 @@ def _context(facts, call):
         "problems": _problems(journal),
         "journal_ending": JOURNAL_ENDINGS[journal["ended"]] if journal else "no journal",
         "journal_state": journal_state,
+        "databases": len(facts.get("databases") or []),
+        "backup_sets": len(facts.get("backup_sets") or []),
     }
     return _Lenient(context)
 

@@ -14,7 +14,7 @@ __metaclass__ = type
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.ese.backup.plugins.module_utils.jet_policy import POLICIES, apply, jet_err
+from ansible_collections.ese.backup.plugins.module_utils.jet_policy import POLICIES, apply
 
 # Keys of a module result that the action plugin always carries over when present.
 CARRIED = ("invocation", "deprecations")
@@ -42,7 +42,10 @@ def policy_result(module, module_result, check_mode):
     """Apply ``module``'s policy table to a module result (dict of engine facts)."""
     policy = POLICIES[module]
     outcome = apply(module, module_result, check_mode)
-    result = dict((key, module_result[key]) for key in policy.keys + CARRIED if key in module_result)
+    if policy.keys is None:
+        result = dict((key, val) for key, val in module_result.items() if key not in ("failed_call", "changed"))
+    else:
+        result = dict((key, module_result[key]) for key in policy.keys + CARRIED if key in module_result)
     warnings = list(module_result.get("warnings") or []) + outcome.pop("warnings", [])
     if warnings:
         result["warnings"] = warnings
@@ -50,25 +53,14 @@ def policy_result(module, module_result, check_mode):
     return result
 
 
-def passthrough_result(module_result):
-    """A read-only module's result as the task result: never changed; a failed JET call is named."""
-    result = dict(module_result)
-    result["changed"] = False
-    error = jet_err(result.get("failed_call"))
-    if error is not None:
-        result["jet_err"] = error
-    return result
-
-
 class EseModuleAction(ActionBase):
     """Run ``ese.backup.<MODULE>`` and turn its facts into the task result.
 
-    Subclasses set ``MODULE``; ``POLICY`` is ``True`` when ``jet_policy.POLICIES`` decides the result,
-    ``False`` for a pass-through (read-only modules).
+    Subclasses set ``MODULE``, a key of ``jet_policy.POLICIES``; its table decides the result (a table
+    whose ``keys`` is ``None`` passes every fact through, as the read-only info module does).
     """
 
     MODULE = None
-    POLICY = True
     TRANSFERS_FILES = False
     _supports_check_mode = True
     _supports_async = False
@@ -84,8 +76,6 @@ class EseModuleAction(ActionBase):
 
     def finish(self, module_name, module_result, check_mode):
         """The task result for ``module_result`` (separate from ``run`` for the unit tests)."""
-        if not self.POLICY:
-            return passthrough_result(module_result)
         if FACTS_KEY not in module_result or module_result.get("skipped"):
             return module_failure(module_name, module_result)
         return policy_result(self.MODULE, module_result, check_mode)

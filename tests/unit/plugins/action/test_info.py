@@ -1,40 +1,60 @@
-"""ese.backup.info action plugin: a read-only pass-through."""
+"""ese.backup.info action plugin: read-only facts passed through; invalid options and failed calls fail."""
 from ansible_collections.ese.backup.plugins.action.info import ActionModule
 
 ARGS = {"databases": [r"C:\db\edb.dat"], "backup_path": r"D:\backup"}
 
 
-def test_passes_the_result_through(action_factory):
-    module_result = {"changed": False, "databases": [{"path": r"C:\db\edb.dat", "db_state": 2}],
-                     "backup_sets": [{"name": "nightly"}], "trace": []}
+def info_facts(**over):
+    base = {"trace": [{"call": "JetGetDatabaseFileInfoW", "err": 0}], "invalid": None, "failed_call": None,
+            "databases": [{"path": r"C:\db\edb.dat", "db_state": 2, "page_size": 4096}],
+            "backup_sets": [{"name": "nightly", "status": "complete"}], "changed": False}
+    base.update(over)
+    return base
+
+
+def test_passes_the_facts_through(action_factory):
+    module_result = info_facts()
     plugin, calls = action_factory(ActionModule, ARGS, module_result)
     result = plugin.run(task_vars={})
     assert calls[0]["module_name"] == "ese.backup.info" and calls[0]["module_args"] == ARGS
-    assert result["changed"] is False
+    assert (result["changed"], result["failed"]) == (False, False)
     assert result["databases"] == module_result["databases"]
     assert result["backup_sets"] == module_result["backup_sets"]
+    assert result["trace"] == module_result["trace"] and result["invalid"] is None
+    assert "failed_call" not in result and "jet_err" not in result
+    assert result["msg"] == "read 1 database header(s) and 1 backup set(s)"
 
 
 def test_never_changed(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, {"changed": True, "trace": []})
+    plugin, _ = action_factory(ActionModule, ARGS, info_facts(changed=True))
     assert plugin.run(task_vars={})["changed"] is False
 
 
 def test_failed_call_is_named(action_factory):
-    module_result = {"failed": True, "msg": "cannot read header", "trace": [],
-                     "failed_call": {"call": "JetGetDatabaseFileInfoW", "err": -1032}}
+    module_result = info_facts(failed_call={"call": "JetGetDatabaseFileInfoW", "err": -1032})
     plugin, _ = action_factory(ActionModule, ARGS, module_result)
     result = plugin.run(task_vars={})
     assert result["failed"] is True
     assert result["jet_err"] == {"code": -1032, "name": "JET_errFileAccessDenied", "call": "JetGetDatabaseFileInfoW"}
+    assert "JetGetDatabaseFileInfoW returned JET_errFileAccessDenied (-1032)" in result["msg"]
 
 
-def test_module_failure_passes_through(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, {"failed": True, "msg": "missing required arguments"})
+def test_invalid_option_fails(action_factory):
+    plugin, _ = action_factory(ActionModule, ARGS, info_facts(invalid={"option": "backup_path",
+                                                                       "msg": "backup_path 'x' does not exist"}))
     result = plugin.run(task_vars={})
-    assert result["failed"] is True and result["msg"] == "missing required arguments"
+    assert result["failed"] is True and "option 'backup_path'" in result["msg"]
+
+
+def test_module_failure_is_reported(action_factory):
+    plugin, _ = action_factory(ActionModule, ARGS, {"failed": True, "msg": "one of the following is required: "
+                                                                           "databases, backup_path"})
+    result = plugin.run(task_vars={})
+    assert result["failed"] is True and "one of the following is required" in result["msg"]
+    assert "ese.backup.info" in result["msg"]
 
 
 def test_check_mode_is_supported(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, {"changed": False, "trace": []}, check_mode=True)
-    assert plugin.run(task_vars={})["changed"] is False
+    plugin, _ = action_factory(ActionModule, ARGS, info_facts(), check_mode=True)
+    result = plugin.run(task_vars={})
+    assert (result["changed"], result["failed"]) == (False, False)

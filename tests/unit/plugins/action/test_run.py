@@ -48,20 +48,22 @@ def test_read_verify_failure(action_factory):
 
 def test_check_mode(action_factory):
     module_result = facts(backup_started=False, ended=None, logs_truncated=False, backup_set=None, manifest=None,
-                          check={"would_create": True, "backup_set": SET, "type": "full"})
+                          check={"would_create": SET, "type": "full", "would_truncate_logs": True})
     plugin, calls = action_factory(ActionModule, ARGS, module_result, check_mode=True)
     result = plugin.run(task_vars={})
     assert (result["changed"], result["failed"]) == (True, False)
-    assert result["check"]["backup_set"] == SET
-    assert "check mode" in result["msg"]
+    assert result["check"]["would_create"] == SET
+    assert "check mode: a full backup would create backup set " + SET in result["msg"]
 
 
-def test_again_with_the_same_set_name_is_not_changed(action_factory):
-    module_result = facts(backup_started=False, ended=None, logs_truncated=False, existing=True)
+def test_again_with_the_same_set_name_fails_clearly(action_factory):
+    module_result = facts(invalid={"option": "set_name", "msg": "a backup set '%s' already exists; choose another "
+                                                                "set_name or remove the old set" % SET},
+                          backup_started=False, ended=None, logs_truncated=False, backup_set=None, manifest=None)
     plugin, _ = action_factory(ActionModule, ARGS, module_result)
     result = plugin.run(task_vars={})
-    assert (result["changed"], result["failed"]) == (False, False)
-    assert result["backup_set"] == SET and "already exists" in result["msg"]
+    assert (result["changed"], result["failed"]) == (False, True)
+    assert "option 'set_name'" in result["msg"] and "already exists" in result["msg"]
 
 
 def test_invalid_option(action_factory):

@@ -1,0 +1,214 @@
+"""Static contracts of the PowerShell layer, checked without PowerShell.
+
+* every .ps1 under plugins/ parses with a real PowerShell grammar (tree-sitter-powershell): no ERROR
+  or MISSING node;
+* each module's ``$spec`` (evaluated from the AST) matches its YAML sidecar option by option: type,
+  required, default, choices, elements, no_log, aliases (and suboptions);
+* ``supports_check_mode`` agrees with the documented check_mode attribute;
+* each ``[Namespace.Type]::Method`` the scripts use has its ``#AnsibleRequires -CSharpUtil`` line;
+* every engine entry point a script calls exists, public and static, with that arity and the documented
+  parameter types, in the compiled engine (``build/engine/EseEngine.dll``; built from
+  plugins/module_utils/*.cs into a temporary directory when the build tree has none), checked by
+  reflection under Mono.
+"""
+import glob
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+import ps1_ast
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PS1 = sorted(glob.glob(os.path.join(ROOT, "plugins", "**", "*.ps1"), recursive=True))
+MODULES = sorted(p for p in PS1 if os.sep + "modules" + os.sep in p)
+ENGINE_NS = "ansible_collections.ese.backup.plugins.module_utils.EseEngine"
+ENGINE_DLL = os.path.join(ROOT, "build", "engine", "EseEngine.dll")
+# docs/architecture.md section 2, "Entry points".
+ENTRY_POINT_PARAMS = {
+    "Run": ["System.Collections.IDictionary", "System.Boolean"],
+    "Info": ["System.Collections.IDictionary"],
+}
+# The C# utils a type namespace needs, as '#AnsibleRequires -CSharpUtil <one of these>'.
+REQUIRES = {
+    "Ansible.Basic.": ("Ansible.Basic",),
+    "Ansible.Privilege.": ("Ansible.Privilege",),
+    ENGINE_NS + ".": ("..module_utils.EseEngine", ENGINE_NS),
+}
+
+
+def rel(path):
+    return os.path.relpath(path, ROOT)
+
+
+def tree_of(path):
+    with open(path, "rb") as handle:
+        return ps1_ast.parse(handle.read())
+
+
+def test_there_are_modules():
+    assert [os.path.basename(p) for p in MODULES] == ["info.ps1", "run.ps1"] or len(MODULES) >= 2
+
+
+@pytest.mark.parametrize("path", PS1, ids=rel)
+def test_parses_without_errors(path):
+    tree = tree_of(path)
+    assert not tree.root_node.has_error or ps1_ast.problems(tree), "has_error without an ERROR node"
+    assert ps1_ast.problems(tree) == [], "%s does not parse as PowerShell" % rel(path)
+
+
+def test_the_grammar_does_report_errors():
+    tree = ps1_ast.parse("$spec = @{\n    options = @{ a = @{ type = 'str' }\n")
+    assert ps1_ast.problems(tree)
+
+
+# ---- $spec vs YAML docs ---------------------------------------------------------------------------
+
+def spec_of(path):
+    tree = tree_of(path)
+    values = [ps1_ast.value(node) for node in ps1_ast.assignments(tree, "spec")]
+    assert len(values) == 1, "%s: expected exactly one $spec assignment" % rel(path)
+    return values[0]
+
+
+def docs_of(path):
+    sidecar = os.path.splitext(path)[0] + ".yml"
+    assert os.path.exists(sidecar), "%s has no YAML sidecar" % rel(path)
+    with open(sidecar, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def normalise(option, source):
+    """The comparable fields of one option, with Ansible's defaults filled in."""
+    aliases = option.get("aliases") or []
+    choices = option.get("choices")
+    result = {
+        "type": option.get("type", "str"),
+        "required": bool(option.get("required", False)),
+        "default": option.get("default"),
+        "choices": list(choices) if choices is not None else None,
+        "elements": option.get("elements"),
+        "no_log": bool(option.get("no_log", False)),
+        "aliases": sorted(aliases if isinstance(aliases, list) else [aliases]),
+    }
+    nested = option.get("options") if source == "spec" else option.get("suboptions")
+    if nested:
+        result["options"] = dict((name, normalise(sub, source)) for name, sub in nested.items())
+    for key, val in result.items():
+        assert not isinstance(val, ps1_ast.Opaque), "%s value is not a literal: %r" % (key, val)
+    return result
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_spec_matches_docs(path):
+    spec = spec_of(path)
+    docs = docs_of(path)["DOCUMENTATION"]
+    spec_options = dict((k, normalise(v, "spec")) for k, v in spec.get("options", {}).items())
+    doc_options = dict((k, normalise(v, "docs")) for k, v in (docs.get("options") or {}).items())
+    assert sorted(spec_options) == sorted(doc_options), "options differ between $spec and the docs"
+    mismatches = []
+    for name in sorted(spec_options):
+        for field in spec_options[name]:
+            if spec_options[name][field] != doc_options[name].get(field):
+                mismatches.append("%s.%s: spec %r, docs %r" % (name, field, spec_options[name][field],
+                                                             doc_options[name].get(field)))
+    assert not mismatches, "\n".join(mismatches)
+    assert docs["module"] == os.path.splitext(os.path.basename(path))[0]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_check_mode_support_is_documented(path):
+    spec = spec_of(path)
+    attribute = docs_of(path)["DOCUMENTATION"]["attributes"]["check_mode"]["support"]
+    assert (spec.get("supports_check_mode") is True) == (attribute in ("full", "partial"))
+
+
+def test_spec_comparison_catches_a_difference(tmp_path):
+    module = tmp_path / "m.ps1"
+    module.write_text("$spec = @{ options = @{ a = @{ type = 'int'; default = 3 } } }\n")
+    (tmp_path / "m.yml").write_text("DOCUMENTATION:\n  module: m\n  options:\n    a: {type: int, default: 4, "
+                                    "description: x}\n")
+    with pytest.raises(AssertionError, match="a.default: spec 3, docs 4"):
+        test_spec_matches_docs(str(module))
+
+
+# ---- #AnsibleRequires ------------------------------------------------------------------------------
+
+def requires_of(tree):
+    found = set()
+    for text in ps1_ast.comments(tree):
+        words = text.lstrip("#").split()
+        if len(words) >= 3 and text.startswith("#AnsibleRequires") and words[1] == "-CSharpUtil":
+            found.add(words[2])
+    return found
+
+
+@pytest.mark.parametrize("path", PS1, ids=rel)
+def test_types_used_have_their_requires_line(path):
+    tree = tree_of(path)
+    requires = requires_of(tree)
+    missing = []
+    for type_name, method, _, line in ps1_ast.static_calls(tree):
+        for prefix, accepted in REQUIRES.items():
+            if type_name.startswith(prefix) and not requires.intersection(accepted):
+                missing.append("line %d [%s]::%s needs #AnsibleRequires -CSharpUtil %s"
+                               % (line, type_name, method, accepted[0]))
+    assert not missing, "\n".join(missing)
+    if os.sep + "modules" + os.sep in path:
+        assert "Ansible.Basic" in requires
+
+
+# ---- engine entry points ---------------------------------------------------------------------------
+
+def engine_calls():
+    calls = []
+    for path in PS1:
+        for type_name, method, arity, line in ps1_ast.static_calls(tree_of(path)):
+            if type_name.startswith(ENGINE_NS + "."):
+                calls.append((rel(path), type_name, method, arity, line))
+    return calls
+
+
+def test_modules_call_the_engine():
+    called = set((c[0], c[2]) for c in engine_calls())
+    assert ("plugins/modules/run.ps1", "Run") in called and ("plugins/modules/info.ps1", "Info") in called
+
+
+@pytest.fixture(scope="module")
+def engine_methods(tmp_path_factory):
+    mono, mcs = shutil.which("mono"), shutil.which("mcs")
+    if not mono or not mcs:
+        pytest.skip("mono and mcs are needed to inspect the engine assembly (Debian: mono-runtime, mono-mcs)")
+    work = tmp_path_factory.mktemp("engine")
+    dll = ENGINE_DLL
+    if not os.path.exists(dll):
+        sources = sorted(glob.glob(os.path.join(ROOT, "plugins", "module_utils", "*.cs")))
+        assert sources, "no engine source in plugins/module_utils and no build/engine/EseEngine.dll"
+        dll = str(work / "EseEngine.dll")
+        subprocess.run([mcs, "-langversion:5", "-nologo", "-target:library", "-out:" + dll] + sources, check=True)
+    lister = str(work / "EngineEntryPoints.exe")
+    subprocess.run([mcs, "-langversion:5", "-nologo", "-out:" + lister,
+                    os.path.join(os.path.dirname(__file__), "EngineEntryPoints.cs")], check=True)
+    out = subprocess.run([mono, lister, dll], check=True, capture_output=True, text=True).stdout
+    methods = {}
+    for line in out.splitlines():
+        type_name, method, params, returns, is_dict = line.split("\t")
+        methods.setdefault((type_name, method), []).append(
+            {"params": params.split(",") if params else [], "returns": returns, "returns_dict": is_dict == "True"})
+    return methods
+
+
+@pytest.mark.parametrize("call", engine_calls(), ids=lambda c: "%s:%d %s" % (c[0], c[4], c[2]))
+def test_engine_entry_point_exists(engine_methods, call):
+    path, type_name, method, arity, line = call
+    overloads = engine_methods.get((type_name, method))
+    assert overloads, "%s:%d calls [%s]::%s, which the engine assembly does not have (public static)" % (
+        path, line, type_name, method)
+    matching = [o for o in overloads if len(o["params"]) == arity]
+    assert matching, "%s:%d calls %s with %d arguments; the engine has %s" % (
+        path, line, method, arity, [o["params"] for o in overloads])
+    if method in ENTRY_POINT_PARAMS:
+        assert any(o["params"] == ENTRY_POINT_PARAMS[method] for o in matching), (method, matching)
+        assert all(o["returns_dict"] for o in matching), "%s must return a dictionary of facts" % method
