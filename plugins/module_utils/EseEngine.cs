@@ -303,7 +303,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 throw new JetFailure(call, Jet.errInvalidParameter, "list is not NUL-terminated");
             string all = Encoding.Unicode.GetString(buf, 0, cb - 2);
             List<string> list = new List<string>();
-            if (all.Length == 0) return list; // empty list: only the final NUL
+            if (all.Length == 0 || all == "\0") return list; // empty list: only the final NUL(s)
             if (!all.EndsWith("\0", StringComparison.Ordinal))
                 throw new JetFailure(call, Jet.errInvalidParameter, "list does not end with a double NUL");
             foreach (string s in all.Substring(0, all.Length - 1).Split('\0'))

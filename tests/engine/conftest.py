@@ -67,9 +67,9 @@ def dest(tmp_path):
     return str(d)
 
 
-def srum_args(set_dir, dest, **kw):
+def srum_args(set_dir, dest_dir, **kw):
     a = {"databases": [os.path.join(set_dir, "SRUDB.dat")], "log_path": set_dir, "system_path": set_dir,
-         "base_name": "SRU", "dest": dest, "type": "full"}
+         "base_name": "SRU", "dest": dest_dir, "type": "full"}
     a.update(kw)
     return a
 

@@ -142,3 +142,12 @@ def test_int32_and_double_arguments_are_accepted(dirty_set, dest):
                  check_mode=True)
     assert r["invalid"] is None, r["invalid"]
     assert r["check"]["buffer_size"] == 65536
+
+
+def test_database_in_use(dirty_set, dest):
+    import fcntl
+    with open(os.path.join(dirty_set, "SRUDB.dat"), "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what the owning service's attach does in the simulator
+        r = run_host("Run", srum_args(dirty_set, dest))
+    assert_invalid(r, "databases", "in use")
+    assert os.listdir(dest) == []
