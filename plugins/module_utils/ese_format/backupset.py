@@ -191,7 +191,7 @@ def verify_set(set_dir, checksums=True, prefix=""):
                 probs.append(problem("MANIFEST_UNSAFE_NAME", display(MANIFEST), "unsafe file name %r" % (n,)))
                 continue
             listed[n] = e
-    for rel in present:
+    for rel in (present if m is not None else []):
         if rel not in listed:
             probs.append(problem("FILE_UNLISTED", display(rel), "present in the set but not in the manifest"))
     dbs, logs, others = [], [], []
