@@ -22,9 +22,10 @@ def assert_aborted(r, dest, call, err):
     assert trace_calls(r)[-1][0] == "JetTerm2"
 
 
-def test_read_verify_failure_aborts(dirty_set, dest):
+@pytest.mark.parametrize("profile", ["esent10", "xp"])
+def test_read_verify_failure_aborts(dirty_set, dest, profile):
     faults = [{"api": "JetReadFileInstance", "call": 2, "err": -1018}]
-    r = run_host("Run", srum_args(dirty_set, dest, set_name="x", buffer_size=65536), faults=faults)
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x", buffer_size=65536), faults=faults, profile=profile)
     assert_aborted(r, dest, "JetReadFileInstance", -1018)
     assert live_header(os.path.join(dirty_set, "SRUDB.dat"))["full_prev"] == (0, 0)
     assert r["logs_truncated"] is False
@@ -88,3 +89,24 @@ def test_full_destination_disk_is_refused_up_front(dirty_set, small_fs):
     assert r["invalid"]["option"] == "dest" and "free space" in r["invalid"]["msg"]
     assert r["backup_started"] is False
     assert os.listdir(small_fs) == []
+
+
+def test_attach_in_use_is_reported_as_invalid_and_cleaned_up(dirty_set, dest):
+    faults = [{"api": "JetAttachDatabase2W", "call": 1, "err": -1032}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x"), faults=faults)
+    assert r["failed_call"]["call"] == "JetAttachDatabase2W" and r["failed_call"]["err"] == -1032
+    assert r["invalid"]["option"] == "databases" and "in use" in r["invalid"]["msg"]
+    assert r["backup_started"] is False and r["ended"] is None
+    t = trace_calls(r)
+    assert t[-2][0] == "JetEndSession" and t[-1] == ("JetTerm2", 0, "grbit=0x1")
+    assert os.listdir(dest) == []
+
+
+def test_begin_failure_does_not_start_a_backup(dirty_set, dest):
+    faults = [{"api": "JetBeginExternalBackupInstance", "call": 1, "err": -505}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x"), faults=faults)
+    assert r["failed_call"]["call"] == "JetBeginExternalBackupInstance" and r["failed_call"]["err"] == -505
+    assert r["backup_started"] is False and r["ended"] is None
+    assert "JetEndExternalBackupInstance2" not in [c for c, _, _ in trace_calls(r)]
+    assert trace_calls(r)[-1][0] == "JetTerm2"
+    assert os.listdir(dest) == []

@@ -151,3 +151,14 @@ def test_database_in_use(dirty_set, dest):
         r = run_host("Run", srum_args(dirty_set, dest))
     assert_invalid(r, "databases", "in use")
     assert os.listdir(dest) == []
+
+
+def test_info_reports_headers_and_refuses_a_relative_backup_path(dirty_set):
+    r = run_host("Info", {"databases": [os.path.join(dirty_set, "SRUDB.dat"), os.path.join(dirty_set, "nope.dat")]})
+    assert r["invalid"] is None
+    good, missing = r["databases"]
+    assert good["db_state"] == 2 and good["page_size"] == 4096 and good["gen_min_required"] == 92
+    assert good["gen_max_required"] == 92 and good["last_full"]["gen_low"] == 0 and not good["streamed_backup_copy"]
+    assert "error" in missing
+    r = run_host("Info", {"databases": [], "backup_path": "relative/dir"})
+    assert r["invalid"]["option"] == "backup_path"
