@@ -5,6 +5,7 @@ using System.Collections;
 using System.IO;
 using System.Text;
 using ansible_collections.ese.backup.plugins.module_utils.EseEngine;
+using ansible_collections.ese.backup.plugins.module_utils._EseNative;
 
 namespace EseSimHost
 {
