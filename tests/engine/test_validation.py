@@ -113,11 +113,17 @@ def test_dest_not_writable(dirty_set, tmp_path):
 
 
 def test_missing_required_log(dirty_set, dest):
+    # the dirty database needs generation 92, which is the current log SRU.log
+    os.rename(os.path.join(dirty_set, "SRU.log"), os.path.join(dirty_set, "SRU.log.moved"))
+    r = run_host("Run", srum_args(dirty_set, dest), check_mode=True)
+    assert_invalid(r, "log_path", "generation 92", "SRU0005C.log")
+
+
+def test_no_log_set_at_all(dirty_set, dest):
     os.rename(os.path.join(dirty_set, "SRU.log"), os.path.join(dirty_set, "SRU.log.moved"))
     os.remove(os.path.join(dirty_set, "SRU.chk"))
-    r = run_host("Run", srum_args(dirty_set, dest, base_name="SRU"), check_mode=True)
-    assert r["invalid"] is not None
-    assert r["invalid"]["option"] in ("base_name", "log_path")
+    r = run_host("Run", srum_args(dirty_set, dest))
+    assert_invalid(r, "base_name", "SRU.chk")
 
 
 def test_log_signature_mismatch(tmp_path, dirty_set, dest):
