@@ -872,7 +872,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     // ------------------------------------------------------------------------------------------------
     public static class Engine
     {
-        public const string ToolVersion = "1.0.0";
+        public const string ToolVersion = "0.1.0"; // galaxy.yml version
 
         private static Dictionary<string, object> NewResult(Trace trace)
         {

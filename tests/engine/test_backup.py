@@ -185,3 +185,18 @@ def test_small_buffer_streams_in_many_reads(dirty_set, dest):
     reads = [d for c, e, d in trace_calls(r) if c == "JetReadFileInstance" and "SRUDB.dat" in d]
     assert reads and int(reads[0].split("calls=")[1].split()[0]) > 100
     check_stream(os.path.join(r["backup_set"], "databases", "SRUDB.dat"), os.path.join(dirty_set, "SRUDB.dat"))
+
+
+@pytest.mark.parametrize("kind", ["full", "copy"])
+def test_sets_pass_the_offline_verifier(dirty_set, dest, kind):
+    """Cross-check with the collection's pure-Python verifier (ese_format), when it is importable."""
+    try:
+        from ansible_collections.ese.backup.plugins.module_utils.ese_format import backupset
+    except ImportError:
+        pytest.skip("ese_format not available")
+    r = run_host("Run", srum_args(dirty_set, dest, set_name=kind, type=kind))
+    assert_ok(r)
+    v = backupset.verify_set(r["backup_set"])
+    assert v["valid"] is True, v.get("problems")
+    assert v["problems"] == []
+    assert r["manifest"]["tool"]["version"] == "0.1.0"
