@@ -309,13 +309,15 @@ def find_sets(root):
 
 
 def chains(sets):
-    """Chain checks over verified sets (ordered by creation time, then name).
+    """Chain checks over verified sets (ordered by creation time, full first, generations, name).
 
     Returns ``(chains, problems)``: each chain is a full set followed by its incrementals and
     differentials; copy sets stand alone.
     """
     probs = []
-    order = sorted(sets, key=lambda s: (s.get("created") or "", s["name"]))
+    # 'created' has one-second resolution: within a second a full set comes first, then by generations
+    order = sorted(sets, key=lambda s: (s.get("created") or "", 0 if s.get("type") == "full" else 1,
+                                        s.get("gen_low") or 0, s.get("gen_high") or 0, s["name"]))
     out = []
     cur = None
     prev = None
