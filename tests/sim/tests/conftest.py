@@ -72,5 +72,17 @@ def dirty_set(jet, tmp_path):
 
 
 @pytest.fixture
+def with_env(jet, env, tmp_path):
+    """Applies simulator env vars (EseSimReset), then builds a fresh set: with_env("dirty", K=V)."""
+    def build(which="clean", **kv):
+        env(**kv)
+        name = {"clean": "srum-server2022-clean", "dirty": "srum-win11-dirty"}[which]
+        s = Setup(jet, esesim.copy_set(name, str(tmp_path / which)))
+        assert s.init_err == 0 and s.attach_err == 0
+        return s
+    return build
+
+
+@pytest.fixture
 def make_setup(jet):
     return lambda d, **kw: Setup(jet, d, **kw)
