@@ -5,6 +5,7 @@
 // Contracts: docs/architecture.md.
 //AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseNative
 //TypeAccelerator -Name EseEngine -TypeName ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine
+//AssemblyReference -Type System.IO.FileSystemAclExtensions -CLR Core
 
 using System;
 using System.Collections;
@@ -12,7 +13,9 @@ using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using System.Runtime.InteropServices;
+using System.Security.AccessControl;
 using System.Security.Cryptography;
+using System.Security.Principal;
 using System.Text;
 using System.Threading;
 using ansible_collections.ese.backup.plugins.module_utils._EseNative;
@@ -189,6 +192,47 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         }
     }
 
+    // Backup sets can hold password hashes (ntds.dit): only SYSTEM, Administrators, Backup Operators
+    // and the account that runs the backup may open a set's folder.
+    internal static class PrivateDirectory
+    {
+        public static void Create(string path)
+        {
+            if (!PathRules.IsWindows)
+            {
+                Directory.CreateDirectory(path);
+                if (Unix.chmod(path, 0x1C0) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0700)");
+                return;
+            }
+#if CORECLR
+            System.IO.FileSystemAclExtensions.Create(new DirectoryInfo(path), Acl());
+#else
+            Directory.CreateDirectory(path, Acl());
+#endif
+        }
+
+        private static DirectorySecurity Acl()
+        {
+            DirectorySecurity sec = new DirectorySecurity();
+            sec.SetAccessRuleProtection(true, false);
+            IdentityReference[] owners = {
+                new SecurityIdentifier(WellKnownSidType.LocalSystemSid, null),
+                new SecurityIdentifier(WellKnownSidType.BuiltinAdministratorsSid, null),
+                new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null),
+                WindowsIdentity.GetCurrent().User };
+            foreach (IdentityReference who in owners)
+                sec.AddAccessRule(new FileSystemAccessRule(who, FileSystemRights.FullControl,
+                    InheritanceFlags.ContainerInherit | InheritanceFlags.ObjectInherit, PropagationFlags.None, AccessControlType.Allow));
+            return sec;
+        }
+
+        private static class Unix
+        {
+            [DllImport("libc", CharSet = CharSet.Ansi, SetLastError = true)]
+            internal static extern int chmod(string path, uint mode);
+        }
+    }
+
     public sealed class Options
     {
         public List<string> Databases = new List<string>();
@@ -330,7 +374,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             foreach (string db in p.DbPaths)
                 if (PathRules.SameOrInside(o.Dest, Path.GetDirectoryName(db)))
                     Fail("dest", "dest '" + o.Dest + "' is next to the database '" + db + "'; choose a folder on another volume or at least outside the database folder");
-            if (!Directory.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' does not exist; create it first");
+            string destProbe = o.Dest;
+            if (!Directory.Exists(o.Dest))
+            {
+                if (File.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' is a file; give a folder for the backup sets");
+                destProbe = Path.GetDirectoryName(PathRules.Normalize(o.Dest));
+                if (destProbe == null || !Directory.Exists(destProbe))
+                    Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)");
+            }
             if (o.SetName.IndexOfAny(new char[] { '/', '\\', ':' }) >= 0 || o.SetName == "." || o.SetName == ".." || o.SetName.StartsWith(".", StringComparison.Ordinal)
                 || o.SetName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || o.SetName.Trim().Length == 0 || o.SetName.Length > 120)
                 Fail("set_name", "set_name '" + o.SetName + "' must be a plain folder name without path separators, not starting with '.'");
@@ -338,7 +389,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             p.StagingPath = Path.Combine(PathRules.Normalize(o.Dest), "." + o.SetName + ".partial");
             if (Directory.Exists(p.FinalPath) || File.Exists(p.FinalPath)) Fail("set_name", "a backup set '" + p.FinalPath + "' already exists; choose another set_name or remove the old set");
             if (Directory.Exists(p.StagingPath) || File.Exists(p.StagingPath)) Fail("set_name", "an incomplete set '" + p.StagingPath + "' exists from an earlier run; remove it or choose another set_name");
-            ProbeWritable(o.Dest);
+            ProbeWritable(destProbe);
 
             // Space: streamed databases (file + one trailer page) + the numbered logs on disk + the current log.
             long need = 64 * 1024;
@@ -354,7 +405,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             FileInfo curInfo = new FileInfo(cur);
             need += logBytes + (curInfo.Exists ? curInfo.Length : 0);
             p.EstimatedBytes = need;
-            p.FreeBytes = PathRules.FreeBytes(o.Dest);
+            p.FreeBytes = PathRules.FreeBytes(destProbe);
             if (p.FreeBytes >= 0 && p.FreeBytes < need && Environment.GetEnvironmentVariable(TestIgnoreFreeSpaceVar) != "1")
                 Fail("dest", "not enough free space in dest '" + o.Dest + "': about " + need + " bytes needed, " + p.FreeBytes + " available; free space or choose another dest");
             return p;
@@ -453,7 +504,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         public void Create()
         {
-            Directory.CreateDirectory(Staging);
+            PrivateDirectory.Create(Staging);
             Directory.CreateDirectory(Path.Combine(Staging, "databases"));
             Directory.CreateDirectory(Path.Combine(Staging, "logs"));
         }
@@ -829,7 +880,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
             catch (IOException e)
             {
-                writer.Remove();
+                DiscardStaging();
                 result["failed_call"] = new JetFailure("WriteFile", MapIo(e), "manifest.json: " + e.Message).ToDict();
                 return;
             }
@@ -863,7 +914,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     terminated = true;
                 }
             }
-            if (writer != null) writer.Remove();
+            DiscardStaging();
+        }
+
+        // Removes the staging folder, unless it holds the only copy of logs already truncated on the host.
+        private void DiscardStaging()
+        {
+            if (writer == null) return;
+            if (true.Equals(result["logs_truncated"]))
+                result["kept_staging"] = writer.Staging;
+            else
+                writer.Remove();
         }
     }
 

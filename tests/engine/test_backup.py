@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import stat
 
 import pytest
 
@@ -72,6 +73,7 @@ def test_full_backup_of_sample_set(tmp_path, sample, dest):
     assert_ok(r)
     assert r["logs_truncated"] is True
     assert r["backup_set"] == os.path.join(dest, "f1")
+    assert stat.S_IMODE(os.stat(r["backup_set"]).st_mode) == 0o700  # sets can hold password hashes
     assert tree(dest)[0] == "f1" and not [p for p in os.listdir(dest) if p.startswith(".")]
     m = assert_manifest_matches(r)
     assert m["type"] == "full" and m["logs_truncated"] is True

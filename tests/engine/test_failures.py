@@ -110,3 +110,15 @@ def test_begin_failure_does_not_start_a_backup(dirty_set, dest):
     assert "JetEndExternalBackupInstance2" not in [c for c, _, _ in trace_calls(r)]
     assert trace_calls(r)[-1][0] == "JetTerm2"
     assert os.listdir(dest) == []
+
+
+def test_end_failure_after_truncation_keeps_the_only_copy_of_the_logs(dirty_set, dest):
+    faults = [{"api": "JetEndExternalBackupInstance2", "call": 1, "err": -1329}]
+    r = run_host("Run", srum_args(dirty_set, dest, set_name="x"), faults=faults)
+    assert r["failed_call"]["call"] == "JetEndExternalBackupInstance2" and r["failed_call"]["err"] == -1329
+    assert r["logs_truncated"] is True and r["backup_set"] is None
+    kept = r["kept_staging"]
+    assert os.path.dirname(kept) == dest and os.path.basename(kept) == ".x.partial"
+    assert not os.path.exists(os.path.join(dest, "x"))  # nothing published
+    assert sorted(os.listdir(os.path.join(kept, "logs"))) == ["SRU0005C.log"]
+    assert not os.path.exists(os.path.join(dirty_set, "SRU00059.log"))  # truncated on the host

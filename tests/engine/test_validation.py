@@ -61,7 +61,7 @@ CASES = [
     ("page size", lambda s, d: {"page_size": 8192}, "page_size", ["4096"]),
     ("relative dest", lambda s, d: {"dest": "backups"}, "dest", ["absolute"]),
     ("dest in log folder", lambda s, d: {"dest": os.path.join(s, "bk")}, "dest", ["log_path"]),
-    ("dest missing", lambda s, d: {"dest": os.path.join(d, "missing")}, "dest", ["does not exist"]),
+    ("dest and its parent missing", lambda s, d: {"dest": os.path.join(d, "missing", "deeper")}, "dest", ["parent folder"]),
     ("incremental with circular", lambda s, d: {"type": "incremental", "circular_logging": True}, "circular_logging", ["circular"]),
     ("differential with circular", lambda s, d: {"type": "differential", "circular_logging": "yes"}, "circular_logging", []),
     ("buffer not page multiple", lambda s, d: {"buffer_size": 1000000}, "buffer_size", ["multiple"]),
