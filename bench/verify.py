@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Throughput of ese.backup.verify's page check on a 1 GiB database, against sha256sum of the same file.
 
 Writes a synthetic 1 GiB database with 4 KiB pages (tests/lib/ese_synth.py, 20 % all-zero pages),
@@ -32,7 +31,7 @@ from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify impor
 
 def best(fn, repeat):
     times = []
-    for _ in range(repeat):
+    for _run in range(repeat):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

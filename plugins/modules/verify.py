@@ -57,7 +57,7 @@ notes:
   - "Problem codes are stable; each has a severity. C(error) makes RV(valid) false, C(warning) does not.
     The codes are listed below and in C(docs/verify.md)."
   - "Codes:"
-  - C(PATH_UNRECOGNISED) (error) - the path is neither an ESE database, log or checkpoint, a backup set, a folder holding ESE files, nor a folder of backup sets.
+  - C(PATH_UNRECOGNISED) (error) - the path is not an ESE database, log or checkpoint, a backup set, a folder of ESE files or a folder of sets.
   - C(READ_ERROR) (error) - a file could not be read (permissions, I/O error).
   - C(MANIFEST_INVALID) (error) - manifest.json is not valid JSON or lacks required fields or has an unknown format.
   - C(MANIFEST_UNSAFE_NAME) (error) - a file name in the manifest is absolute, has a drive, a backslash or '..'.
@@ -109,6 +109,8 @@ notes:
   - C(CHAIN_LOG_CONFLICT) (error) - the same log file name has different contents in two sets of a chain.
   - Runs on the machine where the files are; use C(delegate_to) for files on the controller.
   - Reads files only; check mode runs it as usual.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -116,13 +118,12 @@ attributes:
   diff_mode:
     support: none
   platform:
-    platforms:
-      - posix
+    platforms: posix
 seealso:
   - module: ese.backup.run
   - module: ese.backup.info
 author:
-  - ese.backup developers
+  - ese.backup developers (@ese-backup)
 """
 
 EXAMPLES = r"""

@@ -48,8 +48,8 @@ CHUNK_PAGES_BYTES = 8 << 20
 
 def signature(seed, year=2026):
     """A deterministic SIGNATURE (28 bytes) for ``seed``."""
-    return st.pack_signature(0x1000 + seed * 7919, st.pack_logtime(year, 1 + seed % 12, 1 + seed % 28,
-                                                                  seed % 24, seed % 60, (seed * 7) % 60, seed % 1000))
+    created = st.pack_logtime(year, 1 + seed % 12, 1 + seed % 28, seed % 24, seed % 60, (seed * 7) % 60, seed % 1000)
+    return st.pack_signature(0x1000 + seed * 7919, created)
 
 
 def gen_time(generation, seed=0):

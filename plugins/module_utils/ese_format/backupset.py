@@ -58,7 +58,7 @@ def _is_database(path):
 def classify(root, rel):
     """Role of a file found in a folder: database, log, checkpoint, ignored (tmp/reserve/flush map), other."""
     fn = rel.rsplit("/", 1)[-1]
-    kind, _, _ = lgm.classify_log_name(fn)
+    kind = lgm.classify_log_name(fn)[0]
     if kind in ("tmp", "reserve"):
         return "ignored"
     if kind in ("numbered", "current", "invalid"):
@@ -177,7 +177,8 @@ def load_manifest(path, display):
 
 def verify_set(set_dir, checksums=True, prefix=""):
     """Verify one backup set directory (with manifest.json). Returns a per-set result dict."""
-    display = lambda rel: prefix + rel   # noqa: E731
+    def display(rel):
+        return prefix + rel
     name = os.path.basename(os.path.normpath(set_dir))
     probs = []
     m, p = load_manifest(os.path.join(set_dir, MANIFEST), display(MANIFEST))

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import struct
 
@@ -190,10 +189,11 @@ def check_stream(logs, name_of, sign_log=None, base=None):
                                  generation=i["generation"]))
     if sign_log is None and usable:
         counts = {}
-        for _, _, _, i in usable:
+        for entry in usable:
+            i = entry[3]
             counts[i["sign_log"]] = counts.get(i["sign_log"], 0) + 1
         sign_log = max(sorted(counts), key=lambda k: counts[k])
-    for fn, _, _, i in usable:
+    for fn, _kind, _ng, i in usable:
         if sign_log is not None and i["sign_log"] != sign_log:
             probs.append(problem("LOG_SIGNATURE_MISMATCH", name_of(fn),
                                  "log signature %s differs from %s" % (i["sign_log"][:24], sign_log[:24]),
@@ -209,7 +209,7 @@ def check_stream(logs, name_of, sign_log=None, base=None):
     gens = sorted(bygen)
     summary = {"base_name": base, "gen_low": gens[0] if gens else None, "gen_high": gens[-1] if gens else None,
                "signature": sign_log, "count": len(usable), "generations": gens,
-               "files": sorted(name_of(fn) for fn, _, _, _ in logs)}
+               "files": sorted(name_of(entry[0]) for entry in logs)}
     for a, b in zip(gens, gens[1:]):
         if b != a + 1:
             missing = "%d" % (a + 1) if b == a + 2 else "%d-%d" % (a + 1, b - 1)
@@ -222,7 +222,7 @@ def check_stream(logs, name_of, sign_log=None, base=None):
             probs.append(problem("LOG_CHAIN_BROKEN", name_of(bygen[b][0][0]),
                                  "generation %d's previous-generation time %s is not generation %d's creation "
                                  "time %s" % (b, cur["prev_gen_created"], a, prev["created"]), generation=b))
-    versions = set((i["major"], i["minor"]) for _, _, _, i in usable)
+    versions = set((e[3]["major"], e[3]["minor"]) for e in usable)
     if len(versions) > 1:
         probs.append(problem("LOG_VERSION_MISMATCH", name_of(usable[0][0]),
                              "major.minor versions %s differ within the stream"

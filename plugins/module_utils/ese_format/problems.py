@@ -16,8 +16,8 @@ WARNING = "warning"
 # code -> (severity, meaning)
 CODES = {
     # input and layout
-    "PATH_UNRECOGNISED": (ERROR, "the path is neither an ESE database, log or checkpoint, a backup set, "
-                                 "a folder holding ESE files, nor a folder of backup sets"),
+    "PATH_UNRECOGNISED": (ERROR, "the path is not an ESE database, log or checkpoint, a backup set, "
+                                 "a folder of ESE files or a folder of sets"),
     "READ_ERROR": (ERROR, "a file could not be read (permissions, I/O error)"),
     # manifest
     "MANIFEST_INVALID": (ERROR, "manifest.json is not valid JSON or lacks required fields or has an unknown format"),

@@ -33,8 +33,8 @@ def logtime(b, off=0):
         return None
     sec, mi, hr, day, mon, yr, b6, b7 = raw
     ms = (b6 >> 1) | (((b7 >> 1) & 7) << 7)
-    return {"iso": "%04d-%02d-%02dT%02d:%02d:%02d.%03d%s" % (yr + 1900, mon, day, hr, mi, sec, ms,
-                                                            "Z" if b6 & 1 else ""),
+    iso = "%04d-%02d-%02dT%02d:%02d:%02d.%03d%s" % (yr + 1900, mon, day, hr, mi, sec, ms, "Z" if b6 & 1 else "")
+    return {"iso": iso,
             "utc": bool(b6 & 1), "hex": raw.hex()}
 
 

@@ -45,7 +45,7 @@ def _sibling_logs(directory, sign_log):
         kind, base, ng = lgm.classify_log_name(fn)
         if kind not in ("numbered", "current"):
             continue
-        info, _ = lgm.check_log(os.path.join(directory, fn), name=fn, checksums=False)
+        info = lgm.check_log(os.path.join(directory, fn), name=fn, checksums=False)[0]
         if info and info.get("header_ok") and info["sign_log"] == sign_log:
             out.append(info["generation"])
     return out
@@ -76,7 +76,7 @@ def verify_file(path, checksums=True):
     if not dbm.looks_like_database(head):
         # maybe a database whose primary header is damaged: try the full detection
         with open(path, "rb") as f:
-            cb, _, _ = dbm.detect_header(f.read(65536), os.path.getsize(path))
+            cb = dbm.detect_header(f.read(65536), os.path.getsize(path))[0]
         if cb is None:
             return _result("unknown", path, [problem("PATH_UNRECOGNISED", path,
                                                      "not an ESE database, log or checkpoint")])
