@@ -186,9 +186,10 @@ warning_count:
   type: int
 databases:
   description:
-    - One entry per database file with its header facts and page counts. C(bad_pages) lists every failing page
-      number (correctable ones included, also in C(correctable_pages)). C(pages_checksummed) is false for temporary
-      databases, whose pages ESE writes without checksums.
+    - One entry per database file with its header facts and page counts.
+    - C(bad_pages) lists the failing page numbers (correctable ones included, also in C(correctable_pages));
+      at most 10000 of each kind are listed, C(bad_page_count) counts all.
+    - C(pages_checksummed) is false for temporary databases, whose pages ESE writes without checksums.
   returned: always
   type: list
   elements: dict

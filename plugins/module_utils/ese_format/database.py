@@ -19,7 +19,7 @@ from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems imp
 
 CHUNK_BYTES = 4 << 20
 MAX_PAGE_PROBLEMS = 50   # problems listed one by one per code and file; the rest are summarised
-MAX_PAGE_LIST = 10000    # page numbers kept in databases[].bad_pages
+MAX_PAGE_LIST = 10000    # page numbers kept per kind in databases[].bad_pages (bad_page_count counts all)
 
 
 def looks_like_database(head):
@@ -67,13 +67,18 @@ class _PageTally(object):
         self.correctable = []
         self.bad_pgno = []
 
+        self.counts = {"bad": 0, "correctable": 0, "bad_pgno": 0}
+
     def add(self, r):
+        """Merge one chunk's result; page lists stop growing at MAX_PAGE_LIST (counts go on)."""
         self.pages += r["pages"]
         self.ok += r["ok"]
         self.zero += len(r["zero"])
-        self.bad.extend(r["bad"])
-        self.correctable.extend(r["correctable"])
-        self.bad_pgno.extend(r["bad_pgno"])
+        for key in ("bad", "correctable", "bad_pgno"):
+            self.counts[key] += len(r[key])
+            lst = getattr(self, key)
+            if len(lst) < MAX_PAGE_LIST:
+                lst.extend(r[key][:MAX_PAGE_LIST - len(lst)])
 
 
 def _scan(f, start, npages, cb, checksums, hasher, use_numpy, chunk_bytes, tally, tail=None):
@@ -237,17 +242,17 @@ def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy
         info["pages_ok"] = tally.ok
         info["pages_zero"] = tally.zero
         info["bad_pages"] = sorted(tally.bad + tally.correctable + tally.bad_pgno)[:MAX_PAGE_LIST]
-        info["correctable_pages"] = sorted(tally.correctable)[:MAX_PAGE_LIST]
-        for code, pages, text in (("DB_PAGE_CHECKSUM", tally.bad, "checksum mismatch"),
-                                  ("DB_PAGE_CORRECTABLE", tally.correctable,
-                                   "single-bit error (correctable by ESE's ECC)"),
-                                  ("DB_PAGE_NUMBER", tally.bad_pgno, "page number field does not match")):
-            pages = sorted(pages)
+        info["correctable_pages"] = sorted(tally.correctable)
+        info["bad_page_count"] = sum(tally.counts.values())
+        for code, key, text in (("DB_PAGE_CHECKSUM", "bad", "checksum mismatch"),
+                                ("DB_PAGE_CORRECTABLE", "correctable", "single-bit error (correctable by ESE's ECC)"),
+                                ("DB_PAGE_NUMBER", "bad_pgno", "page number field does not match")):
+            pages = sorted(getattr(tally, key))
             for pg in pages[:MAX_PAGE_PROBLEMS]:
                 probs.append(problem(code, name, "page %d (offset %d): %s" % (pg, (pg + 1) * cb, text), page=pg))
-            if len(pages) > MAX_PAGE_PROBLEMS:
+            if tally.counts[key] > MAX_PAGE_PROBLEMS:
                 probs.append(problem(code, name, "%d more pages: %s (see databases[].bad_pages)"
-                                     % (len(pages) - MAX_PAGE_PROBLEMS, text)))
+                                     % (tally.counts[key] - MAX_PAGE_PROBLEMS, text)))
     return info, probs
 
 
