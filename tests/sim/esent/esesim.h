@@ -290,6 +290,7 @@ void faults_reload(void);
 sim_inst *inst_lookup(JET_INSTANCE h, JET_ERR *err);
 JET_ERR inst_gate(JET_INSTANCE h, sim_inst **out);
 sim_inst *inst_first_running(void);
+bool inst_one_instance_mode(void);
 bool db_attached_elsewhere(const sim_inst *self, const char *path);
 void inst_reset_all(void);
 

@@ -84,6 +84,8 @@ JET_ERR inst_gate(JET_INSTANCE h, sim_inst **out)
     return JET_errSuccess;
 }
 
+bool inst_one_instance_mode(void) { return g_mode == MODE_ONE; }
+
 sim_inst *inst_first_running(void)
 {
     for (int i = 0; i < SIM_MAX_INSTANCES; i++)
