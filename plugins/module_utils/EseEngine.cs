@@ -324,6 +324,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             string cur = Path.Combine(o.LogPath, o.BaseName + o.LogExt);
             if (!File.Exists(chk) && !File.Exists(cur))
                 Fail("base_name", "no " + o.BaseName + o.ChkExt + " in system_path and no " + o.BaseName + o.LogExt + " in log_path: base_name '" + o.BaseName + "' does not match this log set (check base_name, log_path, system_path and legacy_file_names)");
+            if (!File.Exists(chk))
+                Fail("system_path", "the checkpoint " + o.BaseName + o.ChkExt + " is not in system_path '" + o.SystemPath + "'; set system_path to the folder that holds it (often the log folder)");
 
             // Databases: exist, are ESE databases, not streamed copies, same page size, header matches the logs.
             HashSet<string> seen = new HashSet<string>(PathRules.IsWindows ? StringComparer.OrdinalIgnoreCase : StringComparer.Ordinal);
@@ -502,10 +504,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public readonly List<object> Files = new List<object>();
         public BackupSetWriter(string staging, string final) { Staging = staging; Final = final; }
 
-        public void Create()
+        public void Create(bool withDatabases)
         {
             PrivateDirectory.Create(Staging);
-            Directory.CreateDirectory(Path.Combine(Staging, "databases"));
+            if (withDatabases) Directory.CreateDirectory(Path.Combine(Staging, "databases"));
             Directory.CreateDirectory(Path.Combine(Staging, "logs"));
         }
 
@@ -565,7 +567,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             {
                 SetupInstance();
                 writer = new BackupSetWriter(plan.StagingPath, plan.FinalPath);
-                try { writer.Create(); }
+                try { writer.Create(!o.Incremental); }
                 catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), plan.StagingPath + ": " + e.Message); }
                 catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, plan.StagingPath + ": " + e.Message); }
                 DoBackup();

@@ -16,7 +16,7 @@ $spec = @{
         log_path = @{ type = 'path'; required = $true }
         system_path = @{ type = 'path' }
         base_name = @{ type = 'str'; default = 'edb' }
-        page_size = @{ type = 'int' }
+        page_size = @{ type = 'int'; choices = 2048, 4096, 8192, 16384, 32768 }
         type = @{ type = 'str'; default = 'full'; choices = 'full', 'copy', 'incremental', 'differential' }
         dest = @{ type = 'path'; required = $true }
         set_name = @{ type = 'str' }

@@ -52,7 +52,7 @@ class Simulation:
         self.hosts = {}
 
     def add_host(self, name, fixture="srum-server2022-clean", at=SRU_DIR, **host_vars):
-        host = {"ansible_connection": "esesim", "esesim_fixtures": {at: sample_set(fixture)}}
+        host = {"ansible_connection": "esesim", "esesim_fixtures": {at: sample_set(fixture), SHARE: ""}}
         host.update(host_vars)
         self.hosts[name] = host
         return name

@@ -36,7 +36,7 @@ CASES = [
     ("legacy file names out of range", "legacy_file_names", {"legacy_file_names": 256}),
     ("unknown backup type", "type", {"type": "weekly"}),
     ("existing set of that name", "set_name", {"set_name": "existing"}),
-    ("dirty database without its logs", "databases", {}),
+    ("dirty database without its logs", "log_path", {}),
 ]
 
 
@@ -47,7 +47,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(sim, tmp_path):
         os.remove(no_logs / name)
     hosts = {}
     for i, (case, option, change) in enumerate(CASES):
-        args = dict(GOOD, dest="%s\\b%02d" % (SHARE, i), **change)
+        args = dict(dict(GOOD, dest="%s\\b%02d" % (SHARE, i)), **change)
         host_vars = {"a": args}
         if case == "existing set of that name":
             host_vars["esesim_fixtures"] = {SRU_DIR: sample_set("srum-server2022-clean"),
@@ -71,9 +71,9 @@ def test_bad_input_fails_clearly_and_changes_nothing(sim, tmp_path):
     res = sim.run(play)
     problems = []
     for host, (case, option) in hosts.items():
-        r = res.task(host, "bad")["result"]
-        msg = r.get("msg", "")
-        if not (r.get("failed") and option in msg):
+        rec = res.task(host, "bad")
+        msg = rec["result"].get("msg", "")
+        if not (rec["status"] == "failed" and option in msg):
             problems.append("%s (%s): expected a failure naming %r, got %r" % (host, case, option, msg))
         if sim.snapshot(host) != before[host]:
             problems.append("%s (%s): files changed" % (host, case))

@@ -21,7 +21,8 @@ options:
   esesim_fixtures:
     description:
       - Files to place on the host before its first task, as a mapping of a Windows directory to a
-        local directory whose files are copied there (for example a sample ESE set).
+        local directory whose files are copied there (for example a sample ESE set). An empty
+        source creates the directory empty (for example the root of a share).
     type: dict
     default: {}
     vars: [{name: esesim_fixtures}]
@@ -205,11 +206,11 @@ class PathMap:
         if not isinstance(value, str):
             return value
         for root, fmt in ((self.host_root, "%s:\\%s"), (self.unc_root, "\\\\%s\\%s")):
-            if value == root or value.startswith(root + "/"):
-                rest = value[len(root) + 1:]
-                head, _, tail = rest.partition("/")
+            def windows(m, fmt=fmt):
+                head, _, tail = m.group(1).partition("/")
                 path = fmt % (head, tail.replace("/", "\\"))
                 return path.rstrip("\\") if tail else path
+            value = re.sub(re.escape(root) + r"/([^\s'\",;)]+)", windows, value)
         return value
 
 
@@ -222,7 +223,7 @@ def place_fixtures(paths, fixtures):
     for windows_dir, source in fixtures.items():
         target = paths.to_local(windows_dir)
         os.makedirs(target, exist_ok=True)
-        for name in sorted(os.listdir(source)):
+        for name in sorted(os.listdir(source)) if source else ():
             path = os.path.join(source, name)
             if os.path.isfile(path):
                 shutil.copyfile(path, os.path.join(target, name))
