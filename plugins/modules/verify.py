@@ -74,6 +74,7 @@ notes:
   - C(DB_FORMAT_VERSION) (error) - the header format version is not 0x620.
   - C(DB_FILETYPE) (error) - the header file type is not a database.
   - C(DB_SIZE) (error) - the file size is not a whole number of pages, or too small.
+  - C(DB_SIGNATURE) (error) - the header's database signature (signDb) is empty.
   - C(DB_STATE) (error) - the database state is unknown, or not one a backup can hold.
   - C(DB_TRAILER_CHECKSUM) (error) - the streamed database's trailer page fails its checksum (or is missing).
   - C(DB_TRAILER_SIGNATURE) (error) - the trailer's database or log signature differs from the header's.

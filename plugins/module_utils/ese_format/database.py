@@ -200,6 +200,11 @@ def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy
             probs.append(problem("DB_FORMAT_VERSION", name, "format version 0x%x" % hdr["format_version"]))
         if hdr["filetype"] not in (0, 1, 2, 5):
             probs.append(problem("DB_FILETYPE", name, "file type %d (%s)" % (hdr["filetype"], hdr["filetype_name"])))
+        if hdr["sign_db"]["zero"]:
+            probs.append(problem("DB_SIGNATURE", name, "signDb is all zero"))
+        if hdr["sign_log"]["zero"] and hdr["repair_count"]:
+            info["note"] = ("repaired with esentutl /p (repair count %d): its log signature is empty, so no "
+                            "earlier log belongs to it" % hdr["repair_count"])
         if hdr["state"] not in st.DB_STATES:
             probs.append(problem("DB_STATE", name, "unknown database state %d" % hdr["state"]))
         elif in_set and hdr["state"] in (1, 4, 6, 8):

@@ -37,6 +37,7 @@ CODES = {
     "DB_FORMAT_VERSION": (ERROR, "the header format version is not 0x620"),
     "DB_FILETYPE": (ERROR, "the header file type is not a database"),
     "DB_SIZE": (ERROR, "the file size is not a whole number of pages, or too small"),
+    "DB_SIGNATURE": (ERROR, "the header's database signature (signDb) is empty"),
     "DB_STATE": (ERROR, "the database state is unknown, or not one a backup can hold"),
     "DB_TRAILER_CHECKSUM": (ERROR, "the streamed database's trailer page fails its checksum (or is missing)"),
     "DB_TRAILER_SIGNATURE": (ERROR, "the trailer's database or log signature differs from the header's"),

@@ -176,6 +176,18 @@ def test_many_bad_pages_are_summarised(tmp_path, synth):
     assert info["bad_pages"] == list(range(2, 122))
 
 
+def test_empty_database_signature(dirty_db):
+    with open(dirty_db, "r+b") as f:
+        hdr = bytearray(f.read(4096))
+        hdr[24:52] = bytes(28)
+        hdr = ck.seal_header(hdr)
+        f.seek(0)
+        f.write(hdr)
+        f.write(hdr)
+    _, probs = dbm.check_database(dirty_db, checksums=False)
+    assert codes(probs) == ["DB_SIGNATURE"]
+
+
 def test_not_a_database(tmp_path):
     p = tmp_path / "junk.bin"
     p.write_bytes(os.urandom(65536))
