@@ -316,7 +316,8 @@ class Header:
 
     def __init__(self, page):
         self.raw = bytes(page)
-        u32 = lambda o: struct.unpack_from("<I", page, o)[0]  # noqa: E731
+        def u32(o):
+            return struct.unpack_from("<I", page, o)[0]
         self.checksum_ok = u32(0) == xor_old(bytes(page))
         self.magic = u32(4)
         self.dbstate = u32(52)

@@ -139,7 +139,9 @@ def test_real_32k_pages_verify(jet, tmp_path, make_setup):
         struct.pack_into("<I", hdr, 52, 3)
         struct.pack_into("<II", hdr, 296, 0, 0)
         esesim.seal_header(hdr)
-        f.seek(0); f.write(hdr); f.write(hdr)
+        f.seek(0)
+        f.write(hdr)
+        f.write(hdr)
     s = make_setup(d, base="edb", db="Windows.edb", page=32768)
     assert s.init_err == 0 and s.attach_err == 0
     assert jet.begin(s.inst) == 0
@@ -151,8 +153,12 @@ def test_temp_db_pages_are_not_checksummed(jet, tmp_path, make_setup):
     d = str(tmp_path)
     db = esesim.copy_single("ntds-2012r2-temp-8k/temp.edb.gz", os.path.join(d, "temp.edb"))
     with open(db, "r+b") as f:                                  # JustCreated -> clean, to attach it
-        hdr = bytearray(f.read(8192)); struct.pack_into("<I", hdr, 52, 3); esesim.seal_header(hdr)
-        f.seek(0); f.write(hdr); f.write(hdr)
+        hdr = bytearray(f.read(8192))
+        struct.pack_into("<I", hdr, 52, 3)
+        esesim.seal_header(hdr)
+        f.seek(0)
+        f.write(hdr)
+        f.write(hdr)
     s = make_setup(d, base="edb", db="temp.edb", page=8192)
     assert s.attach_err == 0
     assert jet.begin(s.inst) == 0
@@ -175,7 +181,8 @@ def test_read_throughput_4k(jet, tmp_path, make_setup, lib):
         lib.EseSimSealPage(ctypes.c_void_p(base + i * cb), cb, i + 1)
     del buf
     with open(db, "r+b") as f:
-        f.seek(2 * cb); f.write(raw)
+        f.seek(2 * cb)
+        f.write(raw)
     s = make_setup(d, base="edb", db="perf.edb")
     assert s.attach_err == 0
     assert jet.begin(s.inst) == 0

@@ -4,7 +4,7 @@ import os
 import struct
 
 import esesim
-from esesim import E, AlignedBuffer, Header, parse_multisz, read_header
+from esesim import Header, parse_multisz, read_header
 
 
 def full_backup(jet, s, truncate=True):

@@ -4,9 +4,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
-
-import pytest
 
 import esesim
 from esesim import E, read_header
@@ -34,7 +31,8 @@ def test_global_defaults_inherited_and_fixed_after_init(jet, tmp_path):
     assert jet.setp(None, esesim.P_BASE_NAME, s="abc") == 0
     err, inst = jet.create("g")
     assert jet.getp(inst, esesim.P_BASE_NAME)[2] == "abc"
-    jet.setp(inst, esesim.P_LOG_PATH, s=str(tmp_path)); jet.setp(inst, esesim.P_SYSTEM_PATH, s=str(tmp_path))
+    jet.setp(inst, esesim.P_LOG_PATH, s=str(tmp_path))
+    jet.setp(inst, esesim.P_SYSTEM_PATH, s=str(tmp_path))
     jet.setp(inst, esesim.P_LOG_FILE_SIZE, 64)
     assert jet.init(inst) == 0
     assert jet.init(inst) == E["AlreadyInitialized"]
@@ -62,14 +60,16 @@ def test_init_errors(jet, tmp_path, make_setup):
     jet.lib.EseSimReset()
     d = esesim.copy_set("srum-win11-dirty", str(tmp_path / "c"))
     with open(os.path.join(d, "SRU.log"), "r+b") as f:
-        f.seek(200); f.write(b"x")
+        f.seek(200)
+        f.write(b"x")
     assert make_setup(d).init_err == -501
     jet.lib.EseSimReset()
     d = esesim.copy_set("srum-win11-dirty", str(tmp_path / "d"))
     assert make_setup(d, page=8192).init_err == E["PageSizeMismatch"]
     jet.lib.EseSimReset()
     err, inst = jet.create("e")
-    jet.setp(inst, esesim.P_LOG_PATH, s=str(tmp_path / "e")); jet.setp(inst, esesim.P_SYSTEM_PATH, s=str(tmp_path / "e"))
+    jet.setp(inst, esesim.P_LOG_PATH, s=str(tmp_path / "e"))
+    jet.setp(inst, esesim.P_SYSTEM_PATH, s=str(tmp_path / "e"))
     assert jet.init(inst) == -1023                                  # missing directory
     jet.setp(inst, 100, 1)                                         # CreatePathIfNotExist
     assert jet.init(inst, 0x40) == E["FileNotFound"]               # LogStreamMustExist
@@ -128,9 +128,12 @@ def test_dirty_db_without_logs_fails(jet, tmp_path, make_setup):
     jet.lib.EseSimReset()
     d2 = esesim.copy_set("srum-win11-dirty", str(tmp_path / "x"))
     data = bytearray(open(os.path.join(d2, "SRUDB.dat"), "rb").read(8192))
-    hdr = bytearray(data[:4096]); struct.pack_into("<I", hdr, 300, 95); esesim.seal_header(hdr)
+    hdr = bytearray(data[:4096])
+    struct.pack_into("<I", hdr, 300, 95)
+    esesim.seal_header(hdr)
     with open(os.path.join(d2, "SRUDB.dat"), "r+b") as f:
-        f.write(hdr); f.write(hdr)                                   # needs gen 95: not on disk
+        f.write(hdr)
+        f.write(hdr)                                   # needs gen 95: not on disk
     assert make_setup(d2).attach_err == E["DatabaseDirtyShutdown"]
 
 
@@ -159,8 +162,10 @@ def test_attach_during_backup_and_other_instance(jet, clean_set):
     assert jet.detach(s.ses, s.db) == E["BackupInProgress"]
     jet.end(s.inst, 2)
     err, other = jet.create("other")
-    jet.setp(other, esesim.P_LOG_PATH, s=s.dir + "/o"); jet.setp(other, esesim.P_SYSTEM_PATH, s=s.dir + "/o")
-    jet.setp(other, 100, 1); jet.setp(other, esesim.P_LOG_FILE_SIZE, 64)
+    jet.setp(other, esesim.P_LOG_PATH, s=s.dir + "/o")
+    jet.setp(other, esesim.P_SYSTEM_PATH, s=s.dir + "/o")
+    jet.setp(other, 100, 1)
+    jet.setp(other, esesim.P_LOG_FILE_SIZE, 64)
     assert jet.init(other) == 0
     err, ses2 = jet.session(other)
     assert jet.attach(ses2, s.db) == E["DatabaseSharingViolation"]
@@ -177,7 +182,8 @@ def test_database_held_by_another_process(jet, clean_set, tmp_path):
         assert jet.attach(s.ses, s.db) == E["FileAccessDenied"]
         assert jet.dbinfo(s.db, 17, 4)[0] == E["FileAccessDenied"]
     finally:
-        p.kill(); p.wait()
+        p.kill()
+        p.wait()
     assert jet.attach(s.ses, s.db) == 0
 
 

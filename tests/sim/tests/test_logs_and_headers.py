@@ -245,7 +245,8 @@ def test_begin_checkpoint_errors(jet, clean_set):
     os.rename(s.log("SRU.chk"), s.log("SRU.chk.bak"))
     assert jet.begin(s.inst) == E["CheckpointFileNotFound"]
     data = bytearray(open(s.log("SRU.chk.bak"), "rb").read())
-    data[100] ^= 1; data[4096 + 100] ^= 1
+    data[100] ^= 1
+    data[4096 + 100] ^= 1
     open(s.log("SRU.chk"), "wb").write(data)
     assert jet.begin(s.inst) == E["CheckpointCorrupt"]
     data = bytearray(open(s.log("SRU.chk.bak"), "rb").read())

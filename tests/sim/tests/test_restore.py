@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import esesim
-from esesim import E, LOGINFO_W, RSTMAP_W, parse_multisz, read_header, wbuf
+from esesim import E, LOGINFO_W, RSTMAP_W, read_header, wbuf
 from test_full_backup import full_backup
 
 PFN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p)
