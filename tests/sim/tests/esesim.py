@@ -316,6 +316,7 @@ class Header:
 
     def __init__(self, page):
         self.raw = bytes(page)
+
         def u32(o):
             return struct.unpack_from("<I", page, o)[0]
         self.checksum_ok = u32(0) == xor_old(bytes(page))
