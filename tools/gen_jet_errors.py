@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Regenerates the catalog block of plugins/module_utils/jet_errors.py from jet-errors.tsv.
 
     tools/gen_jet_errors.py [--tsv PATH] [--check]

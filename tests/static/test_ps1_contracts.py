@@ -112,8 +112,8 @@ def test_spec_matches_docs(path):
     for name in sorted(spec_options):
         for field in spec_options[name]:
             if spec_options[name][field] != doc_options[name].get(field):
-                mismatches.append("%s.%s: spec %r, docs %r" % (name, field, spec_options[name][field],
-                                                             doc_options[name].get(field)))
+                mismatches.append("%s.%s: spec %r, docs %r"
+                                  % (name, field, spec_options[name][field], doc_options[name].get(field)))
     assert not mismatches, "\n".join(mismatches)
     assert docs["module"] == os.path.splitext(os.path.basename(path))[0]
 
@@ -150,7 +150,7 @@ def test_types_used_have_their_requires_line(path):
     tree = tree_of(path)
     requires = requires_of(tree)
     missing = []
-    for type_name, method, _, line in ps1_ast.static_calls(tree):
+    for type_name, method, dummy, line in ps1_ast.static_calls(tree):
         for prefix, accepted in REQUIRES.items():
             if type_name.startswith(prefix) and not requires.intersection(accepted):
                 missing.append("line %d [%s]::%s needs #AnsibleRequires -CSharpUtil %s"

@@ -26,13 +26,13 @@ def test_passes_the_facts_through(action_factory):
 
 
 def test_never_changed(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, info_facts(changed=True))
+    plugin = action_factory(ActionModule, ARGS, info_facts(changed=True))[0]
     assert plugin.run(task_vars={})["changed"] is False
 
 
 def test_failed_call_is_named(action_factory):
     module_result = info_facts(failed_call={"call": "JetGetDatabaseFileInfoW", "err": -1032})
-    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert result["failed"] is True
     assert result["jet_err"] == {"code": -1032, "name": "JET_errFileAccessDenied", "call": "JetGetDatabaseFileInfoW"}
@@ -40,21 +40,21 @@ def test_failed_call_is_named(action_factory):
 
 
 def test_invalid_option_fails(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, info_facts(invalid={"option": "backup_path",
-                                                                       "msg": "backup_path 'x' does not exist"}))
+    module_result = info_facts(invalid={"option": "backup_path", "msg": "backup_path 'x' does not exist"})
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert result["failed"] is True and "option 'backup_path'" in result["msg"]
 
 
 def test_module_failure_is_reported(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, {"failed": True, "msg": "one of the following is required: "
-                                                                           "databases, backup_path"})
+    module_result = {"failed": True, "msg": "one of the following is required: databases, backup_path"}
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert result["failed"] is True and "one of the following is required" in result["msg"]
     assert "ese.backup.info" in result["msg"]
 
 
 def test_check_mode_is_supported(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, info_facts(), check_mode=True)
+    plugin = action_factory(ActionModule, ARGS, info_facts(), check_mode=True)[0]
     result = plugin.run(task_vars={})
     assert (result["changed"], result["failed"]) == (False, False)

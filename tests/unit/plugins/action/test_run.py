@@ -37,7 +37,7 @@ def test_calls_the_module_with_the_task_args(action_factory):
 def test_read_verify_failure(action_factory):
     module_result = facts(failed_call={"call": "JetReadFileInstance", "err": -1018, "detail": "SRUDB.dat"},
                           ended="abort", logs_truncated=False, backup_set=None, manifest=None)
-    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert (result["changed"], result["failed"]) == (False, True)
     assert result["jet_err"] == {"code": -1018, "name": "JET_errReadVerifyFailure", "call": "JetReadFileInstance"}
@@ -60,7 +60,7 @@ def test_again_with_the_same_set_name_fails_clearly(action_factory):
     module_result = facts(invalid={"option": "set_name", "msg": "a backup set '%s' already exists; choose another "
                                                                 "set_name or remove the old set" % SET},
                           backup_started=False, ended=None, logs_truncated=False, backup_set=None, manifest=None)
-    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert (result["changed"], result["failed"]) == (False, True)
     assert "option 'set_name'" in result["msg"] and "already exists" in result["msg"]
@@ -69,14 +69,14 @@ def test_again_with_the_same_set_name_fails_clearly(action_factory):
 def test_invalid_option(action_factory):
     module_result = facts(invalid={"option": "buffer_size", "msg": "must be a multiple of the page size 4096"},
                           backup_started=False, ended=None, backup_set=None, manifest=None, logs_truncated=False)
-    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert (result["changed"], result["failed"]) == (False, True)
     assert "option 'buffer_size'" in result["msg"] and "jet_err" not in result
 
 
 def test_module_warnings_are_kept(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, facts(warnings=["page_size ignored"]))
+    plugin = action_factory(ActionModule, ARGS, facts(warnings=["page_size ignored"]))[0]
     result = plugin.run(task_vars={})
     assert result["warnings"] == ["page_size ignored"]
 
@@ -90,22 +90,22 @@ def test_module_warnings_are_kept(action_factory):
      "MODULE FAILURE"),
 ])
 def test_module_crash_without_facts(action_factory, module_result, words):
-    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert result["failed"] is True and result["changed"] is False
     assert words in result["msg"] and "ese.backup.run" in result["msg"]
 
 
 def test_module_skipped_passes_through(action_factory):
-    plugin, _ = action_factory(ActionModule, ARGS, {"skipped": True, "msg": "remote module does not support"})
+    plugin = action_factory(ActionModule, ARGS, {"skipped": True, "msg": "remote module does not support"})[0]
     result = plugin.run(task_vars={})
     assert result["skipped"] is True and "failed" not in result
 
 
 @pytest.mark.parametrize("case", [c for c in POLICY_CASES if c[1] == "run"], ids=lambda c: c[0])
 def test_every_run_row_through_the_plugin(action_factory, case):
-    _, _, module_facts, check_mode, row_id, changed, failed, substrings = case
-    plugin, _ = action_factory(ActionModule, ARGS, module_facts, check_mode=check_mode)
+    module_facts, check_mode, row_id, changed, failed = case[2:7]
+    plugin = action_factory(ActionModule, ARGS, module_facts, check_mode=check_mode)[0]
     result = plugin.run(task_vars={})
     assert result["policy_row"] == "run." + row_id
     assert (result["changed"], result["failed"]) == (changed, failed)
@@ -118,7 +118,7 @@ def test_every_run_row_through_the_plugin(action_factory, case):
 def test_any_failed_call_through_the_plugin(action_factory, code):
     module_result = facts(failed_call={"call": "JetReadFileInstance", "err": code}, ended="abort",
                           logs_truncated=False, backup_set=None)
-    plugin, _ = action_factory(ActionModule, ARGS, module_result)
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
     result = plugin.run(task_vars={})
     assert (result["changed"], result["failed"]) == (False, True)
     assert result["jet_err"]["code"] == code and je.describe(code) in result["msg"]

@@ -158,7 +158,7 @@ END_SPEC = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_policy_rows(case):
-    _, module, facts, check_mode, row_id, changed, failed_, substrings = case
+    module, facts, check_mode, row_id, changed, failed_, substrings = case[1:]
     result = jp.apply(module, facts, check_mode)
     assert result["policy_row"] == "%s.%s" % (module, row_id)
     assert (result["changed"], result["failed"]) == (changed, failed_)
