@@ -1,6 +1,6 @@
 """Regenerates the catalog block of plugins/module_utils/jet_errors.py from jet-errors.tsv.
 
-    tools/gen_jet_errors.py [--tsv PATH] [--check]
+    python tools/gen_jet_errors.py [--tsv PATH] [--check]
 
 Only the text between the BEGIN/END GENERATED markers is rewritten; the API around it is ordinary
 code. --check exits 1 (and prints a diff) when the committed block differs from the TSV.
