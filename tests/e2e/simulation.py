@@ -111,11 +111,12 @@ class Simulation:
 
 def bkinfo(db_path, which):
     """(genLow, genHigh) of a BKINFO field in a database header: full, inc, cur, copy or diff."""
-    import struct
-    offsets = {"full": 136, "inc": 160, "cur": 184, "copy": 420, "diff": 444}
+    from ansible_collections.ese.backup.plugins.module_utils.ese_format.structs import db_header
+    field = {"full": "bkinfo_full_prev", "inc": "bkinfo_inc_prev", "cur": "bkinfo_full_cur",
+             "copy": "bkinfo_copy_prev", "diff": "bkinfo_diff_prev"}[which]
     with open(db_path, "rb") as f:
-        header = f.read(512)
-    return struct.unpack_from("<II", header, offsets[which] + 16)
+        info = db_header(f.read(4096))[field]
+    return info["gen_low"], info["gen_high"]
 
 
 def sha256(path):
