@@ -34,7 +34,7 @@ mkdir -p "$dest"
 # (galaxy.yml build_ignore leaves out build/, the venvs and the Linux-only simulation harness).
 "$venv/bin/ansible-galaxy" collection build --force --output-path "$run_root" "$root" >/dev/null
 tar -xzf "$run_root"/ese-backup-*.tar.gz -C "$dest"
-rm -f "$run_root"/ese-backup-*.tar.gz "$dest/MANIFEST.json" "$dest/FILES.json"
+rm -f "$run_root"/ese-backup-*.tar.gz  # MANIFEST.json stays: validate-modules reads the version from it
 # ansible-test lists files through git when the tree is a repository; the copy gets its own.
 git -C "$dest" init -q
 git -C "$dest" add -A >/dev/null
