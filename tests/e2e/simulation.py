@@ -15,11 +15,22 @@ import pytest
 import yaml
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "sim"))
-sys.path.insert(0, os.path.join(REPO, "tests", "sim", "plugins", "connection"))
 
-from run_playbook import simulated_env  # noqa: E402
-from esesim import PathMap, place_fixtures  # noqa: E402
+
+def _load(name, *path):
+    """Imports a file under a name of its own (the plugin shares its file name with other modules)."""
+    import importlib.util
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, *path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+esesim_connection = _load("esesim_connection", "tests", "sim", "plugins", "connection", "esesim.py")
+simulated_env = _load("esesim_run_playbook", "tests", "sim", "run_playbook.py").simulated_env
+PathMap, place_fixtures = esesim_connection.PathMap, esesim_connection.place_fixtures
 
 TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "..", "shared", "testdata", "ese")
 SETS = os.path.join(TESTDATA, "sets")

@@ -4,8 +4,12 @@ import os
 
 import pytest
 
-from esesim import ArgSpecError, PathMap, PayloadError, module_call_from_payload, validate_args
-from simulation import REPO
+from simulation import REPO, esesim_connection
+
+ArgSpecError, PathMap, PayloadError = (esesim_connection.ArgSpecError, esesim_connection.PathMap,
+                                       esesim_connection.PayloadError)
+module_call_from_payload, validate_args = (esesim_connection.module_call_from_payload,
+                                           esesim_connection.validate_args)
 
 ARGS = {"_ansible_module_name": "ese.backup.run", "_ansible_check_mode": False, "dest": "C:\\b"}
 

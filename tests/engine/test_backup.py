@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from conftest import (CLEAN, DIRTY, header_facts, live_header, run_host, srum_args, trace_calls, tree, u32,
+from engine_host import (CLEAN, DIRTY, header_facts, live_header, run_host, srum_args, trace_calls, tree, u32,
                       xor_old)
 
 
@@ -67,7 +67,7 @@ def check_stream(stream_path, live_db_path):
 
 @pytest.mark.parametrize("sample", [CLEAN, DIRTY], ids=["clean", "dirty"])
 def test_full_backup_of_sample_set(tmp_path, sample, dest):
-    from conftest import copy_set
+    from engine_host import copy_set
     src = copy_set(sample, tmp_path / "src")
     r = run_host("Run", srum_args(src, dest, set_name="f1"))
     assert_ok(r)

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import live_header, run_host, srum_args, trace_calls
+from engine_host import live_header, run_host, srum_args, trace_calls
 
 
 def assert_aborted(r, dest, call, err):

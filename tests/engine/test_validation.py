@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import run_host, srum_args, trace_calls, tree
+from engine_host import run_host, srum_args, trace_calls, tree
 
 STARTS = {"JetCreateInstance2W", "JetInit3W", "JetBeginExternalBackupInstance", "JetAttachDatabase2W"}
 
