@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Streaming throughput of the engine against `cp` + `sha256sum` on the same 1 GiB database.
 
-Builds a synthetic 1 GiB, 4 KiB-page database (the real header of the clean SRUM sample, so its signLog
-matches that sample's checkpoint and logs, followed by checksummed data pages), then, in one run:
+Builds a synthetic 1 GiB, 4 KiB-page clean database with checksummed pages, its logs and checkpoint
+(tests/lib/ese_synth.py), then, in one run:
   baseline: time(cp db dest) + time(sha256sum db)
   engine:   a full backup through build/sim/EseSimHost.exe (the same entry point the module calls);
             the database streaming phase is timed by the engine itself (trace: JetReadFileInstance ms=)
@@ -14,86 +14,28 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = "/work/shared/testdata/ese/sets/srum-server2022-clean"
 HOST = os.path.join(ROOT, "build", "sim", "EseSimHost.exe")
 CB = 4096
-MASK32 = 0xFFFFFFFF
+sys.path[:0] = [os.path.join(ROOT, "build", "collections"), os.path.join(ROOT, "tests", "lib")]
 
 
-def _parity(v):
-    return bin(v).count("1") & 1
-
-
-def ecc_xor_small(page):
-    """XOR+ECC checksum of a 4 KiB page with pgno 0 (ese-file-format.md 5.2); pgno only XORs the low dword."""
-    n = len(page) // 4
-    d = list(struct.unpack_from("<%dI" % n, page))
-    d[0] = d[1] = 0
-    p = c0 = c1 = c2 = c3 = 0
-    idx = 0xFF800000
-    for k in range(0, n, 4):
-        a, b, c, e = d[k:k + 4]
-        c0 ^= a; c1 ^= b; c2 ^= c; c3 ^= e
-        if _parity(a ^ b ^ c ^ e):
-            p ^= idx
-        idx = (idx + 0xFF800080) & MASK32
-    if _parity(c0 ^ c1):
-        p |= 0x00400000
-    if _parity(c2 ^ c3):
-        p |= 0x00000040
-    r0, r1 = c0 ^ c2, c1 ^ c3
-    if _parity(r0):
-        p |= 0x00200000
-    if _parity(r1):
-        p |= 0x00000020
-    x = r0 ^ r1
-    r, j = 0, 0xFFFF0000
-    for bit in range(32):
-        if x & (1 << bit):
-            r ^= j
-        j = (j + 0xFFFF0001) & MASK32
-    mask = (((len(page) << 19) & MASK32) - 1) & MASK32
-    ecc = (p & 0xFFE0FFE0 & mask) | (r & 0x001F001F)
-    return ecc, x
-
-
-def build_database(path, size_mib):
-    """Real clean header + shadow + sample pages, then synthetic pages with valid new-format checksums."""
-    src = open(os.path.join(SAMPLE, "SRUDB.dat"), "rb").read()
-    npages_total = size_mib * 1024 * 1024 // CB
-    rng = np.random.default_rng(7)
-    templates = []
-    for _ in range(64):
-        pg = bytearray(rng.integers(0, 256, CB, dtype=np.uint8).tobytes())
-        struct.pack_into("<I", pg, 36, 0x2000 | 0x2)  # new checksum format, leaf
-        ecc, x = ecc_xor_small(bytes(pg))
-        templates.append((pg, ecc, x))
-    chunk_pages = 16384
-    with open(path, "wb") as f:
-        f.write(src)
-        pgno = len(src) // CB - 1
-        remaining = npages_total - len(src) // CB
-        while remaining > 0:
-            n = min(chunk_pages, remaining)
-            arr = np.empty((n, CB // 8), dtype=np.uint64)
-            for t, (pg, ecc, x) in enumerate(templates):
-                arr[t::len(templates)] = np.frombuffer(bytes(pg), dtype=np.uint64)
-            pgnos = np.arange(pgno, pgno + n, dtype=np.uint64)
-            eccs = np.array([templates[i % len(templates)][1] for i in range(n)], dtype=np.uint64)
-            xs = np.array([templates[i % len(templates)][2] for i in range(n)], dtype=np.uint64)
-            arr[:, 0] = (eccs << np.uint64(32)) | ((xs ^ pgnos) & np.uint64(MASK32))
-            f.write(arr.tobytes())
-            pgno += n
-            remaining -= n
+def build_source(src, size_mib):
+    """A clean database of size_mib with checksummed pages, its logs (gen 1, current gen 2) and checkpoint."""
+    import ese_synth
+    sign_log = ese_synth.signature(7)
+    db = os.path.join(src, "SRUDB.dat")
+    ese_synth.make_database(db, page_size=CB, pages=size_mib * 1048576 // CB - 2, sign_log=sign_log,
+                            state=3, zero_every=0, seed=7)
+    ese_synth.make_log_set(src, "SRU", [1, 2], sign_log, current=True)
+    ese_synth.make_checkpoint(os.path.join(src, "SRU.chk"), 2, sign_log)
+    return db
 
 
 def timed(cmd):
@@ -123,11 +65,8 @@ def main():
     try:
         src = os.path.join(work, "src")
         os.makedirs(src)
-        for n in ("SRU.chk", "SRU.log", "SRU00001.log"):
-            shutil.copy(os.path.join(SAMPLE, n), src)
-        db = os.path.join(src, "SRUDB.dat")
         t0 = time.perf_counter()
-        build_database(db, a.size_mib)
+        db = build_source(src, a.size_mib)
         size = os.path.getsize(db)
         print("database: %s, %d bytes (%d pages), built in %.1f s; storage: %s"
               % (db, size, size // CB, time.perf_counter() - t0, "tmpfs" if mounted else "disk"))
