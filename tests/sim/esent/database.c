@@ -11,6 +11,7 @@
 
 #define JET_errTooManyAttachedDatabases (-1805)
 #define DETACH_FORCE 0x1u
+#define ATTACH_READONLY 0x1u             /* JET_bitDbReadOnly */
 
 static uint8_t g_hdr[32768];
 
@@ -40,14 +41,14 @@ static bool db_recoverable(const sim_inst *in, const uint8_t *hdr)
     return true;
 }
 
-static JET_ERR attach_checks(sim_inst *in, const uint8_t *hdr, uint32_t cb)
+static JET_ERR attach_checks(sim_inst *in, const uint8_t *hdr, uint32_t cb, bool read_only)
 {
     bkinfo_t cur;
     if (cb != g_cb_page) return JET_errPageSizeMismatch;
     bkinfo_get(hdr + HDR_BK_FULLCUR, &cur);
     if (cur.genLow != 0) return JET_errSoftRecoveryOnBackupDatabase;
     uint32_t state = rd32(hdr + HDR_DBSTATE);
-    if (state != DBSTATE_CLEAN && !db_recoverable(in, hdr)) return JET_errDatabaseDirtyShutdown;
+    if (state != DBSTATE_CLEAN && (read_only || !db_recoverable(in, hdr))) return JET_errDatabaseDirtyShutdown;
     return JET_errSuccess;
 }
 
@@ -66,26 +67,30 @@ static void mark_attached(sim_inst *in, uint8_t *hdr)
     if (in->s.present) memcpy(hdr + HDR_SIGNLOG, in->s.sign_log, 28);
 }
 
-JET_ERR db_attach(sim_inst *in, const char *path)
+/* JET_bitDbReadOnly: the file is opened read-only under a shared lock, a dirty database is not
+ * recovered (-550: recovery would have to write), and neither attach nor detach writes the header. */
+JET_ERR db_attach(sim_inst *in, const char *path, JET_GRBIT grbit)
 {
+    bool ro = (grbit & ATTACH_READONLY) != 0;
     uint32_t cb = 0;
     int slot = -1;
     if (db_find(in, path) >= 0) return JET_wrnDatabaseAttached;
     if (db_attached_elsewhere(in, path)) return JET_errDatabaseSharingViolation;
     for (int i = SIM_MAX_DBS - 1; i >= 0; i--) if (!in->db[i].used) slot = i;
     if (slot < 0) return JET_errTooManyAttachedDatabases;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
+    int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) return errno == ENOENT ? JET_errFileNotFound : JET_errFileAccessDenied;
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) { close(fd); return JET_errFileAccessDenied; }
+    if (flock(fd, (ro ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) { close(fd); return JET_errFileAccessDenied; }
     JET_ERR err = db_read_header_fd(fd, g_hdr, &cb);
     if (err == JET_errFileInvalidType) err = JET_errDatabaseCorrupted;
-    if (!err) err = attach_checks(in, g_hdr, cb);
-    if (!err) { mark_attached(in, g_hdr); err = db_write_header_fd(fd, g_hdr, cb); }
+    if (!err) err = attach_checks(in, g_hdr, cb, ro);
+    if (!err && !ro) { mark_attached(in, g_hdr); err = db_write_header_fd(fd, g_hdr, cb); }
     if (err) { close(fd); return err; }
     sim_db *db = &in->db[slot];
     memset(db, 0, sizeof *db);
     db->used = true;
     db->fd = fd;
+    db->read_only = ro;
     db->cb_page = cb;
     strcpy(db->path, path);
     return JET_errSuccess;
@@ -97,7 +102,7 @@ JET_ERR db_detach(sim_inst *in, int idx, bool clean)
     sim_db *db = &in->db[idx];
     uint32_t cb;
     JET_ERR err = JET_errSuccess;
-    if (clean && (err = db_read_header_fd(db->fd, g_hdr, &cb)) == JET_errSuccess) {
+    if (clean && !db->read_only && (err = db_read_header_fd(db->fd, g_hdr, &cb)) == JET_errSuccess) {
         uint8_t now[8];
         logtime_now(now);
         wr32(g_hdr + HDR_DBSTATE, DBSTATE_CLEAN);
@@ -124,7 +129,7 @@ static bool abs_path_w(const WCHAR *w, char *out)
 EXPORT JET_ERR JetAttachDatabase2W(JET_SESID sesid, const WCHAR *szFilename, ULONG32 cpgDatabaseSizeMax,
                                    JET_GRBIT grbit)
 {
-    (void)cpgDatabaseSizeMax; (void)grbit;
+    (void)cpgDatabaseSizeMax;
     JET_ERR err = fault_check("JetAttachDatabase2W");
     sim_inst *in = NULL;
     char path[SIM_PATH_MAX];
@@ -132,7 +137,7 @@ EXPORT JET_ERR JetAttachDatabase2W(JET_SESID sesid, const WCHAR *szFilename, ULO
     if ((err = sess_gate(sesid, &in)) != JET_errSuccess) return err;
     if (in->bk.status != BK_NONE || in->bk.surrogate) return JET_errBackupInProgress;
     if (!abs_path_w(szFilename, path)) return JET_errInvalidParameter;
-    return db_attach(in, path);
+    return db_attach(in, path, grbit);
 }
 
 EXPORT JET_ERR JetAttachDatabaseW(JET_SESID sesid, const WCHAR *szFilename, JET_GRBIT grbit)

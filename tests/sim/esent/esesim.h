@@ -184,7 +184,8 @@ typedef struct {
 typedef struct {
     bool used;
     char path[SIM_PATH_MAX];
-    int fd;                            /* holds the exclusive flock */
+    int fd;                            /* holds the flock (shared when read-only) */
+    bool read_only;                    /* JET_bitDbReadOnly: header never written */
     uint32_t cb_page;
     bool copy_done;                    /* read completely and closed in this backup (§4.3) */
 } sim_db;
@@ -296,7 +297,7 @@ void inst_reset_all(void);
 
 /* ---- database.c ---- */
 int db_find(const sim_inst *in, const char *path);
-JET_ERR db_attach(sim_inst *in, const char *path);
+JET_ERR db_attach(sim_inst *in, const char *path, JET_GRBIT grbit);
 JET_ERR db_detach(sim_inst *in, int idx, bool clean);
 
 /* ---- backup*.c ---- */

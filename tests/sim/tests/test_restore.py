@@ -108,3 +108,62 @@ def test_restore_database_checks(jet, backup_set, tmp_path):
 def test_restore_parameter_checks(jet, backup_set):
     assert restore(jet, backup_set, cbsize=16) == E["InvalidParameter"]
     assert restore(jet, backup_set, crst=15) == E["InvalidParameter"]
+
+
+def test_restore_prunes_restore_path_and_replaces_checkpoint(jet, backup_set):
+    """§7.2 step 3: logs in the restore path outside [genLow, genHigh] and its current log are deleted
+    (restore path != log path); the old checkpoint in the system path is deleted and rewritten."""
+    b = backup_set
+    src = os.path.join(esesim.DATA, "sets/srum-win11-dirty")
+    for n in ("SRU00059.log", "SRU.log"):                                   # gen 89 and a current log
+        shutil.copyfile(os.path.join(src, n), os.path.join(b["logs"], n))
+    os.makedirs(b["target"])
+    shutil.copyfile(os.path.join(src, "SRU.chk"), os.path.join(b["target"], "SRU.chk"))
+    assert esesim.chk_gen(os.path.join(b["target"], "SRU.chk")) != b["high"] + 1
+    assert restore(jet, b) == 0
+    left = sorted(os.listdir(b["logs"]))
+    assert left == ["SRU%05X.log" % g for g in range(b["low"], b["high"] + 1)]
+    assert esesim.chk_gen(os.path.join(b["target"], "SRU.chk")) == b["high"] + 1
+
+
+def test_restored_database_attaches_read_only_without_writing(jet, backup_set, make_setup):
+    """JET_bitDbReadOnly (0x1): a clean restored database attaches and its header is not written;
+    a streamed copy that was never restored still gives -544, a dirty database -550."""
+    b = backup_set
+    assert restore(jet, b) == 0
+    before = open(b["db"], "rb").read()
+    s = make_setup(b["target"], db="../databases/SRUDB.dat", name="drill", attach=False)
+    assert s.init_err == 0
+    assert jet.attach(s.ses, s.db, 1) == 0
+    assert jet.dbinfo(s.db, 17, 4)[0] == 0                                  # a reader does not lock others out
+    assert jet.detach(s.ses, s.db) == 0
+    assert open(b["db"], "rb").read() == before
+    streamed = os.path.join(os.path.dirname(b["db"]), "streamed.dat")
+    open(streamed, "wb").write(b["stream"])
+    assert jet.attach(s.ses, streamed, 1) == E["SoftRecoveryOnBackupDatabase"]
+    dirty = os.path.join(os.path.dirname(b["db"]), "dirty.dat")
+    shutil.copyfile(os.path.join(esesim.DATA, "sets/srum-win11-dirty", "SRUDB.dat"), dirty)
+    assert read_header(dirty)[0].dbstate == 2
+    assert jet.attach(s.ses, dirty, 1) == E["DatabaseDirtyShutdown"]
+
+
+@pytest.mark.parametrize("profile", ["esent10", "xp"])
+def test_restore_in_both_profiles(jet, env, tmp_path, make_setup, profile):
+    env(ESESIM_PROFILE=profile)
+    s = make_setup(esesim.copy_set("srum-win11-dirty", str(tmp_path / "dirty")))
+    assert s.init_err == 0 and s.attach_err == 0
+    assert jet.begin(s.inst) == 0
+    dbs, streams, logs, info, trunc = full_backup(jet, s)
+    assert jet.end(s.inst) == 0 and jet.lib.JetTerm2(s.inst, 1) == 0
+    root = tmp_path / "set"
+    os.makedirs(root / "logs")
+    db = str(root / "SRUDB.dat")
+    open(db, "wb").write(streams[s.db][0])
+    for p in logs:
+        shutil.copy(p, root / "logs")
+    b = dict(src=s, db=db, logs=str(root / "logs"), low=info.ulGenLow, high=info.ulGenHigh,
+             target=str(root / "target"), stream=streams[s.db][0])
+    assert restore(jet, b) == 0
+    assert [h.dbstate for h in read_header(db)] == [3, 3]
+    r = make_setup(b["target"], db="../SRUDB.dat", name="restored")
+    assert r.init_err == 0 and r.attach_err == 0
