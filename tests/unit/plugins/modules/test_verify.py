@@ -21,8 +21,8 @@ def run_module(args, tmp_path, extra_path=None):
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(([extra_path] if extra_path else []) + [COLL])
-    proc = subprocess.run([sys.executable, "-m", "ansible_collections.ese.backup.plugins.modules.verify",
-                           str(argfile)], env=env, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "ansible_collections.ese.backup.plugins.modules.verify", str(argfile)]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
     return json.loads(proc.stdout)
 
 
@@ -93,8 +93,8 @@ def test_through_ansible_with_delegation(tmp_path, dirty_copy):
         pytest.skip("ansible not installed next to this Python")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLL, ANSIBLE_NOCOLOR="1", ANSIBLE_PYTHON_INTERPRETER=sys.executable,
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_HOME=str(tmp_path / "home"))
-    proc = subprocess.run([exe, "localhost", "-c", "local", "-m", "ese.backup.verify", "-a", "path=%s" % dirty_copy,
-                           "--check"], env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    cmd = [exe, "localhost", "-c", "local", "-m", "ese.backup.verify", "-a", "path=%s" % dirty_copy, "--check"]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "localhost | SUCCESS =>" in proc.stdout, proc.stdout
     res = json.loads(proc.stdout[proc.stdout.index("{"):])

@@ -7,7 +7,6 @@ import pytest
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import database as dbm
-from ansible_collections.ese.backup.plugins.module_utils.ese_format import structs as st
 
 
 def codes(probs):
@@ -34,14 +33,14 @@ def test_temp_database_is_not_page_checked(singles):
 
 
 def test_dirty_32k_needs_logs_9_to_12(singles):
-    info, _ = dbm.check_database(singles["Windows.edb"], checksums=False)
+    info, _problems = dbm.check_database(singles["Windows.edb"], checksums=False)
     assert dbm.required_generations(info) == (9, 12)
 
 
 def test_chunk_boundaries_do_not_matter(testdata):
     path = os.path.join(testdata, "sets/srum-win11-dirty/SRUDB.dat")
-    a, _ = dbm.check_database(path, chunk_bytes=3 * 4096, want_sha256=True)
-    b, _ = dbm.check_database(path, want_sha256=True)
+    a, _problems_a = dbm.check_database(path, chunk_bytes=3 * 4096, want_sha256=True)
+    b, _problems_b = dbm.check_database(path, want_sha256=True)
     assert (a["pages_ok"], a["pages_zero"], a["sha256"]) == (b["pages_ok"], b["pages_zero"], b["sha256"])
     import hashlib
     with open(path, "rb") as f:
@@ -86,21 +85,21 @@ def test_flipped_bit_in_header(dirty_db, synth):
 
 def test_flipped_bit_in_shadow(dirty_db, synth):
     synth.corrupt(dirty_db, 4096 + 60, 2)
-    _, probs = dbm.check_database(dirty_db)
+    _info, probs = dbm.check_database(dirty_db)
     assert codes(probs) == ["DB_SHADOW_CHECKSUM"]
 
 
 def test_both_headers_damaged(dirty_db, synth):
     synth.corrupt(dirty_db, 300, 0)
     synth.corrupt(dirty_db, 4096 + 300, 0)
-    _, probs = dbm.check_database(dirty_db)
+    _info, probs = dbm.check_database(dirty_db)
     assert codes(probs) == ["DB_HEADER_UNREADABLE"]
 
 
 def test_truncated_database(dirty_db):
     with open(dirty_db, "r+b") as f:
         f.truncate(os.path.getsize(dirty_db) - 1000)
-    _, probs = dbm.check_database(dirty_db)
+    _info, probs = dbm.check_database(dirty_db)
     assert "DB_SIZE" in codes(probs)
 
 
@@ -113,7 +112,7 @@ def test_header_fields_resealed(dirty_db):
         f.seek(0)
         f.write(st_hdr)
         f.write(st_hdr)
-    _, probs = dbm.check_database(dirty_db, checksums=False)
+    _info, probs = dbm.check_database(dirty_db, checksums=False)
     assert codes(probs) == ["DB_FORMAT_VERSION", "DB_STATE"]
 
 
@@ -137,7 +136,7 @@ def test_streamed_database_and_trailer(tmp_path, synth):
     assert dbm.required_generations(info) == (30, 33)
     size = os.path.getsize(p)
     synth.corrupt(p, size - 8192 + 100, 0)
-    _, probs = dbm.check_database(p)
+    _info, probs = dbm.check_database(p)
     assert codes(probs) == ["DB_TRAILER_CHECKSUM"]
 
 
@@ -151,7 +150,7 @@ def test_trailer_signature_and_range(tmp_path, synth):
         struct.pack_into("<I", tr, 56, 29)              # bkinfo.genLow
         f.seek(-4096, 2)
         f.write(ck.seal_header(tr))
-    _, probs = dbm.check_database(p)
+    _info, probs = dbm.check_database(p)
     assert codes(probs) == ["DB_TRAILER_RANGE", "DB_TRAILER_SIGNATURE"]
 
 
@@ -160,7 +159,7 @@ def test_missing_trailer(tmp_path, synth):
     synth.make_database(p, 4096, pages=8, state=2, gen_min=30, gen_max=30, streamed=True, gen_low=30, gen_high=31)
     with open(p, "r+b") as f:
         f.truncate(os.path.getsize(p) - 4096)
-    _, probs = dbm.check_database(p)
+    _info, probs = dbm.check_database(p)
     assert "DB_TRAILER_CHECKSUM" in codes(probs)
 
 
@@ -184,12 +183,12 @@ def test_empty_database_signature(dirty_db):
         f.seek(0)
         f.write(hdr)
         f.write(hdr)
-    _, probs = dbm.check_database(dirty_db, checksums=False)
+    _info, probs = dbm.check_database(dirty_db, checksums=False)
     assert codes(probs) == ["DB_SIGNATURE"]
 
 
 def test_not_a_database(tmp_path):
     p = tmp_path / "junk.bin"
     p.write_bytes(os.urandom(65536))
-    _, probs = dbm.check_database(str(p))
+    _info, probs = dbm.check_database(str(p))
     assert codes(probs) == ["DB_HEADER_UNREADABLE"]

@@ -91,7 +91,7 @@ def test_logtime_round_trip():
     ("edb0000G.log", "invalid", None),
 ])
 def test_log_name_classes(name, kind, gen):
-    k, _, g = lgm.classify_log_name(name)
+    k, _base, g = lgm.classify_log_name(name)
     assert (k, g) == (kind, gen)
 
 
