@@ -301,7 +301,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         private static void Fail(string option, string msg) { throw new InvalidOption(option, msg); }
 
-        public static Plan Validate(Options o, JetApi api)
+        public static Plan Validate(Options o, JetApi api) { return ValidateDest(ValidateSource(o, api)); }
+
+        // The databases and the log set (a session's begin checks these; its copies check the destination).
+        public static Plan ValidateSource(Options o, JetApi api)
         {
             Plan p = new Plan();
             p.Opt = o;
@@ -368,6 +371,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             if (o.BufferSize % p.PageSize != 0 || o.BufferSize < 3 * (long)p.PageSize || o.BufferSize > 256L * 1024 * 1024)
                 Fail("buffer_size", "buffer_size " + o.BufferSize + " must be a multiple of the page size " + p.PageSize + ", at least 3 pages (" + (3 * p.PageSize) + ") and at most 256 MiB; the default is 1048576");
 
+            return p;
+        }
+
+        // The destination and set name of a plan whose source is validated.
+        public static Plan ValidateDest(Plan p)
+        {
+            Options o = p.Opt;
+            string cur = Path.Combine(o.LogPath, o.BaseName + o.LogExt);
             // Destination.
             if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
             if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
@@ -547,8 +558,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     {
         private readonly Plan plan;
         private readonly Options o;
-        private readonly JetApi api;
-        private readonly Dictionary<string, object> result;
+        private JetApi api;
+        private Dictionary<string, object> result;
         private IntPtr inst = IntPtr.Zero, sesid = IntPtr.Zero;
         private bool instCreated, terminated, sessionOpen, backupOpen;
         private readonly List<string> attached = new List<string>();
@@ -561,15 +572,34 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             this.plan = plan; this.o = plan.Opt; this.api = api; this.result = result;
         }
 
+        // Reusable steps (Run below, and the session host in _EseSession.cs, which keeps one sequence across
+        // requests: each request brings its own trace and result).
+        internal void Rebind(JetApi api, Dictionary<string, object> result) { this.api = api; this.result = result; }
+        internal IntPtr Instance { get { return inst; } }
+        internal bool BackupOpen { get { return backupOpen; } }
+        internal uint GenLow { get { return genLow; } }
+        internal uint GenHigh { get { return genHigh; } }
+        internal BackupSetWriter Writer { get { return writer; } }
+        // The file opened by StreamFile and not yet read completely and closed (null when none).
+        internal string OpenSource;
+        internal void Setup() { SetupInstance(); }
+        internal void StartSet(BackupSetWriter w, bool withDatabases)
+        {
+            writer = w; dbEntries.Clear();
+            try { writer.Create(withDatabases); }
+            catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), writer.Staging + ": " + e.Message); }
+            catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, writer.Staging + ": " + e.Message); }
+        }
+        internal void PublishSet() { Publish(); }
+        internal void Finish() { Teardown(); }
+        internal void Cleanup() { AbortAndCleanup(); }
+
         public void Run()
         {
             try
             {
                 SetupInstance();
-                writer = new BackupSetWriter(plan.StagingPath, plan.FinalPath);
-                try { writer.Create(!o.Incremental); }
-                catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), plan.StagingPath + ": " + e.Message); }
-                catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, plan.StagingPath + ": " + e.Message); }
+                StartSet(new BackupSetWriter(plan.StagingPath, plan.FinalPath), !o.Incremental);
                 DoBackup();
                 Teardown();
                 Publish();
@@ -650,74 +680,103 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         private void DoBackup()
         {
-            uint grbit = o.Incremental ? Jet.BackupIncremental : 0;
-            JetApi.Check(api.BeginBackup(inst, grbit), "JetBeginExternalBackupInstance", "grbit=" + JetApi.Hex(grbit));
-            backupOpen = true;
-            result["backup_started"] = true;
-
+            BeginBackup();
             using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
             {
-                if (!o.Incremental)
-                {
-                    List<string> list = api.GetAttachInfo(inst);
-                    for (int i = 0; i < plan.DbPaths.Count; i++)
-                    {
-                        string db = plan.DbPaths[i];
-                        bool found = false;
-                        foreach (string e in list)
-                            if (string.Equals(PathRules.Normalize(e), db, PathRules.Cmp)) found = true;
-                        if (!found) throw new JetFailure("JetGetAttachInfoInstanceW", Jet.errDatabaseNotFound, "configured database " + db + " is not in the attach list");
-                        string rel = "databases/" + plan.DbSetNames[i];
-                        byte[] header, trailer;
-                        long size = StreamFile(pipe, db, rel, "database", -1, true, out header, out trailer);
-                        dbEntries.Add(StreamedDbFacts(db, rel, header, trailer, size));
-                    }
-                }
-                else
-                {
-                    for (int i = 0; i < plan.DbPaths.Count; i++)
-                    {
-                        Dictionary<string, object> d = FactsEntry(null, plan.DbPaths[i], plan.DbFacts[i]);
-                        dbEntries.Add(d);
-                    }
-                }
-
-                string baseName;
-                List<string> logs = api.GetLogInfo2(inst, out genLow, out genHigh, out baseName);
-                List<string> expected = new List<string>();
-                if (genHigh >= genLow && genLow != 0)
-                    for (uint g = genLow; g <= genHigh; g++) expected.Add(o.LogName(g));
-                if (!string.Equals(baseName, o.BaseName, StringComparison.OrdinalIgnoreCase))
-                    throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "JET_LOGINFO base name '" + baseName + "' differs from base_name '" + o.BaseName + "'");
-                if (logs.Count != expected.Count)
-                    throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "the list has " + logs.Count + " entries but JET_LOGINFO gives generations " + genLow + "-" + genHigh);
-                string logDir = PathRules.Normalize(o.LogPath);
-                for (int i = 0; i < logs.Count; i++)
-                {
-                    string entry = logs[i];
-                    string dir = Path.GetDirectoryName(PathRules.Normalize(entry));
-                    if (!string.Equals(Path.GetFileName(entry), expected[i], StringComparison.OrdinalIgnoreCase) || !string.Equals(dir, logDir, PathRules.Cmp))
-                        throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "list entry '" + entry + "' does not match the expected " + Path.Combine(logDir, expected[i]));
-                }
-                for (int i = 0; i < expected.Count; i++)
-                {
-                    byte[] h, t;
-                    string src = Path.Combine(logDir, expected[i]); // the engine's own name, checked against the list
-                    StreamFile(pipe, src, "logs/" + expected[i], "log", genLow + (uint)i, false, out h, out t);
-                }
+                StreamDatabases(pipe);
+                List<string> names = ReadLogInfo();
+                StreamLogs(pipe, names, 0);
             }
 
             bool truncated = false;
             if (o.Truncate)
             {
-                JetApi.Check(api.TruncateLog(inst), "JetTruncateLogInstance", "");
+                TruncateLogs();
                 truncated = true;
-                result["logs_truncated"] = true;
             }
             JetApi.Check(api.EndBackup(inst, Jet.BackupEndNormal), "JetEndExternalBackupInstance2", "grbit=0x1");
             backupOpen = false;
             result["ended"] = "normal";
             result["logs_truncated"] = truncated;
+        }
+
+        internal void BeginBackup()
+        {
+            uint grbit = o.Incremental ? Jet.BackupIncremental : 0;
+            JetApi.Check(api.BeginBackup(inst, grbit), "JetBeginExternalBackupInstance", "grbit=" + JetApi.Hex(grbit));
+            backupOpen = true;
+            result["backup_started"] = true;
+        }
+
+        // Full: streams every configured database (checked against the attach list); incremental: header facts.
+        internal void StreamDatabases(CopyPipeline pipe)
+        {
+            if (!o.Incremental)
+            {
+                List<string> list = api.GetAttachInfo(inst);
+                for (int i = 0; i < plan.DbPaths.Count; i++)
+                {
+                    string db = plan.DbPaths[i];
+                    bool found = false;
+                    foreach (string e in list)
+                        if (string.Equals(PathRules.Normalize(e), db, PathRules.Cmp)) found = true;
+                    if (!found) throw new JetFailure("JetGetAttachInfoInstanceW", Jet.errDatabaseNotFound, "configured database " + db + " is not in the attach list");
+                    string rel = "databases/" + plan.DbSetNames[i];
+                    byte[] header, trailer;
+                    long size = StreamFile(pipe, db, rel, "database", -1, true, out header, out trailer);
+                    dbEntries.Add(StreamedDbFacts(db, rel, header, trailer, size));
+                }
+            }
+            else
+            {
+                for (int i = 0; i < plan.DbPaths.Count; i++)
+                {
+                    Dictionary<string, object> d = FactsEntry(null, plan.DbPaths[i], plan.DbFacts[i]);
+                    dbEntries.Add(d);
+                }
+            }
+        }
+
+        // JetGetLogInfoInstance2W (computes the range and rolls the log on its first call); returns the log
+        // file names of genLow..genHigh by the engine's own rule, checked against esent's list.
+        internal List<string> ReadLogInfo()
+        {
+            string baseName;
+            List<string> logs = api.GetLogInfo2(inst, out genLow, out genHigh, out baseName);
+            List<string> expected = new List<string>();
+            if (genHigh >= genLow && genLow != 0)
+                for (uint g = genLow; g <= genHigh; g++) expected.Add(o.LogName(g));
+            if (!string.Equals(baseName, o.BaseName, StringComparison.OrdinalIgnoreCase))
+                throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "JET_LOGINFO base name '" + baseName + "' differs from base_name '" + o.BaseName + "'");
+            if (logs.Count != expected.Count)
+                throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "the list has " + logs.Count + " entries but JET_LOGINFO gives generations " + genLow + "-" + genHigh);
+            string logDir = PathRules.Normalize(o.LogPath);
+            for (int i = 0; i < logs.Count; i++)
+            {
+                string entry = logs[i];
+                string dir = Path.GetDirectoryName(PathRules.Normalize(entry));
+                if (!string.Equals(Path.GetFileName(entry), expected[i], StringComparison.OrdinalIgnoreCase) || !string.Equals(dir, logDir, PathRules.Cmp))
+                    throw new JetFailure("JetGetLogInfoInstance2W", Jet.errInvalidParameter, "list entry '" + entry + "' does not match the expected " + Path.Combine(logDir, expected[i]));
+            }
+            return expected;
+        }
+
+        // Streams the logs named by ReadLogInfo, from index 'first' on (generation genLow + index).
+        internal void StreamLogs(CopyPipeline pipe, List<string> names, int first)
+        {
+            string logDir = PathRules.Normalize(o.LogPath);
+            for (int i = first; i < names.Count; i++)
+            {
+                byte[] h, t;
+                string src = Path.Combine(logDir, names[i]); // the engine's own name, checked against the list
+                StreamFile(pipe, src, "logs/" + names[i], "log", genLow + (uint)i, false, out h, out t);
+            }
+        }
+
+        internal void TruncateLogs()
+        {
+            JetApi.Check(api.TruncateLog(inst), "JetTruncateLogInstance", "");
+            result["logs_truncated"] = true;
         }
 
         // Streams one file from esent into the set; returns the size. Total must equal OpenFile's size.
@@ -730,6 +789,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             IntPtr h; long size;
             JetApi.Check(api.OpenFile(inst, openName, out h, out size), "JetOpenFileInstanceW", "name=" + openName);
             bool open = true;
+            OpenSource = openName;
             int ps = (int)plan.PageSize;
             long total = 0; int calls = 0;
             System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
@@ -780,6 +840,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "name=" + openName + " delivered " + total + " bytes but OpenFile reported " + size);
                 open = false;
                 JetApi.Check(api.CloseFile(inst, h), "JetCloseFileInstance", "name=" + openName);
+                OpenSource = null;
                 writer.AddFile(rel, role, total, sha, generation);
                 return total;
             }
