@@ -293,6 +293,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public long EstimatedBytes, FreeBytes;
         public string FinalPath, StagingPath;
         public List<object> LogsOnDisk = new List<object>();
+        public IDictionary ExistingManifest; // set_name names a complete set of this same backup: nothing to do
     }
 
     internal static class Validator
@@ -400,7 +401,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 Fail("set_name", "set_name '" + o.SetName + "' must be a plain folder name without path separators, not starting with '.'");
             p.FinalPath = Path.Combine(PathRules.Normalize(o.Dest), o.SetName);
             p.StagingPath = Path.Combine(PathRules.Normalize(o.Dest), "." + o.SetName + ".partial");
-            if (Directory.Exists(p.FinalPath) || File.Exists(p.FinalPath)) Fail("set_name", "a backup set '" + p.FinalPath + "' already exists; choose another set_name or remove the old set");
+            if (Directory.Exists(p.FinalPath))
+            {
+                p.ExistingManifest = SameBackupSet(p.FinalPath, o, p);
+                if (p.ExistingManifest != null) return p;
+            }
+            if (Directory.Exists(p.FinalPath) || File.Exists(p.FinalPath))
+                Fail("set_name", "'" + p.FinalPath + "' already exists and is not a complete " + o.Type + " backup set of these databases; choose another set_name or remove it");
             if (Directory.Exists(p.StagingPath) || File.Exists(p.StagingPath)) Fail("set_name", "an incomplete set '" + p.StagingPath + "' exists from an earlier run; remove it or choose another set_name");
             ProbeWritable(destProbe);
 
@@ -422,6 +429,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             if (p.FreeBytes >= 0 && p.FreeBytes < need && Environment.GetEnvironmentVariable(TestIgnoreFreeSpaceVar) != "1")
                 Fail("dest", "not enough free space in dest '" + o.Dest + "': about " + need + " bytes needed, " + p.FreeBytes + " available; free space or choose another dest");
             return p;
+        }
+
+        // The manifest of an existing set when it is a complete set of the same type and databases, else null.
+        private static IDictionary SameBackupSet(string dir, Options o, Plan p)
+        {
+            string path = Path.Combine(dir, "manifest.json");
+            if (!File.Exists(path)) return null;
+            IDictionary m;
+            try { m = Json.Parse(File.ReadAllText(path, Encoding.UTF8)) as IDictionary; }
+            catch (FormatException) { return null; }
+            catch (IOException) { return null; }
+            if (m == null || !"ese.backup/1".Equals(m["format"]) || !o.Type.Equals(m["type"])) return null;
+            IDictionary source = m["source"] as IDictionary;
+            IList dbs = source == null ? null : source["databases"] as IList;
+            if (dbs == null || dbs.Count != p.DbPaths.Count) return null;
+            for (int i = 0; i < dbs.Count; i++)
+                if (!string.Equals(Convert.ToString(dbs[i], CultureInfo.InvariantCulture), p.DbPaths[i], PathRules.Cmp)) return null;
+            return m;
         }
 
         // Numbered logs in log_path: <base> + 5 or 8 hex digits + extension.
@@ -867,6 +892,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             d["page_size"] = (long)f.PageSize; d["db_state"] = (long)f.State;
             d["sign_db"] = DbFacts.HexBytes(f.SignDb); d["sign_log"] = DbFacts.HexBytes(f.SignLog);
             d["gen_min_required"] = (long)f.GenMin; d["gen_max_required"] = (long)f.GenMax;
+            // The header's backup history before this backup: restore checks a chain against it.
+            d["last_full"] = DbFacts.BkInfo(f.FullPrev); d["last_incremental"] = DbFacts.BkInfo(f.IncPrev);
             return d;
         }
 
@@ -1033,6 +1060,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             catch (DllNotFoundException e)
             {
                 result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict();
+                return result;
+            }
+            if (plan.ExistingManifest != null)
+            {
+                result["already_exists"] = true;
+                result["backup_set"] = plan.FinalPath;
+                result["manifest"] = plan.ExistingManifest;
                 return result;
             }
             if (checkMode)

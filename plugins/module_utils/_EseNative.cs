@@ -80,6 +80,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
 
         [DllImport(Esent, ExactSpelling = true)]
         public static extern int JetEndExternalBackupInstance2(IntPtr instance, uint grbit);
+
+        // JET_RSTMAP_W[] is passed as 2 pointers per entry (szDatabaseName, szNewDatabaseName: 16 bytes on x64);
+        // pLogInfo is a 20-byte JET_LOGINFO_W (jet-constants.md 5.3, 5.4).
+        [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        public static extern int JetExternalRestore2W(string szCheckpointFilePath, string szLogPath, [In] IntPtr[] rgrstmap, int crstfilemap,
+            string szBackupLogPath, [In, Out] byte[] pLogInfo, string szTargetInstanceName, string szTargetInstanceLogPath,
+            string szTargetInstanceCheckpointPath, IntPtr pfn);
     }
 
     public static class Jet
@@ -92,6 +99,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         public const uint BackupIncremental = 0x1, BackupEndNormal = 0x1, BackupEndAbort = 0x2;
         public const uint TermComplete = 0x1, TermStopBackup = 0x4;
         public const uint InitLogStreamMustExist = 0x40;
+        public const uint DbReadOnly = 0x1;
         public const int LogInfoWSize = 20;
         public const int errDatabaseNotFound = -1203, errDiskFull = -1808, errDiskIO = -1022;
         public const int errFileAccessDenied = -1032, errInvalidParameter = -1003, errFileInvalidType = -1812;
@@ -195,6 +203,40 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         public int Attach(IntPtr sesid, string path)
         {
             return trace.Add("JetAttachDatabase2W", NativeMethods.JetAttachDatabase2W(sesid, path, 0, 0), "path=" + path);
+        }
+
+        public int AttachReadOnly(IntPtr sesid, string path)
+        {
+            return trace.Add("JetAttachDatabase2W", NativeMethods.JetAttachDatabase2W(sesid, path, 0, Jet.DbReadOnly), "path=" + path + " grbit=JET_bitDbReadOnly");
+        }
+
+        // One JetExternalRestore2W call: map = pairs {original path, path of the streamed copy}.
+        public int ExternalRestore(string checkpointPath, string logPath, IList<KeyValuePair<string, string>> map, string backupLogPath,
+            uint genLow, uint genHigh, string baseName)
+        {
+            byte[] info = NewLogInfo();
+            BitConverter.GetBytes(genLow).CopyTo(info, 4);
+            BitConverter.GetBytes(genHigh).CopyTo(info, 8);
+            Encoding.Unicode.GetBytes(baseName.Length > 3 ? baseName.Substring(0, 3) : baseName).CopyTo(info, 12);
+            IntPtr[] rst = new IntPtr[map.Count * 2];
+            StringBuilder detail = new StringBuilder();
+            try
+            {
+                for (int i = 0; i < map.Count; i++)
+                {
+                    rst[2 * i] = Marshal.StringToHGlobalUni(map[i].Key);
+                    rst[2 * i + 1] = Marshal.StringToHGlobalUni(map[i].Value);
+                    detail.Append(" map=" + map[i].Key + "->" + map[i].Value);
+                }
+                int err = NativeMethods.JetExternalRestore2W(checkpointPath, logPath, rst, map.Count, backupLogPath, info, null, null, null, IntPtr.Zero);
+                return trace.Add("JetExternalRestore2W", err, "genLow=" + genLow.ToString(CultureInfo.InvariantCulture) + " genHigh="
+                    + genHigh.ToString(CultureInfo.InvariantCulture) + " base=" + baseName + " backupLogPath=" + backupLogPath
+                    + " logPath=" + logPath + " checkpointPath=" + checkpointPath + detail.ToString());
+            }
+            finally
+            {
+                foreach (IntPtr p in rst) if (p != IntPtr.Zero) Marshal.FreeHGlobal(p);
+            }
         }
 
         public int Detach(IntPtr sesid, string path)
