@@ -85,9 +85,9 @@ def journal_facts(journal):
 def classify_run(facts, check_mode):
     """Situation of an ``Engine.Run`` result.
 
-    An explicit ``set_name`` that already exists under ``dest`` is an ``invalid`` fact (option
-    ``set_name``): a run never overwrites, merges into or silently skips an existing set, so "again"
-    with the same ``set_name`` fails clearly and changes nothing (docs/jet-policy.md).
+    An explicit ``set_name`` naming a complete set of the same type and databases is
+    ``already_exists``: the backup was taken, nothing to do (re-running a playbook reports ok). Any
+    other existing ``set_name`` is an ``invalid`` fact: a run never overwrites or merges into a folder.
     """
     failed_call = facts.get("failed_call")
     return {
@@ -99,13 +99,17 @@ def classify_run(facts, check_mode):
         "ended": facts.get("ended"),
         "logs_truncated": bool(facts.get("logs_truncated")),
         "published": facts.get("backup_set") is not None,
+        "exists": bool(facts.get("already_exists")),
     }
 
 
 RUN_TABLE = (
     row("invalid", "an option is invalid (the engine checked it before any backup call), including a set_name that "
-        "already exists under dest", {"invalid": True}, False, True,
+        "names an existing folder other than a complete set of this backup", {"invalid": True}, False, True,
         "invalid value for option '{option}': {invalid_msg}"),
+    row("exists", "set_name names a complete backup set of the same type and databases (a re-run)",
+        {"exists": True}, False, False,
+        "backup set {backup_set} already holds this {type} backup; nothing to do"),
     row("check_failed", "check mode: a JET call made to inspect the databases failed",
         {"check_mode": True, "failed": True}, False, True,
         "check mode: {call} returned {jet_err}{detail}: {advice}; a real run would fail"),
@@ -132,7 +136,8 @@ RUN_TABLE = (
         "report it with the task's trace"),
 )
 
-RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated", "kept_staging")
+RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated", "kept_staging",
+            "already_exists")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -164,3 +164,19 @@ def test_profiles_back_up_alike(sim, profile):
     res = sim.run(backup_play())
     assert res.rc == 0, res.stdout
     assert res.task("web01", "backup")["result"]["changed"] is True
+
+
+def test_rerun_with_the_same_set_name_reports_ok(sim):
+    sim.add_host("web01")
+    first = sim.run(backup_play())
+    assert first.task("web01", "backup")["result"]["changed"] is True, first.stdout
+    set_dir = sim.local("web01", "%s\\web01\\nightly" % SHARE)
+    before = sim.snapshot("web01")
+    for extra in ([], ["--check"]):
+        again = sim.run(backup_play(), extra_args=extra)
+        assert again.rc == 0, again.stdout
+        rec = again.task("web01", "backup")
+        assert rec["status"] == "ok" and rec["result"]["changed"] is False, rec
+        assert "already holds this full backup" in rec["result"]["msg"]
+        assert not any(t["call"] == "JetBeginExternalBackupInstance" for t in rec["result"]["trace"])
+    assert sim.snapshot("web01") == before and os.path.isfile(os.path.join(set_dir, "manifest.json"))

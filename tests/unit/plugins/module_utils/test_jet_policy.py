@@ -80,6 +80,12 @@ CASES = [
                                                                         "logs were truncated"]),
     ("run created copy", "run", run_facts(logs_truncated=False, manifest={"type": "copy"}), False, "created", True,
      False, ["created copy backup set"]),
+    ("run again with the same set_name", "run",
+     run_facts(already_exists=True, backup_started=False, ended=None, trace=[]), False, "exists", False, False,
+     ["backup set " + SET + " already holds this full backup; nothing to do"]),
+    ("run again in check mode", "run",
+     run_facts(already_exists=True, backup_started=False, ended=None, trace=[]), True, "exists", False, False,
+     ["nothing to do"]),
     ("run not ended", "run", run_facts(backup_started=False, ended=None, logs_truncated=False),
      False, "inconsistent", False, True, ["inconsistent result"]),
     # ---- info ----
