@@ -240,10 +240,102 @@ END_TABLE = (
 
 END_KEYS = ("trace", "journal", "check", "mode")
 
+# --------------------------------------------------------------------------------------------------
+# ese.backup.restore: hard recovery from a chain of backup sets, or a restore drill (issue 6)
+# --------------------------------------------------------------------------------------------------
+
+def classify_restore(facts, check_mode):
+    """Situation of a ``Restore.Run`` result.
+
+    ``refused`` is a problem found before anything was written (chain, manifest hash, log signature,
+    target exists or in use, service running). ``undo_complete`` is false when a failed restore could
+    not remove or put back everything it had changed (the ``undone`` notes say what).
+    """
+    failed_call = facts.get("failed_call")
+    report = facts.get("drill_report") or {}
+    undone = facts.get("undone") or []
+    return {
+        "check_mode": bool(check_mode),
+        "invalid": bool(facts.get("invalid")),
+        "refused": bool(facts.get("refused")),
+        "failed": failed_call is not None,
+        "err": failed_call.get("err") if failed_call else None,
+        "drill": bool(facts.get("drill")),
+        "drill_passed": bool(report.get("passed")),
+        "restored": bool(facts.get("restored")),
+        "undo_complete": not any(str(n).startswith("could not") for n in undone),
+    }
+
+
+RESTORE_TABLE = (
+    row("invalid", "an option is invalid", {"invalid": True}, False, True,
+        "invalid value for option '{option}': {invalid_msg}"),
+    row("refused", "the chain, a manifest, a log or a target failed a check; nothing was written",
+        {"refused": True}, False, True,
+        "restore refused ({problem}), nothing was written: {refused_msg}"),
+    row("check_drill", "check mode, drill: the chain and the scratch directory are valid",
+        {"check_mode": True, "drill": True}, False, False,
+        "check mode: a drill would restore log generations {gen_low}-{gen_high} from {sets} set(s) into a "
+        "scratch directory"),
+    row("check_restore", "check mode: the chain and the targets are valid; a real run would restore",
+        {"check_mode": True}, True, False,
+        "check mode: would write {would_write} and replay log generations {gen_low}-{gen_high} from {sets} set(s)"),
+    row("drill_failed_call", "drill: a JET call or file step failed; the scratch directory was removed",
+        {"drill": True, "failed": True}, False, True,
+        "drill failed: {call} returned {jet_err}{detail}: {advice}; {scratch_note}"),
+    row("drill_failed_check", "drill: the restore worked but a check of the result failed",
+        {"drill": True, "drill_passed": False}, False, True,
+        "drill failed: {failed_checks}; {scratch_note}"),
+    row("drill_passed", "drill: restored, attached read-only, clean, expected generation, pages verified",
+        {"drill": True}, False, False,
+        "drill passed: log generations {gen_low}-{gen_high} from {sets} set(s) restore to a clean database; "
+        "{scratch_note}"),
+    row("failed_undone", "a JET call or file step failed; everything the restore wrote was removed or put back",
+        {"failed": True, "undo_complete": True}, False, True,
+        "{call} returned {jet_err}{detail}: {advice}; the targets are as they were ({undone})"),
+    row("failed_changed", "a JET call or file step failed and the restore could not undo all of its changes",
+        {"failed": True}, True, True,
+        "{call} returned {jet_err}{detail}: {advice}; the restore wrote {written} and could not undo all of it: "
+        "{undone}"),
+    row("restored", "every step succeeded and the restored headers are clean at the chain's last generation",
+        {"restored": True}, True, False,
+        "restored {n_restored} database(s) from {sets} set(s), log generations {gen_low}-{gen_high}: {restored_paths}"),
+    row("inconsistent", "any other combination of facts (an engine bug)", {}, False, True,
+        "the engine returned an inconsistent result; report it with the task's trace"),
+)
+
+RESTORE_KEYS = ("trace", "refused", "chain", "restored", "written", "undone", "drill", "drill_report", "check")
+
+
+def _restore_context(facts):
+    refused = facts.get("refused") or {}
+    chain = facts.get("chain") or []
+    check = facts.get("check") or {}
+    report = facts.get("drill_report") or {}
+    restored = facts.get("restored") or []
+    failed_checks = ["%s (%s)" % (c.get("check"), c.get("detail")) for c in report.get("checks") or [] if not c.get("ok")]
+    return {
+        "problem": refused.get("problem"),
+        "refused_msg": refused.get("msg"),
+        "sets": len(chain),
+        "gen_low": chain[0].get("gen_low") if chain else None,
+        "gen_high": chain[-1].get("gen_high") if chain else None,
+        "would_write": ", ".join(d.get("path", "?") for d in check.get("would_write") or []) or "nothing",
+        "n_restored": len(restored),
+        "restored_paths": ", ".join(str(d.get("path")) for d in restored),
+        "written": ", ".join(str(f) for f in facts.get("written") or []) or "nothing",
+        "undone": "; ".join(str(n) for n in facts.get("undone") or []) or "nothing to undo",
+        "failed_checks": "; ".join(failed_checks) or "no check passed",
+        "scratch_note": "the scratch directory was removed" if report.get("scratch_removed", True)
+        else "the scratch directory %s could not be removed" % report.get("scratch"),
+    }
+
+
 POLICIES = collections.OrderedDict([
     ("run", Policy("run", classify_run, RUN_TABLE, False, RUN_KEYS)),
     ("info", Policy("info", classify_info, INFO_TABLE, False, None)),
     ("end", Policy("end", classify_end, END_TABLE, True, END_KEYS)),
+    ("restore", Policy("restore", classify_restore, RESTORE_TABLE, False, RESTORE_KEYS)),
 ])
 
 
@@ -344,6 +436,7 @@ def _context(facts, call):
         "databases": len(facts.get("databases") or []),
         "backup_sets": len(facts.get("backup_sets") or []),
     }
+    context.update(_restore_context(facts))
     return _Lenient(context)
 
 

@@ -25,17 +25,20 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PS1 = sorted(glob.glob(os.path.join(ROOT, "plugins", "**", "*.ps1"), recursive=True))
 MODULES = sorted(p for p in PS1 if os.sep + "modules" + os.sep in p)
 ENGINE_NS = "ansible_collections.ese.backup.plugins.module_utils.EseEngine"
+RESTORE_NS = "ansible_collections.ese.backup.plugins.module_utils._EseRestore"
 ENGINE_DLL = os.path.join(ROOT, "build", "engine", "EseEngine.dll")
 # docs/architecture.md section 2, "Entry points".
 ENTRY_POINT_PARAMS = {
     "Run": ["System.Collections.IDictionary", "System.Boolean"],
     "Info": ["System.Collections.IDictionary"],
+    "Restore.Run": ["System.Collections.IDictionary", "System.Boolean"],
 }
 # The C# utils a type namespace needs, as '#AnsibleRequires -CSharpUtil <one of these>'.
 REQUIRES = {
     "Ansible.Basic.": ("Ansible.Basic",),
     "Ansible.Privilege.": ("Ansible.Privilege",),
     ENGINE_NS + ".": ("..module_utils.EseEngine", ENGINE_NS),
+    RESTORE_NS + ".": ("..module_utils._EseRestore", RESTORE_NS),
 }
 
 
@@ -166,7 +169,7 @@ def engine_calls():
     calls = []
     for path in PS1:
         for type_name, method, arity, line in ps1_ast.static_calls(tree_of(path)):
-            if type_name.startswith(ENGINE_NS + "."):
+            if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".")):
                 calls.append((rel(path), type_name, method, arity, line))
     return calls
 
@@ -174,6 +177,7 @@ def engine_calls():
 def test_modules_call_the_engine():
     called = set((c[0], c[2]) for c in engine_calls())
     assert ("plugins/modules/run.ps1", "Run") in called and ("plugins/modules/info.ps1", "Info") in called
+    assert ("plugins/modules/restore.ps1", "Run") in called
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +213,7 @@ def test_engine_entry_point_exists(engine_methods, call):
     matching = [o for o in overloads if len(o["params"]) == arity]
     assert matching, "%s:%d calls %s with %d arguments; the engine has %s" % (
         path, line, method, arity, [o["params"] for o in overloads])
-    if method in ENTRY_POINT_PARAMS:
-        assert any(o["params"] == ENTRY_POINT_PARAMS[method] for o in matching), (method, matching)
+    key = "Restore.Run" if type_name.startswith(RESTORE_NS + ".") and method == "Run" else method
+    if key in ENTRY_POINT_PARAMS:
+        assert any(o["params"] == ENTRY_POINT_PARAMS[key] for o in matching), (method, matching)
         assert all(o["returns_dict"] for o in matching), "%s must return a dictionary of facts" % method

@@ -55,7 +55,7 @@ MODULE_DOCS = os.path.join(REPO, "plugins", "modules")
 COLLECTION = "ese.backup."
 
 # Engine entry point called by each simulated module (the .ps1 module calls the same one).
-ENTRY_POINTS = {"run": "Run", "info": "Info"}
+ENTRY_POINTS = {"run": "Run", "info": "Info", "restore": "Restore.Run"}
 
 _WIN_ABS = re.compile(r"^([A-Za-z]):[\\/](.*)$", re.S)
 _UNC = re.compile(r"^\\\\([^\\/]+)[\\/]([^\\/]+)(?:[\\/](.*))?$", re.S)
