@@ -292,6 +292,41 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             return result;
         }
 
+        // Attach databases read-only on an existing log stream (soft recovery check) and read their headers.
+        // A streamed copy that was never hard-recovered fails here with -544, as in esent.
+        public static Dictionary<string, object> Attach(IDictionary args)
+        {
+            Trace trace = new Trace();
+            JetApi api = new JetApi(trace);
+            Dictionary<string, object> result = NewResult(trace);
+            try
+            {
+                RestoreOptions o = new RestoreOptions();
+                o.InstanceName = Args.Str(args, "instance_name", "ese.backup.restore");
+                string logPath = Args.Str(args, "log_path", null);
+                string baseName = Args.Str(args, "base_name", "edb");
+                if (logPath == null || !PathRules.IsAbsolute(logPath)) throw new InvalidOption("log_path", "log_path must be an absolute path");
+                List<Target> targets = new List<Target>();
+                foreach (string db in Args.List(args, "databases"))
+                {
+                    if (!PathRules.IsAbsolute(db)) throw new InvalidOption("databases", "'" + db + "' must be an absolute path");
+                    Target t = new Target();
+                    t.Source = db; t.Path = db;
+                    targets.Add(t);
+                }
+                ChainSet stream = new ChainSet();
+                stream.BaseName = baseName;
+                List<ChainSet> chain = new List<ChainSet>();
+                chain.Add(stream);
+                List<object> checks = new List<object>();
+                AttachReadOnly(o, chain, targets, logPath, api, result, checks);
+                result["checks"] = checks;
+            }
+            catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
+            catch (DllNotFoundException e) { result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict(); }
+            return result;
+        }
+
         // ---- the chain: every manifest, file, hash, signature and generation, before anything is written ----
 
         internal static List<ChainSet> LoadChain(RestoreOptions o)
@@ -738,6 +773,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     bool clean = "clean_shutdown".Equals(h["db_state_name"]);
                     checks.Add(Check("clean_shutdown", clean, t.Path + ": " + h["db_state_name"]));
                     bool gen = h.ContainsKey("gen_max_committed") && (long)h["gen_max_committed"] == high;
+                    if (high == 0) { ok = ok && clean; continue; } // Attach: no expected generation
                     checks.Add(Check("log_generation", gen, t.Path + ": last committed generation " + (h.ContainsKey("gen_max_committed") ? h["gen_max_committed"] : "?")
                         + ", expected " + high.ToString(CultureInfo.InvariantCulture)));
                     ok = ok && clean && gen;
