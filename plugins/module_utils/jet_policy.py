@@ -165,6 +165,116 @@ INFO_TABLE = (
 
 
 # --------------------------------------------------------------------------------------------------
+# Backup sessions (issue 4): begin, copy, truncate. Facts: docs/sessions.md.
+# --------------------------------------------------------------------------------------------------
+
+def classify_begin(facts, check_mode):
+    """Situation of a ``Session.Begin`` result."""
+    failed_call = facts.get("failed_call")
+    check = facts.get("check") or {}
+    return {
+        "check_mode": bool(check_mode),
+        "invalid": bool(facts.get("invalid")),
+        "failed": failed_call is not None,
+        "err": failed_call.get("err") if failed_call else None,
+        "started": bool(facts.get("started")),
+        "exists": bool(facts.get("exists")),
+        "would_begin": bool(check.get("would_begin")),
+    }
+
+
+BEGIN_TABLE = (
+    row("invalid", "an option is invalid, or a live session of this name runs with other parameters",
+        {"invalid": True}, False, True, "invalid value for option '{option}': {invalid_msg}"),
+    row("check_failed", "check mode: a JET call made to inspect the databases failed",
+        {"check_mode": True, "failed": True}, False, True,
+        "check mode: {call} returned {jet_err}{detail}: {advice}; a real run would fail"),
+    row("check_begin", "check mode: no live session of this name; a real run would start one",
+        {"check_mode": True, "would_begin": True}, True, False,
+        "check mode: a session host would be started for session {session}"),
+    row("check_exists", "check mode: a live session of this name runs with the same parameters",
+        {"check_mode": True}, False, False, "check mode: session {session} is already open"),
+    row("failed", "a JET call (or starting the session host) failed; no session host runs",
+        {"failed": True}, False, True, "{call} returned {jet_err}{detail}: {advice}; no backup session was begun"),
+    row("begun", "the session host runs and JetBeginExternalBackupInstance succeeded",
+        {"started": True}, True, False, "began backup session {session} (session host pid {pid})"),
+    row("exists", "a live session of this name runs with the same parameters (a re-run)",
+        {"exists": True}, False, False, "backup session {session} is already open with these parameters"),
+    row("inconsistent", "any other combination of facts (an engine bug)", {}, False, True,
+        "the engine returned an inconsistent begin result; report it with the task's trace"),
+)
+
+BEGIN_KEYS = ("trace", "session", "journal", "check", "started")
+
+
+def classify_copy(facts, check_mode):
+    """Situation of a ``Session.Copy`` result."""
+    failed_call = facts.get("failed_call")
+    return {
+        "check_mode": bool(check_mode),
+        "invalid": bool(facts.get("invalid")),
+        "failed": failed_call is not None,
+        "err": failed_call.get("err") if failed_call else None,
+        "published": facts.get("backup_set") is not None,
+    }
+
+
+COPY_TABLE = (
+    row("invalid", "an option is invalid, the set exists, or the session is not running",
+        {"invalid": True}, False, True, "invalid value for option '{option}': {invalid_msg}"),
+    row("check", "check mode: the session is open and the destination is usable",
+        {"check_mode": True, "failed": False}, True, False, "check mode: the session would copy into {target}"),
+    row("failed", "a JET call or a destination write failed; nothing was published and the backup stays open",
+        {"failed": True}, False, True,
+        "{call} returned {jet_err}{detail}: {advice}; no backup set was published. The session stays open{incomplete}: "
+        "copy again, or end it with mode abort"),
+    row("copied", "every file was read completely and the set was published",
+        {"published": True}, True, False, "copied {copied} file(s) of session {session} into {backup_set}"),
+    row("inconsistent", "any other combination of facts (an engine bug)", {}, False, True,
+        "the engine returned an inconsistent copy result; report it with the task's trace"),
+)
+
+COPY_KEYS = ("trace", "session", "journal", "check", "backup_set", "manifest")
+
+
+def classify_truncate(facts, check_mode):
+    """Situation of a ``Session.Truncate`` result."""
+    failed_call = facts.get("failed_call")
+    check = facts.get("check") or {}
+    return {
+        "check_mode": bool(check_mode),
+        "invalid": bool(facts.get("invalid")),
+        "refused": bool(facts.get("refused")),
+        "failed": failed_call is not None,
+        "err": failed_call.get("err") if failed_call else None,
+        "already": bool(facts.get("already_truncated")),
+        "would_truncate": bool(check.get("would_truncate")),
+        "truncated": bool(facts.get("logs_truncated")),
+    }
+
+
+TRUNCATE_TABLE = (
+    row("invalid", "an option is invalid, the session does not truncate (copy, differential) or is not running",
+        {"invalid": True}, False, True, "invalid value for option '{option}': {invalid_msg}"),
+    row("refused", "the journal does not show every log of the backup's range copied completely",
+        {"refused": True}, False, True, "refusing to truncate the logs of session {session}: {refused_msg}"),
+    row("already", "the logs of this session were already truncated (a re-run)",
+        {"already": True}, False, False, "the logs of session {session} are already truncated"),
+    row("check", "check mode: every log is copied; a real run would truncate",
+        {"check_mode": True, "would_truncate": True}, True, False,
+        "check mode: the logs of session {session} would be truncated"),
+    row("failed", "JetTruncateLogInstance failed (JET_errLogFileNotCopied, JET_errBackupAbortByServer, ...)",
+        {"failed": True}, False, True, "{call} returned {jet_err}{detail}: {advice}; the logs were not truncated"),
+    row("truncated", "JetTruncateLogInstance succeeded", {"truncated": True}, True, False,
+        "truncated the logs of session {session}"),
+    row("inconsistent", "any other combination of facts (an engine bug)", {}, False, True,
+        "the engine returned an inconsistent truncate result; report it with the task's trace"),
+)
+
+TRUNCATE_KEYS = ("trace", "session", "journal", "check", "refused", "logs_truncated")
+
+
+# --------------------------------------------------------------------------------------------------
 # ese.backup.end: end a backup session (JetEndExternalBackupInstance2), issue 4
 # --------------------------------------------------------------------------------------------------
 
@@ -238,7 +348,7 @@ END_TABLE = (
         "the engine returned no End call; report it with the task's trace", "unknown", False),
 )
 
-END_KEYS = ("trace", "journal", "check", "mode")
+END_KEYS = ("trace", "journal", "check", "mode", "session")
 
 # --------------------------------------------------------------------------------------------------
 # ese.backup.restore: hard recovery from a chain of backup sets, or a restore drill (issue 6)
@@ -334,6 +444,9 @@ def _restore_context(facts):
 POLICIES = collections.OrderedDict([
     ("run", Policy("run", classify_run, RUN_TABLE, False, RUN_KEYS)),
     ("info", Policy("info", classify_info, INFO_TABLE, False, None)),
+    ("begin", Policy("begin", classify_begin, BEGIN_TABLE, False, BEGIN_KEYS)),
+    ("copy", Policy("copy", classify_copy, COPY_TABLE, False, COPY_KEYS)),
+    ("truncate", Policy("truncate", classify_truncate, TRUNCATE_TABLE, False, TRUNCATE_KEYS)),
     ("end", Policy("end", classify_end, END_TABLE, True, END_KEYS)),
     ("restore", Policy("restore", classify_restore, RESTORE_TABLE, False, RESTORE_KEYS)),
 ])
@@ -434,6 +547,12 @@ def _context(facts, call):
         "journal_ending": JOURNAL_ENDINGS[journal["ended"]] if journal else "no journal",
         "journal_state": journal_state,
         "databases": len(facts.get("databases") or []),
+        "session": (facts.get("session") or {}).get("name"),
+        "pid": (facts.get("session") or {}).get("pid"),
+        "refused_msg": (facts.get("refused") or {}).get("msg"),
+        "copied": len(manifest.get("files") or []),
+        "incomplete": "; not read completely: %s" % ", ".join(map(str, journal["incomplete_files"]))
+                      if journal and journal["incomplete_files"] else "",
         "backup_sets": len(facts.get("backup_sets") or []),
     }
     context.update(_restore_context(facts))

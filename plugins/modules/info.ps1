@@ -5,6 +5,7 @@
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
 #AnsibleRequires -CSharpUtil ..module_utils.EseEngine
+#AnsibleRequires -CSharpUtil ..module_utils._EseSession
 
 # Read-only: header facts of databases and the backup sets under a directory. The action plugin
 # (plugins/action/info.py) passes the result through and names a failed JET call.
@@ -13,14 +14,18 @@ $spec = @{
     options = @{
         databases = @{ type = 'list'; elements = 'path' }
         backup_path = @{ type = 'path' }
+        sessions = @{ type = 'bool' }
     }
-    required_one_of = @(, @('databases', 'backup_path'))
+    required_one_of = @(, @('databases', 'backup_path', 'sessions'))
     supports_check_mode = $true
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
 
 $facts = [ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]::Info($module.Params)
+if ($module.Params.sessions) {
+    $facts['sessions'] = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::List($module.Params)['sessions']
+}
 
 foreach ($entry in $facts.GetEnumerator()) {
     $module.Result[$entry.Key] = $entry.Value

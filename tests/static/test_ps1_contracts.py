@@ -26,12 +26,18 @@ PS1 = sorted(glob.glob(os.path.join(ROOT, "plugins", "**", "*.ps1"), recursive=T
 MODULES = sorted(p for p in PS1 if os.sep + "modules" + os.sep in p)
 ENGINE_NS = "ansible_collections.ese.backup.plugins.module_utils.EseEngine"
 RESTORE_NS = "ansible_collections.ese.backup.plugins.module_utils._EseRestore"
+SESSION_NS = "ansible_collections.ese.backup.plugins.module_utils._EseSession"
 ENGINE_DLL = os.path.join(ROOT, "build", "engine", "EseEngine.dll")
 # docs/architecture.md section 2, "Entry points".
 ENTRY_POINT_PARAMS = {
     "Run": ["System.Collections.IDictionary", "System.Boolean"],
     "Info": ["System.Collections.IDictionary"],
     "Restore.Run": ["System.Collections.IDictionary", "System.Boolean"],
+    "Begin": ["System.Collections.IDictionary", "System.Boolean"],
+    "Copy": ["System.Collections.IDictionary", "System.Boolean"],
+    "Truncate": ["System.Collections.IDictionary", "System.Boolean"],
+    "End": ["System.Collections.IDictionary", "System.Boolean"],
+    "List": ["System.Collections.IDictionary"],
 }
 # The C# utils a type namespace needs, as '#AnsibleRequires -CSharpUtil <one of these>'.
 REQUIRES = {
@@ -39,6 +45,7 @@ REQUIRES = {
     "Ansible.Privilege.": ("Ansible.Privilege",),
     ENGINE_NS + ".": ("..module_utils.EseEngine", ENGINE_NS),
     RESTORE_NS + ".": ("..module_utils._EseRestore", RESTORE_NS),
+    SESSION_NS + ".": ("..module_utils._EseSession", SESSION_NS),
 }
 
 
@@ -169,7 +176,7 @@ def engine_calls():
     calls = []
     for path in PS1:
         for type_name, method, arity, line in ps1_ast.static_calls(tree_of(path)):
-            if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".")):
+            if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".")):
                 calls.append((rel(path), type_name, method, arity, line))
     return calls
 
@@ -178,6 +185,9 @@ def test_modules_call_the_engine():
     called = set((c[0], c[2]) for c in engine_calls())
     assert ("plugins/modules/run.ps1", "Run") in called and ("plugins/modules/info.ps1", "Info") in called
     assert ("plugins/modules/restore.ps1", "Run") in called
+    for module, entry in (("begin", "Begin"), ("copy", "Copy"), ("truncate", "Truncate"), ("end", "End"),
+                          ("info", "List")):
+        assert ("plugins/modules/%s.ps1" % module, entry) in called
 
 
 @pytest.fixture(scope="module")

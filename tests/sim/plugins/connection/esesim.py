@@ -55,7 +55,12 @@ MODULE_DOCS = os.path.join(REPO, "plugins", "modules")
 COLLECTION = "ese.backup."
 
 # Engine entry point called by each simulated module (the .ps1 module calls the same one).
-ENTRY_POINTS = {"run": "Run", "info": "Info", "restore": "Restore.Run"}
+ENTRY_POINTS = {"run": "Run", "info": "Info", "restore": "Restore.Run", "begin": "Session.Begin",
+                "copy": "Session.Copy", "truncate": "Session.Truncate", "end": "Session.End"}
+# info.ps1 adds the session listing when its 'sessions' option is true (a second engine call).
+SESSION_LIST = "Session.List"
+# Where a simulated host keeps its session journals (on Windows: %ProgramData%\ese.backup\sessions).
+SESSION_DIR = "C:\\ProgramData\\ese.backup\\sessions"
 
 _WIN_ABS = re.compile(r"^([A-Za-z]):[\\/](.*)$", re.S)
 _UNC = re.compile(r"^\\\\([^\\/]+)[\\/]([^\\/]+)(?:[\\/](.*))?$", re.S)
@@ -273,6 +278,9 @@ class Connection(ConnectionBase):
         request = {"entry": ENTRY_POINTS[short], "args": self._paths.to_local(params),
                    "check_mode": bool(args.get("_ansible_check_mode"))}
         result = self._run_engine(request)
+        if short == "info" and params.get("sessions") and "trace" in result:
+            listing = self._run_engine({"entry": SESSION_LIST, "args": {}, "check_mode": False})
+            result["sessions"] = listing.get("sessions", [])
         result = self._paths.to_windows(result)
         result.setdefault("changed", False)
         result["invocation"] = {"module_args": params}
@@ -285,6 +293,7 @@ class Connection(ConnectionBase):
         env["LD_LIBRARY_PATH"] = SIM_LIB_DIR
         env["ESESIM_PROFILE"] = self.get_option("esesim_profile")
         env["ESESIM_FAULTS"] = json.dumps(self.get_option("esesim_faults") or [])
+        env["ESE_BACKUP_SESSION_DIR"] = self._paths.to_local(SESSION_DIR)
         proc = subprocess.run(["mono", "--debug", HOST_EXE], input=json.dumps(request).encode(),
                               capture_output=True, env=env, timeout=600)
         try:

@@ -140,6 +140,53 @@ CASES = [
     ("end via failed_call", "end", end_facts(-1090, end_call=None, failed_call={"call": END, "err": -1090}), False,
      "other_error", False, True, ["JET_errInstanceUnavailable (-1090)"]),
     ("end no call", "end", end_facts(None, end_call=None), False, "no_call", False, True, ["no End call"]),
+    # ---- begin / copy / truncate (sessions) ----
+] + [
+    ("begin " + c[0], "begin", dict({"trace": [], "invalid": None, "failed_call": None,
+                                     "session": {"name": "nightly", "pid": 42}}, **c[1]), c[2], c[3], c[4], c[5], c[6])
+    for c in (
+        ("invalid", {"invalid": {"option": "session", "msg": "bad name"}}, False, "invalid", False, True, ["'session'"]),
+        ("check failed", {"failed_call": {"call": "JetGetDatabaseFileInfoW", "err": -1032}}, True, "check_failed",
+         False, True, ["a real run would fail"]),
+        ("check begin", {"check": {"would_begin": True}}, True, "check_begin", True, False, ["nightly"]),
+        ("check exists", {"check": {"would_begin": False}}, True, "check_exists", False, False, ["already open"]),
+        ("failed", {"failed_call": {"call": BEGIN, "err": -505}}, False, "failed", False, True,
+         ["JET_errBackupInProgress (-505)", "no backup session was begun"]),
+        ("begun", {"started": True}, False, "begun", True, False, ["began backup session nightly", "pid 42"]),
+        ("exists", {"exists": True}, False, "exists", False, False, ["already open"]),
+        ("inconsistent", {}, False, "inconsistent", False, True, ["inconsistent"]),
+    )
+] + [
+    ("copy " + c[0], "copy", dict({"trace": [], "invalid": None, "failed_call": None, "backup_set": None,
+                                   "session": {"name": "nightly"}}, **c[1]), c[2], c[3], c[4], c[5], c[6])
+    for c in (
+        ("invalid", {"invalid": {"option": "session", "msg": "not running"}}, False, "invalid", False, True,
+         ["not running"]),
+        ("check", {"check": {"would_create": SET}}, True, "check", True, False, [SET]),
+        ("failed", {"failed_call": {"call": READ, "err": -1018, "detail": "SRU00002.log"},
+                    "journal": journal(incomplete_files=["C:\\sru\\SRU00002.log"])}, False, "failed", False, True,
+         ["JET_errReadVerifyFailure (-1018)", "not read completely: C:\\sru\\SRU00002.log", "stays open"]),
+        ("copied", {"backup_set": SET, "manifest": {"files": [1, 2]}}, False, "copied", True, False,
+         ["copied 2 file(s) of session nightly into " + SET]),
+        ("inconsistent", {}, False, "inconsistent", False, True, ["inconsistent"]),
+    )
+] + [
+    ("truncate " + c[0], "truncate", dict({"trace": [], "invalid": None, "failed_call": None,
+                                           "session": {"name": "nightly"}}, **c[1]), c[2], c[3], c[4], c[5], c[6])
+    for c in (
+        ("invalid", {"invalid": {"option": "session", "msg": "copy backup"}}, False, "invalid", False, True,
+         ["copy backup"]),
+        ("refused", {"refused": {"msg": "missing: SRU00002.log", "missing_logs": ["SRU00002.log"]}}, False,
+         "refused", False, True, ["refusing to truncate the logs of session nightly: missing: SRU00002.log"]),
+        ("already", {"already_truncated": True, "logs_truncated": True}, False, "already", False, False,
+         ["already truncated"]),
+        ("check", {"check": {"would_truncate": True}}, True, "check", True, False, ["would be truncated"]),
+        ("failed", {"failed_call": {"call": "JetTruncateLogInstance", "err": -616}}, False, "failed", False, True,
+         ["(-616)", "not truncated"]),
+        ("truncated", {"logs_truncated": True}, False, "truncated", True, False, ["truncated the logs"]),
+        ("inconsistent", {}, False, "inconsistent", False, True, ["inconsistent"]),
+    )
+
 ]
 
 # The end table of issue 4, row by row: (err, mode, journal) -> (changed, failed, session_state, backup_valid)

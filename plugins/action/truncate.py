@@ -1,0 +1,15 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin for ese.backup.truncate: runs the module, then applies the truncate policy table
+(plugins/module_utils/jet_policy.py, docs/jet-policy.md)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.ese.backup.plugins.plugin_utils._policy_action import EseModuleAction
+
+
+class ActionModule(EseModuleAction):
+    MODULE = "truncate"

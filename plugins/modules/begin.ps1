@@ -1,0 +1,36 @@
+#!powershell
+
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+#AnsibleRequires -CSharpUtil Ansible.Basic
+#AnsibleRequires -CSharpUtil ..module_utils._EseSession
+
+# Thin module: the engine starts (or finds) the session host and returns facts; the action plugin
+# (plugins/action/begin.py) turns them into changed/failed/msg through module_utils/jet_policy.py.
+
+$spec = @{
+    options = @{
+        session = @{ type = 'str'; required = $true }
+        databases = @{ type = 'list'; elements = 'path'; required = $true }
+        log_path = @{ type = 'path'; required = $true }
+        system_path = @{ type = 'path' }
+        base_name = @{ type = 'str'; default = 'edb' }
+        page_size = @{ type = 'int'; choices = 2048, 4096, 8192, 16384, 32768 }
+        type = @{ type = 'str'; default = 'full'; choices = 'full', 'copy', 'incremental', 'differential' }
+        circular_logging = @{ type = 'bool'; default = $false }
+        legacy_file_names = @{ type = 'int'; default = 3 }
+        instance_name = @{ type = 'str'; default = 'ese.backup' }
+        idle_timeout = @{ type = 'int'; default = 3600 }
+    }
+    supports_check_mode = $true
+}
+
+$module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
+
+$facts = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::Begin($module.Params, $module.CheckMode)
+
+foreach ($entry in $facts.GetEnumerator()) {
+    $module.Result[$entry.Key] = $entry.Value
+}
+$module.ExitJson()

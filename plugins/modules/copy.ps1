@@ -1,0 +1,31 @@
+#!powershell
+
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+#AnsibleRequires -CSharpUtil Ansible.Basic
+#AnsibleRequires -CSharpUtil ..module_utils._EseSession
+
+# Thin module: the session host streams the files; the action plugin (plugins/action/copy.py) applies
+# the copy policy table in module_utils/jet_policy.py.
+
+$spec = @{
+    options = @{
+        session = @{ type = 'str'; required = $true }
+        dest = @{ type = 'path'; required = $true }
+        set_name = @{ type = 'str' }
+        databases = @{ type = 'bool'; default = $true }
+        logs = @{ type = 'bool'; default = $true }
+        buffer_size = @{ type = 'int'; default = 1048576 }
+    }
+    supports_check_mode = $true
+}
+
+$module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
+
+$facts = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::Copy($module.Params, $module.CheckMode)
+
+foreach ($entry in $facts.GetEnumerator()) {
+    $module.Result[$entry.Key] = $entry.Value
+}
+$module.ExitJson()
