@@ -225,3 +225,31 @@ def test_check_mode_reports_what_would_be_written_and_replayed(sim):
     assert [os.path.basename(p.replace("\\", "/")) for p in r["check"]["would_replay"]] == \
         ["SRU%05X.log" % g for g in range(r["check"]["gen_low"], r["check"]["gen_high"] + 1)]
     assert sim.snapshot("web01") == before
+
+
+def test_restore_drill_role_across_a_fleet_writes_a_summary(sim, tmp_path):
+    for host in ("web01", "web02"):
+        sim.add_host(host, fixture="srum-win11-dirty")
+        sim.hosts[host]["esesim_fixtures"]["C:\\Scratch"] = ""
+    summary = str(tmp_path / "summary")
+    res = sim.run(play(backups()) + """
+- hosts: all
+  gather_facts: false
+  roles:
+    - role: ese.backup.restore_drill
+      vars:
+        restore_drill_backup_path: '%s'
+        restore_drill_scratch: 'C:\\Scratch'
+        restore_drill_summary_dir: '%s'
+""" % (SETS, summary))
+    assert res.rc == 0, res.stdout[-3000:]
+    with open(os.path.join(summary, "restore-drill.json")) as f:
+        rows = json.load(f)
+    assert sorted(r["host"] for r in rows) == ["web01", "web02"]
+    for r in rows:
+        assert r["passed"] is True and r["set"].endswith("\\full") and len(r["incrementals"]) == 2, r
+        assert r["scratch_removed"] is True
+        assert os.listdir(sim.local(r["host"], "C:\\Scratch")) == []
+    with open(os.path.join(summary, "restore-drill.md")) as f:
+        md = f.read()
+    assert md.count("| passed |") == 2
