@@ -209,6 +209,48 @@ END_SPEC = [
      for code in (-1329, -1090, -1029, -506, -1081, -1000, -1003)]
 
 
+def restore_facts(**over):
+    facts = {"trace": [], "failed_call": None, "invalid": None, "refused": None, "drill": False,
+             "chain": [{"path": "D:\\b\\full", "type": "full", "gen_low": 92, "gen_high": 92},
+                       {"path": "D:\\b\\inc1", "type": "incremental", "gen_low": 92, "gen_high": 93}],
+             "restored": [], "written": [], "undone": [], "drill_report": None, "check": None}
+    facts.update(over)
+    return facts
+
+
+DRILL_OK = {"passed": True, "scratch_removed": True, "checks": [{"check": "clean_shutdown", "ok": True}]}
+CASES += [
+    ("restore invalid", "restore", restore_facts(invalid={"option": "backup_set", "msg": "must be absolute"}),
+     False, "invalid", False, True, ["option 'backup_set'"]),
+    ("restore refused", "restore", restore_facts(refused={"problem": "chain_gap", "path": "x",
+                                                          "msg": "the chain is missing an incremental"}),
+     False, "refused", False, True, ["chain_gap", "nothing was written", "missing an incremental"]),
+    ("restore check drill", "restore", restore_facts(drill=True, check={}, drill_report={"passed": None}),
+     True, "check_drill", False, False, ["92-93", "2 set(s)"]),
+    ("restore check", "restore", restore_facts(check={"would_write": [{"path": "E:\\r\\app.edb"}]}),
+     True, "check_restore", True, False, ["would write E:\\r\\app.edb", "92-93"]),
+    ("restore drill call failed", "restore", restore_facts(
+        drill=True, failed_call={"call": "JetExternalRestore2W", "err": -555, "detail": ""},
+        drill_report={"passed": False, "scratch_removed": True}),
+     False, "drill_failed_call", False, True, ["drill failed", "JET_errGivenLogFileHasBadSignature"]),
+    ("restore drill check failed", "restore", restore_facts(
+        drill=True, drill_report={"passed": False, "scratch_removed": False, "scratch": "C:\\t\\x",
+                                  "checks": [{"check": "page_checksums", "ok": False, "detail": "2 bad"}]}),
+     False, "drill_failed_check", False, True, ["page_checksums (2 bad)", "could not be removed"]),
+    ("restore drill passed", "restore", restore_facts(drill=True, drill_report=DRILL_OK),
+     False, "drill_passed", False, False, ["drill passed", "92-93"]),
+    ("restore failed undone", "restore", restore_facts(
+        failed_call={"call": "JetExternalRestore2W", "err": -1811, "detail": ""}, written=["E:\\a.edb"],
+        undone=["removed E:\\a.edb"]), False, "failed_undone", False, True, ["as they were", "removed E:"]),
+    ("restore failed changed", "restore", restore_facts(
+        failed_call={"call": "WriteFile", "err": -1022, "detail": ""}, written=["E:\\a.edb"],
+        undone=["could not remove E:\\a.edb: busy"]), False, "failed_changed", True, True, ["could not undo"]),
+    ("restore restored", "restore", restore_facts(restored=[{"path": "E:\\a.edb"}], written=["E:\\a.edb"]),
+     False, "restored", True, False, ["restored 1 database(s) from 2 set(s)", "92-93"]),
+    ("restore inconsistent", "restore", restore_facts(), False, "inconsistent", False, True, ["inconsistent"]),
+]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_policy_rows(case):
     module, facts, check_mode, row_id, changed, failed_, substrings = case[1:]
