@@ -513,7 +513,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             if (!seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; end it and begin a new one");
             if (true.Equals(journal["truncated"])) throw new InvalidOption("session", "the logs of session '" + name + "' are already truncated; end the session");
             plan.LogsOnDisk.Clear();
+            plan.ExistingManifest = null;
             Validator.ValidateDest(plan);
+            if (plan.ExistingManifest != null || Directory.Exists(plan.FinalPath))
+                throw new InvalidOption("set_name", "'" + plan.FinalPath + "' already exists; a session copy never writes into an existing set, choose another set_name");
             if (check)
             {
                 Dictionary<string, object> c = new Dictionary<string, object>();
@@ -715,17 +718,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             }
         }
 
-        private static Dictionary<string, object> Params(Options o, Plan p)
+        private static Dictionary<string, object> Params(Options o)
         {
             Dictionary<string, object> d = new Dictionary<string, object>();
-            List<object> dbs = new List<object>(); foreach (string s in p.DbPaths) dbs.Add(s);
+            List<object> dbs = new List<object>();
+            foreach (string s in o.Databases) dbs.Add(PathRules.IsAbsolute(s) ? PathRules.Normalize(s) : s);
             d["databases"] = dbs;
-            d["log_path"] = PathRules.Normalize(o.LogPath);
-            d["system_path"] = PathRules.Normalize(o.SystemPath);
+            d["log_path"] = o.LogPath != null && PathRules.IsAbsolute(o.LogPath) ? PathRules.Normalize(o.LogPath) : o.LogPath;
+            d["system_path"] = o.SystemPath != null && PathRules.IsAbsolute(o.SystemPath) ? PathRules.Normalize(o.SystemPath) : o.SystemPath;
             d["base_name"] = o.BaseName; d["type"] = o.Type;
             d["circular_logging"] = o.CircularLogging; d["legacy_file_names"] = o.LegacyFileNames;
             d["instance_name"] = o.InstanceName;
-            d["page_size"] = (long)p.PageSize;
+            d["page_size"] = o.PageSize.HasValue ? (object)o.PageSize.Value : null;
             return d;
         }
 
@@ -742,8 +746,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 Options o = Options.Parse(args);
                 Trace trace = new Trace();
                 r["trace"] = trace.Entries;
-                Plan p = Validator.ValidateSource(o, new JetApi(trace));
-                Dictionary<string, object> prm = Params(o, p);
+                Dictionary<string, object> prm = Params(o);
                 SessionPaths.EnsureDir();
                 Dictionary<string, object> j = JournalFile.Read(name);
                 Dictionary<string, object> status = new Dictionary<string, object>();
@@ -760,6 +763,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     return r;
                 }
                 r["exists"] = false;
+                // Checked only when no live session of this name holds the databases (which it opens).
+                Validator.ValidateSource(o, new JetApi(trace));
                 if (checkMode)
                 {
                     Dictionary<string, object> c = new Dictionary<string, object>();
