@@ -53,7 +53,7 @@ sanity: setup
 	tools/sanity.sh $(VENV)
 
 lint: setup
-	$(VENV)/bin/ansible-lint --profile production roles playbooks
+	$(VENV)/bin/ansible-lint --profile production $(wildcard roles playbooks)
 
 # The main job against three simulated hosts (one with an injected fault); a fresh run each time.
 demo: build
