@@ -129,6 +129,9 @@ def check_set(sim, host, path):
     for entry in manifest["files"]:
         p = os.path.join(set_dir, entry["name"])
         assert os.path.getsize(p) == entry["size"] and sha256(p) == entry["sha256"]
+    from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify
+    report = verify(set_dir)
+    assert report["valid"] is True, report
     return manifest
 
 
