@@ -10,7 +10,6 @@ using System;
 using System.Collections;
 using System.Collections.Generic;
 using Process = System.Diagnostics.Process;
-using ProcessStartInfo = System.Diagnostics.ProcessStartInfo;
 using System.Globalization;
 using System.IO;
 using System.IO.Pipes;
@@ -774,14 +773,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     r["journal"] = JournalFile.Facts(j);
                     return r;
                 }
-                return Spawn(name, args, prm, idleSec, r);
+                return Prepare(name, args, prm, idleSec, r);
             }
             catch (InvalidOption e) { r["invalid"] = e.ToDict(); }
             catch (DllNotFoundException e) { r["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict(); }
             return r;
         }
 
-        private static Dictionary<string, object> Spawn(string name, IDictionary args, Dictionary<string, object> prm, long idleSec, Dictionary<string, object> r)
+        // Writes the serve file for the session host and returns how to start it. The host must outlive
+        // this task's process (and, on Windows, the WinRM shell's job object): the begin action plugin
+        // starts ese.backup.session_host with Ansible's async wrapper, which runs it in a process outside
+        // the job, then waits for the journal to report the backup begun (HostTask mode wait).
+        private static Dictionary<string, object> Prepare(string name, IDictionary args, Dictionary<string, object> prm, long idleSec, Dictionary<string, object> r)
         {
             string token = Guid.NewGuid().ToString("N");
             Dictionary<string, object> serve = new Dictionary<string, object>();
@@ -792,36 +795,37 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             string serveFile = SessionPaths.ServeFile(name);
             File.WriteAllText(serveFile, Json.Write(serve, false), new UTF8Encoding(false));
             if (!PathRules.IsWindows) SessionNative.chmod(serveFile, 0x180);
-            if (PathRules.IsWindows)
+            Dictionary<string, object> launch = new Dictionary<string, object>();
+            launch["session"] = name; launch["serve_file"] = serveFile; launch["token"] = token;
+            r["launch"] = launch;
+            return r;
+        }
+
+        // Entry point of ese.backup.session_host: mode serve runs the session host (until the backup
+        // ends or idles out); mode wait returns the begin facts once the host has reported.
+        public static Dictionary<string, object> HostTask(IDictionary args)
+        {
+            string mode = Args.Str(args, "mode", "");
+            if (mode == "serve")
             {
-                // The Windows launcher (a powershell.exe outside the WinRM job: CREATE_BREAKAWAY_FROM_JOB, or a
-                // parent made with Win32_Process.Create) is not part of this version; see docs/sessions.md.
-                File.Delete(serveFile);
-                r["failed_call"] = new JetFailure("CreateProcess", Jet.errInvalidParameter, "the session host launcher for Windows is not implemented in this version").ToDict();
-                return r;
+                string serveFile = Args.Str(args, "serve_file", null);
+                IDictionary serve = Json.Parse(File.ReadAllText(serveFile, Encoding.UTF8)) as IDictionary;
+                try { File.Delete(serveFile); } catch (IOException) { }
+                return Serve(serve);
             }
-            // Mono: 'setsid -f' detaches the host from this process and its session; the host points its
-            // standard streams at /dev/null at once, so nothing holds this process's output open.
-            string exe = System.Reflection.Assembly.GetEntryAssembly().Location;
-            ProcessStartInfo psi = new ProcessStartInfo("setsid", "-f mono " + Quote(exe) + " --serve " + Quote(serveFile));
-            psi.UseShellExecute = false;
-            psi.RedirectStandardInput = true; psi.RedirectStandardOutput = true; psi.RedirectStandardError = true;
-            using (Process launcher = Process.Start(psi))
-            {
-                launcher.StandardInput.Close();
-                launcher.WaitForExit(10000);
-            }
-            DateTime deadline = DateTime.UtcNow.AddSeconds(60);
+            Dictionary<string, object> r = NewResult();
+            r["started"] = false;
+            string name, token = Args.Str(args, "token", "");
+            try { name = Name(args); }
+            catch (InvalidOption e) { r["invalid"] = e.ToDict(); return r; }
+            long? timeout = Args.Long(args, "timeout");
+            DateTime deadline = DateTime.UtcNow.AddSeconds(timeout.HasValue ? timeout.Value : 60);
             while (DateTime.UtcNow < deadline)
             {
-                Thread.Sleep(50);
                 Dictionary<string, object> j = JournalFile.Read(name);
-                if (j == null || !token.Equals(j["token"])) continue;
-                string state = (string)j["state"];
-                if (state == "starting") continue;
-                try { File.Delete(serveFile); } catch (IOException) { }
+                if (j == null || !token.Equals(j["token"]) || "starting".Equals(j["state"])) { Thread.Sleep(50); continue; }
                 r["trace"] = j["begin_trace"];
-                if (state == "failed")
+                if ("failed".Equals(j["state"]))
                 {
                     r["failed_call"] = j.ContainsKey("begin_failed_call") ? j["begin_failed_call"] : null;
                     r["invalid"] = j.ContainsKey("begin_invalid") ? j["begin_invalid"] : null;
@@ -831,18 +835,20 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 }
                 r["started"] = true;
                 r["backup_started"] = true;
+                r["exists"] = false;
                 r["session"] = Describe(name, j, true);
                 r["journal"] = JournalFile.Facts(j);
                 return r;
             }
-            r["failed_call"] = new JetFailure("SessionHost", Jet.errInvalidParameter, "the session host did not report within 60 s (see " + SessionPaths.Journal(name) + ")").ToDict();
+            try { File.Delete(SessionPaths.ServeFile(name)); } catch (IOException) { }
+            r["failed_call"] = new JetFailure("SessionHost", Jet.errInvalidParameter, "the session host did not report within "
+                + (timeout.HasValue ? timeout.Value : 60) + " s (see " + SessionPaths.Journal(name) + ")").ToDict();
             return r;
         }
 
-        private static string Quote(string s) { return "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""; }
 
-        // The session host process: called by the host executable with the serve file that Begin wrote.
-        public static Dictionary<string, object> Serve(IDictionary serve)
+        // The session host process: runs with the serve file that Begin wrote.
+        private static Dictionary<string, object> Serve(IDictionary serve)
         {
             Dictionary<string, object> r = new Dictionary<string, object>();
             if (!PathRules.IsWindows)

@@ -69,10 +69,12 @@ class EseModuleAction(ActionBase):
         result = super(EseModuleAction, self).run(tmp, task_vars)
         del tmp
         module_name = "ese.backup.%s" % self.MODULE
-        module_result = self._execute_module(module_name=module_name, module_args=self._task.args,
-                                             task_vars=task_vars)
-        result.update(self.finish(module_name, module_result, bool(self._task.check_mode)))
+        result.update(self.finish(module_name, self.facts(module_name, task_vars), bool(self._task.check_mode)))
         return result
+
+    def facts(self, module_name, task_vars):
+        """The module's result: its engine facts (a subclass may run more than one module)."""
+        return self._execute_module(module_name=module_name, module_args=self._task.args, task_vars=task_vars)
 
     def finish(self, module_name, module_result, check_mode):
         """The task result for ``module_result`` (separate from ``run`` for the unit tests)."""

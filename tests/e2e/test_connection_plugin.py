@@ -16,7 +16,11 @@ ARGS = {"_ansible_module_name": "ese.backup.run", "_ansible_check_mode": False, 
 
 def test_payload_up_to_2_18_shape():
     payload = b"exec wrapper source\0\0\0\0" + json.dumps({"module_args": ARGS}).encode()
-    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS)
+    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS, None)
+    manifest = {"module_args": ARGS, "actions": ["async_wrapper", "async_watchdog", "module_powershell_wrapper"],
+                "async_jid": "j1", "async_timeout_sec": 30}
+    payload = b"exec wrapper source\0\0\0\0" + json.dumps(manifest).encode()
+    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS, {"jid": "j1", "timeout": 30})
 
 
 def test_payload_from_2_19_shape():
@@ -24,7 +28,11 @@ def test_payload_from_2_19_shape():
         {"name": "exec_wrapper.ps1", "params": {}},
         {"name": "module_wrapper.ps1", "params": {"Variables": [{"Name": "complex_args", "Value": ARGS}]}}]}
     payload = b'{"name": "exec_wrapper"}\n\0\0\0\0\n' + json.dumps(manifest).encode()
-    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS)
+    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS, None)
+    manifest["actions"][:0] = [{"name": "async_wrapper.ps1", "params": {"AsyncJid": "j2", "StartupTimeout": 5}},
+                               {"name": "async_watchdog.ps1", "params": {"Timeout": 30}}]
+    payload = b'{"name": "exec_wrapper"}\n\0\0\0\0\n' + json.dumps(manifest).encode()
+    assert module_call_from_payload(payload) == ("ese.backup.run", ARGS, {"jid": "j2", "timeout": 30})
 
 
 @pytest.mark.parametrize("payload", [
@@ -38,9 +46,9 @@ def test_unknown_payload_shapes_fail_loudly(payload):
         module_call_from_payload(payload)
 
 
-def test_async_payload_is_refused():
-    manifest = {"actions": [{"name": "async_wrapper.ps1"}, {"name": "module_wrapper.ps1"}]}
-    with pytest.raises(PayloadError, match="async_wrapper.ps1 is not simulated"):
+def test_become_payload_is_refused():
+    manifest = {"actions": [{"name": "become_wrapper.ps1"}, {"name": "module_wrapper.ps1"}]}
+    with pytest.raises(PayloadError, match="become_wrapper.ps1 is not simulated"):
         module_call_from_payload(b"x\0\0\0\0" + json.dumps(manifest).encode())
 
 

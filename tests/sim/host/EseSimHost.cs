@@ -16,15 +16,6 @@ namespace EseSimHost
     {
         public static int Main(string[] argv)
         {
-            // Session host mode (started detached by Session.Begin): the serve file names the session.
-            if (argv.Length == 2 && argv[0] == "--serve")
-            {
-                IDictionary serve = Json.Parse(File.ReadAllText(argv[1], Encoding.UTF8)) as IDictionary;
-                MethodInfo serveEntry = FindEntry("Session.Serve");
-                try { serveEntry.Invoke(null, new object[] { serve }); }
-                catch (TargetInvocationException e) { throw e.InnerException; }
-                return 0;
-            }
             string input = Console.In.ReadToEnd();
             IDictionary req;
             try

@@ -56,11 +56,14 @@ COLLECTION = "ese.backup."
 
 # Engine entry point called by each simulated module (the .ps1 module calls the same one).
 ENTRY_POINTS = {"run": "Run", "info": "Info", "restore": "Restore.Run", "begin": "Session.Begin",
-                "copy": "Session.Copy", "truncate": "Session.Truncate", "end": "Session.End"}
+                "copy": "Session.Copy", "truncate": "Session.Truncate", "end": "Session.End",
+                "session_host": "Session.HostTask"}
 # info.ps1 adds the session listing when its 'sessions' option is true (a second engine call).
 SESSION_LIST = "Session.List"
 # Where a simulated host keeps its session journals (on Windows: %ProgramData%\ese.backup\sessions).
 SESSION_DIR = "C:\\ProgramData\\ese.backup\\sessions"
+# Where async jobs keep their results (on Windows: %USERPROFILE%\.ansible_async).
+ASYNC_DIR = "C:\\Users\\ansible\\.ansible_async"
 
 _WIN_ABS = re.compile(r"^([A-Za-z]):[\\/](.*)$", re.S)
 _UNC = re.compile(r"^\\\\([^\\/]+)[\\/]([^\\/]+)(?:[\\/](.*))?$", re.S)
@@ -71,11 +74,12 @@ class PayloadError(AnsibleConnectionFailure):
 
 
 def module_call_from_payload(in_data):
-    """Returns (module_name, args) from the stdin payload of a PowerShell module.
+    """Returns (module_name, args, async_job) from the stdin payload of a PowerShell module.
 
-    ansible-core <= 2.18: exec_wrapper source, NUL sentinel, manifest with 'module_args'.
-    ansible-core >= 2.19: bootstrap JSON, NUL sentinel, manifest whose 'actions' list holds the
-    module_wrapper.ps1 action with the 'complex_args' variable.
+    ansible-core <= 2.18: exec_wrapper source, NUL sentinel, manifest with 'module_args' (async adds
+    'async_jid' and 'async_timeout_sec'). ansible-core >= 2.19: bootstrap JSON, NUL sentinel, manifest
+    whose 'actions' list holds the module_wrapper.ps1 action with the 'complex_args' variable (async
+    adds the async_wrapper.ps1 and async_watchdog.ps1 actions). async_job is None or {jid, timeout}.
     """
     if isinstance(in_data, str):
         in_data = in_data.encode("utf-8")
@@ -86,23 +90,34 @@ def module_call_from_payload(in_data):
         manifest = json.loads(manifest_text)
     except ValueError as e:
         raise PayloadError("esesim: the manifest after the sentinel is not JSON: %s" % e)
-    args = None
+    args = job = None
     if isinstance(manifest.get("module_args"), dict):
         args = manifest["module_args"]
+        actions = [a for a in manifest.get("actions") or [] if isinstance(a, str)]
+        if "async_wrapper" in actions:
+            job = {"jid": manifest.get("async_jid"), "timeout": manifest.get("async_timeout_sec")}
+        if any("become" in a for a in actions):
+            raise PayloadError("esesim: become is not simulated")
     elif isinstance(manifest.get("actions"), list):
-        names = [a.get("name") for a in manifest["actions"] if isinstance(a, dict)]
-        unsupported = [n for n in names if n and ("async" in n or "become" in n)]
-        if unsupported:
-            raise PayloadError("esesim: %s is not simulated" % ", ".join(unsupported))
         for action in manifest["actions"]:
-            if isinstance(action, dict) and action.get("name") == "module_wrapper.ps1":
-                for var in action.get("params", {}).get("Variables", []):
+            name = action.get("name") if isinstance(action, dict) else None
+            params = action.get("params") or {} if isinstance(action, dict) else {}
+            if name and "become" in name:
+                raise PayloadError("esesim: %s is not simulated" % name)
+            if name == "async_wrapper.ps1":
+                job = dict(job or {}, jid=params.get("AsyncJid"))
+            elif name == "async_watchdog.ps1":
+                job = dict(job or {}, timeout=params.get("Timeout"))
+            elif name == "module_wrapper.ps1":
+                for var in params.get("Variables", []):
                     if var.get("Name") == "complex_args":
                         args = var.get("Value")
     if not isinstance(args, dict) or "_ansible_module_name" not in args:
         raise PayloadError("esesim: unknown PowerShell payload shape (manifest keys: %s)"
                            % ", ".join(sorted(manifest)))
-    return args["_ansible_module_name"], args
+    if job is not None and not job.get("jid"):
+        raise PayloadError("esesim: an async payload without a job id; unknown PowerShell payload shape")
+    return args["_ansible_module_name"], args, job
 
 
 class ArgSpecError(Exception):
@@ -243,14 +258,14 @@ class Connection(ConnectionBase):
     allow_executable = False
     has_pipelining = True
     always_pipeline_modules = True  # ansible-core < 2.19
-    has_native_async = False
+    has_native_async = True  # the PowerShell exec wrapper carries async itself, as for winrm and psrp
 
     def __init__(self, *args, **kwargs):
         self._shell_type = "powershell"  # must be set before the base class loads the shell
         super().__init__(*args, **kwargs)
 
-    def is_pipelining_enabled(self, wrap_async=False):  # ansible-core >= 2.19
-        return not wrap_async
+    def is_pipelining_enabled(self, wrap_async=False):  # ansible-core >= 2.19, as psrp
+        return True
 
     def _connect(self):
         if not self._connected:
@@ -266,7 +281,7 @@ class Connection(ConnectionBase):
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
-        name, args = module_call_from_payload(in_data)
+        name, args, job = module_call_from_payload(in_data)
         short = name[len(COLLECTION):] if name.startswith(COLLECTION) else name
         if short not in ENTRY_POINTS:
             return self._reply({"failed": True, "msg": "esesim: module %s is not simulated" % name,
@@ -277,6 +292,8 @@ class Connection(ConnectionBase):
             return self._reply({"failed": True, "msg": str(e)})
         request = {"entry": ENTRY_POINTS[short], "args": self._paths.to_local(params),
                    "check_mode": bool(args.get("_ansible_check_mode"))}
+        if job:
+            return self._reply(self._start_async(request, job))
         result = self._run_engine(request)
         if short == "info" and params.get("sessions") and "trace" in result:
             listing = self._run_engine({"entry": SESSION_LIST, "args": {}, "check_mode": False})
@@ -286,7 +303,7 @@ class Connection(ConnectionBase):
         result["invocation"] = {"module_args": params}
         return self._reply(result)
 
-    def _run_engine(self, request):
+    def _engine_env(self):
         if not os.path.exists(HOST_EXE):
             raise AnsibleError("esesim: %s is missing; run 'make build' first" % HOST_EXE)
         env = dict(os.environ)
@@ -294,8 +311,27 @@ class Connection(ConnectionBase):
         env["ESESIM_PROFILE"] = self.get_option("esesim_profile")
         env["ESESIM_FAULTS"] = json.dumps(self.get_option("esesim_faults") or [])
         env["ESE_BACKUP_SESSION_DIR"] = self._paths.to_local(SESSION_DIR)
+        return env
+
+    def _start_async(self, request, job):
+        """Runs the module detached from this task, as the Windows async wrapper does."""
+        job_dir = self._paths.to_local(ASYNC_DIR)
+        os.makedirs(job_dir, exist_ok=True)
+        request_file = os.path.join(job_dir, job["jid"] + ".request")
+        with open(request_file, "w") as f:
+            json.dump(request, f)
+        with open(request_file, "rb") as stdin, open(request_file[:-len(".request")], "wb") as results:
+            proc = subprocess.Popen(["mono", "--debug", HOST_EXE], stdin=stdin, stdout=results,
+                                    stderr=subprocess.DEVNULL, env=self._engine_env(), start_new_session=True)
+        os.remove(request_file)
+        return {"changed": True, "started": 1, "finished": 0, "ansible_job_id": job["jid"],
+                "ansible_async_watchdog_pid": proc.pid,
+                "results_file": self._paths.to_windows(request_file[:-len(".request")]),
+                "_ansible_suppress_tmpdir_delete": True}
+
+    def _run_engine(self, request):
         proc = subprocess.run(["mono", "--debug", HOST_EXE], input=json.dumps(request).encode(),
-                              capture_output=True, env=env, timeout=600)
+                              capture_output=True, env=self._engine_env(), timeout=600)
         try:
             return json.loads(proc.stdout)
         except ValueError:
