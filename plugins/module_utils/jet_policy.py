@@ -165,7 +165,7 @@ INFO_TABLE = (
 
 
 # --------------------------------------------------------------------------------------------------
-# Backup sessions (issue 4): begin, copy, truncate. Facts: docs/sessions.md.
+# Backup sessions: begin, copy, truncate. Facts: docs/sessions.md.
 # --------------------------------------------------------------------------------------------------
 
 def classify_begin(facts, check_mode):
@@ -275,7 +275,7 @@ TRUNCATE_KEYS = ("trace", "session", "journal", "check", "refused", "logs_trunca
 
 
 # --------------------------------------------------------------------------------------------------
-# ese.backup.end: end a backup session (JetEndExternalBackupInstance2), issue 4
+# ese.backup.end: end a backup session (JetEndExternalBackupInstance2)
 # --------------------------------------------------------------------------------------------------
 
 def classify_end(facts, check_mode):
@@ -350,8 +350,9 @@ END_TABLE = (
 
 END_KEYS = ("trace", "journal", "check", "mode", "session")
 
+
 # --------------------------------------------------------------------------------------------------
-# ese.backup.restore: hard recovery from a chain of backup sets, or a restore drill (issue 6)
+# ese.backup.restore: hard recovery from a chain of backup sets, or a restore drill
 # --------------------------------------------------------------------------------------------------
 
 def classify_restore(facts, check_mode):

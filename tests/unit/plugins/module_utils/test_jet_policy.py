@@ -189,7 +189,7 @@ CASES = [
 
 ]
 
-# The end table of issue 4, row by row: (err, mode, journal) -> (changed, failed, session_state, backup_valid)
+# The end table, row by row: (err, mode, journal) -> (changed, failed, session_state, backup_valid)
 END_SPEC = [
     (0, "normal", journal(), True, False, "ended", True),
     (0, "normal", journal(stop_seen=True), True, True, "ended", False),
