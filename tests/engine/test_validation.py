@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from engine_host import run_host, srum_args, trace_calls, tree
+from engine_host import CLEAN, run_host, srum_args, trace_calls, tree
 
 STARTS = {"JetCreateInstance2W", "JetInit3W", "JetBeginExternalBackupInstance", "JetAttachDatabase2W"}
 
@@ -128,7 +128,7 @@ def test_no_log_set_at_all(dirty_set, dest):
 
 def test_log_signature_mismatch(tmp_path, dirty_set, dest):
     # the clean set's checkpoint belongs to another log stream
-    shutil.copy("/work/shared/testdata/ese/sets/srum-server2022-clean/SRU.chk", os.path.join(dirty_set, "SRU.chk"))
+    shutil.copy(os.path.join(CLEAN, "SRU.chk"), os.path.join(dirty_set, "SRU.chk"))
     r = run_host("Run", srum_args(dirty_set, dest), check_mode=True)
     assert_invalid(r, "databases", "signLog")
 
