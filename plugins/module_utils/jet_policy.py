@@ -78,6 +78,19 @@ def journal_facts(journal):
     }
 
 
+def situation(facts, check_mode, **more):
+    """The facts every table reads (check mode, an invalid option, the failed call's JET_err) plus ``more``."""
+    failed_call = facts.get("failed_call")
+    base = {
+        "check_mode": bool(check_mode),
+        "invalid": bool(facts.get("invalid")),
+        "failed": failed_call is not None,
+        "err": failed_call.get("err") if failed_call else None,
+    }
+    base.update(more)
+    return base
+
+
 # --------------------------------------------------------------------------------------------------
 # ese.backup.run: one-task backup
 # --------------------------------------------------------------------------------------------------
@@ -89,18 +102,13 @@ def classify_run(facts, check_mode):
     ``already_exists``: the backup was taken, nothing to do (re-running a playbook reports ok). Any
     other existing ``set_name`` is an ``invalid`` fact: a run never overwrites or merges into a folder.
     """
-    failed_call = facts.get("failed_call")
-    return {
-        "check_mode": bool(check_mode),
-        "invalid": bool(facts.get("invalid")),
-        "failed": failed_call is not None,
-        "err": failed_call.get("err") if failed_call else None,
-        "started": bool(facts.get("backup_started")),
-        "ended": facts.get("ended"),
-        "logs_truncated": bool(facts.get("logs_truncated")),
-        "published": facts.get("backup_set") is not None,
-        "exists": bool(facts.get("already_exists")),
-    }
+    return situation(
+        facts, check_mode,
+        started=bool(facts.get("backup_started")),
+        ended=facts.get("ended"),
+        logs_truncated=bool(facts.get("logs_truncated")),
+        published=facts.get("backup_set") is not None,
+        exists=bool(facts.get("already_exists")))
 
 
 RUN_TABLE = (
@@ -170,17 +178,12 @@ INFO_TABLE = (
 
 def classify_begin(facts, check_mode):
     """Situation of a ``Session.Begin`` result."""
-    failed_call = facts.get("failed_call")
     check = facts.get("check") or {}
-    return {
-        "check_mode": bool(check_mode),
-        "invalid": bool(facts.get("invalid")),
-        "failed": failed_call is not None,
-        "err": failed_call.get("err") if failed_call else None,
-        "started": bool(facts.get("started")),
-        "exists": bool(facts.get("exists")),
-        "would_begin": bool(check.get("would_begin")),
-    }
+    return situation(
+        facts, check_mode,
+        started=bool(facts.get("started")),
+        exists=bool(facts.get("exists")),
+        would_begin=bool(check.get("would_begin")))
 
 
 BEGIN_TABLE = (
@@ -209,14 +212,9 @@ BEGIN_KEYS = ("trace", "session", "journal", "check", "started")
 
 def classify_copy(facts, check_mode):
     """Situation of a ``Session.Copy`` result."""
-    failed_call = facts.get("failed_call")
-    return {
-        "check_mode": bool(check_mode),
-        "invalid": bool(facts.get("invalid")),
-        "failed": failed_call is not None,
-        "err": failed_call.get("err") if failed_call else None,
-        "published": facts.get("backup_set") is not None,
-    }
+    return situation(
+        facts, check_mode,
+        published=facts.get("backup_set") is not None)
 
 
 COPY_TABLE = (
@@ -239,18 +237,13 @@ COPY_KEYS = ("trace", "session", "journal", "check", "backup_set", "manifest")
 
 def classify_truncate(facts, check_mode):
     """Situation of a ``Session.Truncate`` result."""
-    failed_call = facts.get("failed_call")
     check = facts.get("check") or {}
-    return {
-        "check_mode": bool(check_mode),
-        "invalid": bool(facts.get("invalid")),
-        "refused": bool(facts.get("refused")),
-        "failed": failed_call is not None,
-        "err": failed_call.get("err") if failed_call else None,
-        "already": bool(facts.get("already_truncated")),
-        "would_truncate": bool(check.get("would_truncate")),
-        "truncated": bool(facts.get("logs_truncated")),
-    }
+    return situation(
+        facts, check_mode,
+        refused=bool(facts.get("refused")),
+        already=bool(facts.get("already_truncated")),
+        would_truncate=bool(check.get("would_truncate")),
+        truncated=bool(facts.get("logs_truncated")))
 
 
 TRUNCATE_TABLE = (
@@ -362,20 +355,15 @@ def classify_restore(facts, check_mode):
     target exists or in use, service running). ``undo_complete`` is false when a failed restore could
     not remove or put back everything it had changed (the ``undone`` notes say what).
     """
-    failed_call = facts.get("failed_call")
     report = facts.get("drill_report") or {}
     undone = facts.get("undone") or []
-    return {
-        "check_mode": bool(check_mode),
-        "invalid": bool(facts.get("invalid")),
-        "refused": bool(facts.get("refused")),
-        "failed": failed_call is not None,
-        "err": failed_call.get("err") if failed_call else None,
-        "drill": bool(facts.get("drill")),
-        "drill_passed": bool(report.get("passed")),
-        "restored": bool(facts.get("restored")),
-        "undo_complete": not any(str(n).startswith("could not") for n in undone),
-    }
+    return situation(
+        facts, check_mode,
+        refused=bool(facts.get("refused")),
+        drill=bool(facts.get("drill")),
+        drill_passed=bool(report.get("passed")),
+        restored=bool(facts.get("restored")),
+        undo_complete=not any(str(n).startswith("could not") for n in undone))
 
 
 RESTORE_TABLE = (
