@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from simulation import SHARE, SRU_DIR
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.checksum import xor_old
 
 DB = SRU_DIR + "\\SRUDB.dat"
 SETS = SHARE + "\\{{ inventory_hostname }}"
@@ -143,16 +144,6 @@ def _rewrite_manifest_entry(set_dir, name):
         json.dump(m, f)
 
 
-def _xor_old(buf):
-    import array
-    a = array.array("I")
-    a.frombytes(bytes(buf))
-    x = 0x89ABCDEF
-    for v in a[1:]:
-        x ^= v
-    return x
-
-
 def test_broken_chains_and_busy_target_fail_before_writing(sim):
     sim.add_host("web01", fixture="srum-win11-dirty")
     res = sim.run(play(backups()))
@@ -166,7 +157,7 @@ def test_broken_chains_and_busy_target_fail_before_writing(sim):
     with open(os.path.join(bad_inc, last_log), "r+b") as f:
         h = bytearray(f.read(4096))
         h[44] ^= 0xFF
-        struct.pack_into("<I", h, 0, _xor_old(h))
+        struct.pack_into("<I", h, 0, xor_old(h))
         f.seek(0)
         f.write(h)
     _rewrite_manifest_entry(bad_inc, last_log)

@@ -74,18 +74,9 @@ def srum_args(set_dir, dest_dir, **kw):
     return a
 
 
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.checksum import xor_old  # noqa: E402
+
 # --- minimal format helpers (ese-file-format.md) ---------------------------------------------------
-
-def xor_old(buf):
-    """Legacy XOR checksum (ese-file-format.md 5.1) over every dword except dword 0."""
-    import array
-    a = array.array("I")
-    a.frombytes(bytes(buf))
-    x = 0x89ABCDEF
-    for v in a[1:]:
-        x ^= v
-    return x
-
 
 def u32(b, off):
     return struct.unpack_from("<I", b, off)[0]
