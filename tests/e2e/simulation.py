@@ -91,12 +91,16 @@ class Simulation:
         for name, host in self.hosts.items():
             place_fixtures(self.paths(name), host.get("esesim_fixtures", {}))
 
-    def run(self, playbook, extra_args=(), forks=4):
+    def run(self, playbook, extra_args=(), forks=4, inventory=None):
+        """Runs a playbook (a path, or YAML text) against the hosts added, or against ``inventory``
+        (a dict, or the path of an inventory file whose hosts place their own fixtures)."""
         self.place_fixtures()
-        inventory = {"all": {"hosts": self.hosts}}
-        inv_path = os.path.join(self.root, "inventory.yml")
-        with open(inv_path, "w") as f:
-            yaml.safe_dump(inventory, f)
+        if isinstance(inventory, str):
+            inv_path = inventory
+        else:
+            inv_path = os.path.join(self.root, "inventory.yml")
+            with open(inv_path, "w") as f:
+                yaml.safe_dump(inventory or {"all": {"hosts": self.hosts}}, f)
         if "\n" in playbook:
             pb_path = os.path.join(self.root, "playbook.yml")
             with open(pb_path, "w") as f:
