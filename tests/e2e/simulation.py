@@ -134,6 +134,19 @@ def bkinfo(db_path, which):
     return info["gen_low"], info["gen_high"]
 
 
+def checked_manifest(set_dir):
+    """The set's manifest.json, after asserting it lists exactly the files on disk, sizes and hashes right."""
+    with open(os.path.join(set_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    on_disk = sorted(os.path.relpath(os.path.join(d, n), set_dir)
+                     for d, _, names in os.walk(set_dir) for n in names if n != "manifest.json")
+    assert on_disk == sorted(f["name"] for f in manifest["files"])
+    for entry in manifest["files"]:
+        path = os.path.join(set_dir, entry["name"])
+        assert os.path.getsize(path) == entry["size"] and sha256(path) == entry["sha256"]
+    return manifest
+
+
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

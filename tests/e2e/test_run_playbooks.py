@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from simulation import SHARE, SRU_DIR, bkinfo, sample_set, sha256
+from simulation import SHARE, SRU_DIR, bkinfo, checked_manifest, sample_set, sha256
 
 DB = SRU_DIR + "\\SRUDB.dat"
 
@@ -39,16 +39,9 @@ def test_full_backup_of_each_sample_set(sim):
         assert rec["status"] == "ok" and rec["result"]["changed"] is True, rec
         assert rec["result"]["backup_set"] == "%s\\%s\\nightly" % (SHARE, host)
         set_dir = sim.local(host, rec["result"]["backup_set"])
-        with open(os.path.join(set_dir, "manifest.json")) as f:
-            manifest = json.load(f)
+        manifest = checked_manifest(set_dir)
         assert manifest["type"] == "full"
         assert (manifest["logs"]["gen_low"], manifest["logs"]["gen_high"]) == (copied[0], copied[-1])
-        on_disk = sorted(os.path.relpath(os.path.join(d, n), set_dir)
-                         for d, _, names in os.walk(set_dir) for n in names if n != "manifest.json")
-        assert on_disk == sorted(f["name"] for f in manifest["files"])
-        for entry in manifest["files"]:
-            path = os.path.join(set_dir, entry["name"])
-            assert os.path.getsize(path) == entry["size"] and sha256(path) == entry["sha256"]
         # The copied log is the fixture's current log, byte for byte (rolled to a numbered name).
         log = [f for f in manifest["files"] if f["role"] == "log"]
         assert [f["generation"] for f in log] == copied

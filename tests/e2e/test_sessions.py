@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from simulation import SHARE, SRU_DIR, bkinfo, sha256
+from simulation import SHARE, SRU_DIR, bkinfo, checked_manifest, sha256
 
 DB = SRU_DIR + "\\SRUDB.dat"
 JOURNALS = "C:\\ProgramData\\ese.backup\\sessions"
@@ -120,15 +120,8 @@ END = """
 
 def check_set(sim, host, path):
     set_dir = sim.local(host, path)
-    with open(os.path.join(set_dir, "manifest.json")) as f:
-        manifest = json.load(f)
+    manifest = checked_manifest(set_dir)
     assert manifest["format"] == "ese.backup/1" and manifest["type"] == "full"
-    on_disk = sorted(os.path.relpath(os.path.join(d, n), set_dir)
-                     for d, _, names in os.walk(set_dir) for n in names if n != "manifest.json")
-    assert on_disk == sorted(f["name"] for f in manifest["files"])
-    for entry in manifest["files"]:
-        p = os.path.join(set_dir, entry["name"])
-        assert os.path.getsize(p) == entry["size"] and sha256(p) == entry["sha256"]
     from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify
     report = verify(set_dir)
     assert report["valid"] is True, report
