@@ -30,6 +30,7 @@ sim: $(BUILD)/sim/libesent.so
 $(BUILD)/sim/libesent.so: $(SIM_SRC) $(SIM_HDR)
 	mkdir -p $(dir $@)
 	gcc $(CFLAGS_SIM) -shared -o $@ $(SIM_SRC) -lm
+	ln -sfn libesent.so $(BUILD)/sim/esent.dll  # .NET (PowerShell 7) probes the name as written
 
 engine: $(BUILD)/engine/EseEngine.dll $(BUILD)/sim/EseSimHost.exe
 $(BUILD)/engine/EseEngine.dll: $(ENGINE_SRC)

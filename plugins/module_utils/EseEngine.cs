@@ -3,8 +3,7 @@
 // calls recorded in a Trace) -- both in _EseNative.cs -- -> BackupSequence -> BackupSetWriter -> Engine
 // (entry points), here.
 // Contracts: docs/architecture.md.
-//AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseNative
-//TypeAccelerator -Name EseEngine -TypeName ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine
+//TypeAccelerator -Name EseEngine -TypeName Engine
 //AssemblyReference -Type System.IO.FileSystemAclExtensions -CLR Core
 
 using System;
@@ -187,7 +186,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         private static class Unix
         {
-            [DllImport("libc", CharSet = CharSet.Ansi)]
+            [DllImport("libc.so.6", CharSet = CharSet.Ansi)]
             internal static extern int statvfs(string path, [Out] byte[] buf);
         }
     }
@@ -228,7 +227,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         private static class Unix
         {
-            [DllImport("libc", CharSet = CharSet.Ansi, SetLastError = true)]
+            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
             internal static extern int chmod(string path, uint mode);
         }
     }

@@ -1,8 +1,6 @@
 // ese.backup engine: hard recovery from backup sets (JetExternalRestore2W) and restore drills.
 // C# 5, references System and System.Core only. Contracts: docs/architecture.md (section "Restore"),
 // docs/restore.md; esent semantics: ese-backup-semantics.md section 7.
-//AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseNative
-//AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
 using System;
 using System.Collections;

@@ -3,7 +3,6 @@
 // session host process that owns the instance and the backup, and serves later tasks over a named pipe
 // (Windows) or a Unix socket (Mono). The host keeps a journal per session. Contracts: docs/sessions.md and
 // docs/architecture.md ("Session journal facts").
-//AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils.EseEngine
 //AssemblyReference -Type System.IO.Pipes.PipeSecurity -CLR Core
 
 using System;
@@ -32,17 +31,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         [DllImport("esent.dll", ExactSpelling = true)]
         internal static extern int JetStopBackupInstance(IntPtr instance);
 
-        [DllImport("libc", CharSet = CharSet.Ansi, SetLastError = true)]
+        [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
         internal static extern int chmod(string path, uint mode);
-        [DllImport("libc")]
+        [DllImport("libc.so.6")]
         internal static extern uint getuid();
-        [DllImport("libc", CharSet = CharSet.Ansi, SetLastError = true)]
+        [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
         internal static extern int open(string path, int flags);
-        [DllImport("libc")]
+        [DllImport("libc.so.6")]
         internal static extern int dup2(int oldfd, int newfd);
-        [DllImport("libc")]
+        [DllImport("libc.so.6")]
         internal static extern int close(int fd);
-        [DllImport("libc", SetLastError = true)]
+        [DllImport("libc.so.6", SetLastError = true)]
         internal static extern int kill(int pid, int sig);
     }
 
@@ -919,6 +918,15 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         public static Dictionary<string, object> Copy(IDictionary args, bool checkMode) { return Forward("copy", args, checkMode); }
         public static Dictionary<string, object> Truncate(IDictionary args, bool checkMode) { return Forward("truncate", args, checkMode); }
         public static Dictionary<string, object> End(IDictionary args, bool checkMode) { return Forward("end", args, checkMode); }
+
+        // ese.backup.info: the engine's header and backup-set facts, plus the sessions when asked for.
+        public static Dictionary<string, object> Info(IDictionary args)
+        {
+            Dictionary<string, object> r = Engine.Info(args);
+            object want = args == null ? null : args["sessions"];
+            if (want is bool && (bool)want) r["sessions"] = List(args)["sessions"];
+            return r;
+        }
 
         // Every session with a journal on this host, with its state (a gone host is recorded as host_crash).
         public static Dictionary<string, object> List(IDictionary args)

@@ -4,7 +4,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
-#AnsibleRequires -CSharpUtil ..module_utils._EseSession
+#AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseSession
+#AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the engine starts (or finds) the session host and returns facts; the action plugin
 # (plugins/action/begin.py) turns them into changed/failed/msg through module_utils/jet_policy.py.
@@ -27,10 +28,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-
-$facts = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::Begin($module.Params, $module.CheckMode)
-
-foreach ($entry in $facts.GetEnumerator()) {
-    $module.Result[$entry.Key] = $entry.Value
-}
-$module.ExitJson()
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]) -Method Begin

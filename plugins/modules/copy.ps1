@@ -4,7 +4,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
-#AnsibleRequires -CSharpUtil ..module_utils._EseSession
+#AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseSession
+#AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the session host streams the files; the action plugin (plugins/action/copy.py) applies
 # the copy policy table in module_utils/jet_policy.py.
@@ -22,10 +23,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-
-$facts = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::Copy($module.Params, $module.CheckMode)
-
-foreach ($entry in $facts.GetEnumerator()) {
-    $module.Result[$entry.Key] = $entry.Value
-}
-$module.ExitJson()
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]) -Method Copy

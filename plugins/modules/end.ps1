@@ -4,7 +4,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
-#AnsibleRequires -CSharpUtil ..module_utils._EseSession
+#AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseSession
+#AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the session host calls JetEndExternalBackupInstance2 and returns the End call with the
 # journal; the action plugin (plugins/action/end.py) decides the result with the END table.
@@ -19,10 +20,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-
-$facts = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::End($module.Params, $module.CheckMode)
-
-foreach ($entry in $facts.GetEnumerator()) {
-    $module.Result[$entry.Key] = $entry.Value
-}
-$module.ExitJson()
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]) -Method End

@@ -4,8 +4,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
-#AnsibleRequires -CSharpUtil ..module_utils.EseEngine
-#AnsibleRequires -CSharpUtil ..module_utils._EseSession
+#AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseSession
+#AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Read-only: header facts of databases and the backup sets under a directory. The action plugin
 # (plugins/action/info.py) passes the result through and names a failed JET call.
@@ -21,13 +21,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-
-$facts = [ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]::Info($module.Params)
-if ($module.Params.sessions) {
-    $facts['sessions'] = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::List($module.Params)['sessions']
-}
-
-foreach ($entry in $facts.GetEnumerator()) {
-    $module.Result[$entry.Key] = $entry.Value
-}
-$module.ExitJson()
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]) -Method Info

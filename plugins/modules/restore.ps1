@@ -4,8 +4,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
-#AnsibleRequires -CSharpUtil Ansible.Privilege
-#AnsibleRequires -CSharpUtil ..module_utils._EseRestore
+#AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseRestore
+#AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the engine checks the chain and the targets, restores (JetExternalRestore2W) or drills,
 # and returns facts; the action plugin (plugins/action/restore.py) applies the restore policy table.
@@ -30,24 +30,8 @@ $spec = @{
         scratch = @{ type = 'path' }
         instance_name = @{ type = 'str'; default = 'ese.backup.restore' }
     }
-    mutually_exclusive = @(
-        , @('drill', 'restore_map')
-    )
     supports_check_mode = $true
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-
-# Writing over a database file that the backup operator does not own needs SeRestorePrivilege.
-$privilege = New-Object -TypeName Ansible.Privilege.PrivilegeEnabler -ArgumentList $false, 'SeRestorePrivilege', 'SeBackupPrivilege'
-try {
-    $facts = [ansible_collections.ese.backup.plugins.module_utils._EseRestore.Restore]::Run($module.Params, $module.CheckMode)
-}
-finally {
-    $privilege.Dispose()
-}
-
-foreach ($entry in $facts.GetEnumerator()) {
-    $module.Result[$entry.Key] = $entry.Value
-}
-$module.ExitJson()
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseRestore.Restore]) -Method Run -Privilege SeRestorePrivilege, SeBackupPrivilege

@@ -4,8 +4,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
-#AnsibleRequires -CSharpUtil Ansible.Privilege
-#AnsibleRequires -CSharpUtil ..module_utils.EseEngine
+#AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils.EseEngine
+#AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the engine does the work and returns facts; the action plugin (plugins/action/run.py)
 # turns them into changed/failed/msg through the policy table in module_utils/jet_policy.py.
@@ -29,22 +29,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-
-# Streaming a database that another process holds open needs SeBackupPrivilege enabled in the token.
-$process = [Ansible.Privilege.PrivilegeUtil]::GetCurrentProcess()
-if (-not ([Ansible.Privilege.PrivilegeUtil]::GetAllPrivilegeInfo($process)).ContainsKey('SeBackupPrivilege')) {
-    $module.Warn('The connection user does not hold SeBackupPrivilege; reading the databases may fail with access denied')
-}
-
-$privilege = New-Object -TypeName Ansible.Privilege.PrivilegeEnabler -ArgumentList $false, 'SeBackupPrivilege'
-try {
-    $facts = [ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]::Run($module.Params, $module.CheckMode)
-}
-finally {
-    $privilege.Dispose()
-}
-
-foreach ($entry in $facts.GetEnumerator()) {
-    $module.Result[$entry.Key] = $entry.Value
-}
-$module.ExitJson()
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]) -Method Run -Privilege SeBackupPrivilege

@@ -4,8 +4,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 #AnsibleRequires -CSharpUtil Ansible.Basic
-#AnsibleRequires -CSharpUtil Ansible.Privilege
-#AnsibleRequires -CSharpUtil ..module_utils._EseSession
+#AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseSession
+#AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Internal module of ese.backup.begin's action plugin. Mode serve runs the session host; the action
 # plugin starts it with Ansible's async wrapper, which runs it in a process outside the WinRM shell's
@@ -24,17 +24,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-
-# The host streams databases that their service may hold open: it needs SeBackupPrivilege enabled.
-$privilege = New-Object -TypeName Ansible.Privilege.PrivilegeEnabler -ArgumentList $false, 'SeBackupPrivilege'
-try {
-    $facts = [ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]::HostTask($module.Params)
-}
-finally {
-    $privilege.Dispose()
-}
-
-foreach ($entry in $facts.GetEnumerator()) {
-    $module.Result[$entry.Key] = $entry.Value
-}
-$module.ExitJson()
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseSession.Session]) -Method HostTask -Privilege SeBackupPrivilege

@@ -16,8 +16,9 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.ese.backup.plugins.module_utils.jet_policy import POLICIES, apply
 
-# Keys of a module result that the action plugin always carries over when present.
-CARRIED = ("invocation", "deprecations")
+# Keys of a module result that the action plugin always carries over when present (windows_only_skipped:
+# the Windows-only steps the module skipped because the host is not Windows).
+CARRIED = ("invocation", "deprecations", "windows_only_skipped")
 # A module result carries engine facts when it has this key (every engine result has a trace).
 FACTS_KEY = "trace"
 
