@@ -1,0 +1,44 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Finds PowerShell 7 for the suites that run the real .ps1 modules (the PowerShell 7 and WinRM lanes).
+
+Order: ``pwsh`` on PATH (Microsoft's packages), then the copy that ``../shared/tools/pwsh/install.sh``
+unpacks into ``build/pwsh``. Where neither exists the suites skip, saying how to install PowerShell;
+where ``../shared/tools/pwsh`` exists a skip is a failure, because CI must run those lanes.
+"""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUNDLED = os.path.join(os.path.dirname(REPO), "shared", "tools", "pwsh", "install.sh")
+UNPACK_TO = os.path.join(REPO, "build", "pwsh")
+HOW_TO_INSTALL = ("PowerShell 7 (pwsh) is not installed: install it from Microsoft's packages "
+                  "(https://learn.microsoft.com/powershell/scripting/install/installing-powershell-on-linux) "
+                  "or put ../shared/tools/pwsh beside the checkout")
+
+
+def find_pwsh():
+    """Path of a pwsh that starts, or None."""
+    found = shutil.which("pwsh")
+    if found:
+        return found
+    if os.path.exists(BUNDLED):
+        out = subprocess.run(["bash", BUNDLED, UNPACK_TO], capture_output=True, text=True, timeout=300)
+        path = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+        if path and os.access(path, os.X_OK):
+            return path
+        pytest.fail("../shared/tools/pwsh/install.sh failed: %s" % (out.stderr or out.stdout)[-2000:])
+    return None
+
+
+def require_pwsh():
+    """pwsh's path; skips without it, and fails instead where the bundled copy should have been used."""
+    path = find_pwsh()
+    if path:
+        return path
+    if os.path.exists(BUNDLED):
+        pytest.fail("../shared/tools/pwsh exists but no pwsh could be started: " + HOW_TO_INSTALL)
+    pytest.skip(HOW_TO_INSTALL)
