@@ -34,4 +34,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseRestore.Restore]) -Method Run -Privilege SeRestorePrivilege, SeBackupPrivilege
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils._EseRestore.Restore]) -Method Run -Privilege 'SeRestorePrivilege', 'SeBackupPrivilege'

@@ -29,4 +29,4 @@ $spec = @{
 }
 
 $module = [Ansible.Basic.AnsibleModule]::Create($args, $spec)
-Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]) -Method Run -Privilege SeBackupPrivilege
+Invoke-EseEntryPoint -Module $module -Type ([ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine]) -Method Run -Privilege 'SeBackupPrivilege'
