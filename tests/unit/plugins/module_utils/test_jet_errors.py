@@ -9,8 +9,8 @@ import pytest
 from ansible_collections.ese.backup.plugins.module_utils import jet_errors as je
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-TSV = os.path.join(os.path.dirname(ROOT), "shared", "spec", "jet-errors.tsv")
-needs_tsv = pytest.mark.skipif(not os.path.exists(TSV), reason="jet-errors.tsv is not at ../shared/spec relative to the repo")
+TSV = os.path.join(ROOT, "tools", "data", "jet-errors.tsv")
+needs_tsv = pytest.mark.skipif(not os.path.exists(TSV), reason="tools/data/jet-errors.tsv is missing")
 
 
 def tsv_rows():
