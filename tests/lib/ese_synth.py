@@ -15,6 +15,7 @@ API (all sizes in bytes, generations are ints, signatures are the 28-byte SIGNAT
 - ``make_log_set(directory, base, gens, sign_log, ...)``  -> list of dicts {path, generation, created}
 - ``make_checkpoint(path, generation, sign_log)``
 - ``make_backup_set(dest, name, ...)``                  -> path of a complete set with manifest.json
+- ``make_kept_logs(dest, name, ...)``                    -> path of a kept-logs staging folder
 - ``corrupt(path, offset, bit=0)``                       flips one bit in place
 
 Speed: ``make_database(p, 4096, pages=262144)`` (1 GiB) takes a few seconds.
@@ -244,4 +245,24 @@ def make_backup_set(dest, name, set_type="full", gen_low=10, gen_high=12, sign_l
     }
     with open(os.path.join(root, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
+    return root
+
+
+def make_kept_logs(dest, name, set_type="full", reason="logs truncated on the host; the backup could not be ended",
+                   **kw):
+    """Write ``<dest>/.<name>.partial/`` as the engine keeps it when logs were truncated and the set could
+    not be published: the set's files and ``kept-logs.json`` (docs/verify.md) instead of manifest.json.
+
+    ``kw`` goes to ``make_backup_set``. Returns the folder's path.
+    """
+    staging = "." + name + ".partial"
+    root = make_backup_set(dest, staging, set_type, **kw)
+    with open(os.path.join(root, "manifest.json")) as f:
+        manifest = json.load(f)
+    os.remove(os.path.join(root, "manifest.json"))
+    kept = {"format": "ese.backup/kept-logs/1", "set_name": name, "type": set_type, "reason": reason,
+            "created": manifest["created"], "logs_truncated": True, "logs": manifest["logs"],
+            "databases": manifest["databases"], "files": manifest["files"]}
+    with open(os.path.join(root, "kept-logs.json"), "w") as f:
+        json.dump(kept, f, indent=2)
     return root

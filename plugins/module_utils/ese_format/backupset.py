@@ -5,18 +5,23 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import database as dbm
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import logs as lgm
 from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem, is_error
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "ese.backup/1"
+# The reason file the engine writes into a staging folder ('.<name>.partial') that it keeps because
+# logs were truncated on the host before the set could be published (docs/verify.md, "Kept-logs folders").
+KEPT = "kept-logs.json"
+KEPT_FORMAT = "ese.backup/kept-logs/1"
 SET_TYPES = ("full", "copy", "incremental", "differential")
 _HEX56 = re.compile(r"^[0-9a-fA-F]{56}$")
+_BASE_NAME = re.compile(r'^[^\\/:*?"<>|.\x00-\x1f]{3}$')
 
 
 def safe_name(name):
@@ -29,30 +34,40 @@ def safe_name(name):
     return all(p not in ("", ".", "..") for p in parts)
 
 
+def safe_base_name(name):
+    """True for a log base name as ESE uses it: three characters, no separator, dot or control character."""
+    return isinstance(name, str) and bool(_BASE_NAME.match(name))
+
+
 def sha256_file(path, chunk=4 << 20):
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_regular(path) as f:
         for blk in iter(lambda: f.read(chunk), b""):
             h.update(blk)
     return h.hexdigest()
 
 
-def _walk(root):
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for fn in sorted(filenames):
-            full = os.path.join(dirpath, fn)
-            out.append(os.path.relpath(full, root).replace(os.sep, "/"))
-    return out
-
-
 def _is_database(path):
     try:
-        with open(path, "rb") as f:
+        with fs.open_regular(path) as f:
             return dbm.looks_like_database(f.read(8))
     except (IOError, OSError):
         return False
+
+
+def oddity_problems(odd, display):
+    """Problems for the entries ``fs.inventory`` did not list as regular files (never opened)."""
+    probs = []
+    for rel, kind, detail in odd:
+        if kind == "dir_symlink":
+            probs.append(problem("FOLDER_SYMLINK", display(rel), detail + ": not followed"))
+        elif kind == "symlink":
+            probs.append(problem("FILE_SYMLINK", display(rel), detail + ": not followed"))
+        elif kind == "unreadable":
+            probs.append(problem("READ_ERROR", display(rel), detail))
+        else:
+            probs.append(problem("FILE_NOT_REGULAR", display(rel), detail + ": skipped, not opened"))
+    return probs
 
 
 def classify(root, rel):
@@ -155,56 +170,119 @@ def verify_group(root, dbs, logs, chks, checksums=True, want_sha=False, in_set=F
     return {"databases": dinfos, "logs": summaries, "checkpoints": cinfos, "problems": probs, "sha256": sha}
 
 
-def load_manifest(path, display):
+def load_manifest(path, display, kept=False):
+    """Read manifest.json (or, with ``kept``, kept-logs.json) within the size and depth limits."""
     probs = []
+    invalid = "KEPT_LOGS_INVALID" if kept else "MANIFEST_INVALID"
+    what = KEPT if kept else "manifest"
     try:
-        with open(path, "rb") as f:
-            m = json.loads(f.read().decode("utf-8"))
+        m = fs.load_json(path)
+    except fs.JsonLimitError as e:
+        return None, [problem("MANIFEST_UNREADABLE", display, "%s not read: %s" % (what, e))]
+    except fs.NotRegularFile as e:
+        code = "FILE_SYMLINK" if e.kind == "symlink" else "FILE_NOT_REGULAR"
+        return None, [problem(code, display, "%s is a %s: not opened" % (what, e.kind))]
     except (IOError, OSError, ValueError, UnicodeDecodeError) as e:
-        return None, [problem("MANIFEST_INVALID", display, "cannot read manifest: %s" % e)]
+        return None, [problem(invalid, display, "cannot read %s: %s" % (what, e))]
     if not isinstance(m, dict):
-        return None, [problem("MANIFEST_INVALID", display, "the manifest is not a JSON object")]
-    if m.get("format") != MANIFEST_FORMAT:
-        probs.append(problem("MANIFEST_INVALID", display, "format is %r, expected %r" % (m.get("format"), MANIFEST_FORMAT)))
-    if m.get("type") not in SET_TYPES:
-        probs.append(problem("MANIFEST_INVALID", display, "type %r is not one of %s" % (m.get("type"), ", ".join(SET_TYPES))))
+        return None, [problem(invalid, display, "the %s is not a JSON object" % what)]
+    want = KEPT_FORMAT if kept else MANIFEST_FORMAT
+    if m.get("format") != want:
+        probs.append(problem(invalid, display, "format is %r, expected %r" % (m.get("format"), want)))
+    if not kept and m.get("type") not in SET_TYPES:
+        probs.append(problem(invalid, display, "type %r is not one of %s" % (m.get("type"), ", ".join(SET_TYPES))))
     files = m.get("files")
     if not isinstance(files, list) or not all(isinstance(x, dict) and "name" in x for x in files):
-        probs.append(problem("MANIFEST_INVALID", display, "'files' must be a list of objects with a name"))
+        probs.append(problem(invalid, display, "'files' must be a list of objects with a name"))
         m["files"] = []
+    if m.get("databases") is not None and not isinstance(m.get("databases"), list):
+        probs.append(problem(invalid, display, "'databases' must be a list"))
+        m["databases"] = []
+    for key in ("logs", "source"):
+        if m.get(key) is not None and not isinstance(m.get(key), dict):
+            probs.append(problem(invalid, display, "'%s' must be an object" % key))
+            m[key] = {}
     return m, probs
 
 
-def verify_set(set_dir, checksums=True, prefix=""):
-    """Verify one backup set directory (with manifest.json). Returns a per-set result dict."""
+def _self_contained(m, listed, roles, display, meta):
+    """databases[].file and the base names must stay inside the set (restore uses them)."""
+    probs = []
+    for e in m.get("databases") or []:
+        if not isinstance(e, dict):
+            probs.append(problem("MANIFEST_INVALID", display(meta), "a databases[] entry is not an object"))
+            continue
+        f = e.get("file")
+        if f is None:
+            continue          # an incremental records the databases' facts without a copy of them
+        if not safe_name(f):
+            probs.append(problem("MANIFEST_DB_FILE_UNSAFE", display(meta),
+                                 "databases[].file %r is not a name inside the set" % (f,)))
+        elif f not in listed or roles.get(f) != "database":
+            probs.append(problem("MANIFEST_DB_FILE_ROLE", display(meta),
+                                 "databases[].file %r is %s" % (f, "not listed in files" if f not in listed else
+                                                                "listed as a %s, not a database" % roles.get(f))))
+    for key in ("logs", "source"):
+        sect = m.get(key) or {}
+        if "base_name" in sect and not safe_base_name(sect.get("base_name")):
+            probs.append(problem("MANIFEST_BASE_NAME_UNSAFE", display(meta),
+                                 "%s.base_name %r is not a 3-character log base name" % (key, sect.get("base_name"))))
+    return probs
+
+
+def _role(n, e):
+    r = e.get("role")
+    if isinstance(r, str) and r:
+        return r
+    return "database" if n.startswith("databases/") else "log" if n.startswith("logs/") else "other"
+
+
+def verify_set(set_dir, checksums=True, prefix="", kept=False):
+    """Verify one backup set directory (with manifest.json). Returns a per-set result dict.
+
+    ``kept``: the directory is a kept-logs staging folder ('.<name>.partial' with kept-logs.json);
+    its reason file stands in for the manifest (the same file list), and the result says so.
+    """
     def display(rel):
         return prefix + rel
     name = os.path.basename(os.path.normpath(set_dir))
+    meta = KEPT if kept else MANIFEST
     probs = []
-    m, p = load_manifest(os.path.join(set_dir, MANIFEST), display(MANIFEST))
-    probs.extend(p)
-    present = [r for r in _walk(set_dir) if r != MANIFEST]
+    present, odd = fs.inventory(set_dir)
+    meta_kind = fs.lkind(os.path.join(set_dir, meta))
+    if meta_kind in ("file", None):
+        m, p = load_manifest(os.path.join(set_dir, meta), display(meta), kept=kept)
+        probs.extend(p)
+    else:
+        m = None      # a link or a FIFO in the manifest's place: reported with the oddities, not opened
+    probs.extend(oddity_problems(odd, display))
+    blocked = [rel for rel, _k, _d in odd]
+    present = [r for r in present if r not in (MANIFEST, KEPT)]
     listed = {}
+    roles = {}
     if m is not None:
         for e in m["files"]:
             n = e.get("name")
             if not safe_name(n):
-                probs.append(problem("MANIFEST_UNSAFE_NAME", display(MANIFEST), "unsafe file name %r" % (n,)))
+                probs.append(problem("MANIFEST_UNSAFE_NAME", display(meta), "unsafe file name %r" % (n,)))
                 continue
             listed[n] = e
+            roles[n] = _role(n, e)
+        probs.extend(_self_contained(m, listed, roles, display, meta))
     for rel in (present if m is not None else []):
         if rel not in listed:
-            probs.append(problem("FILE_UNLISTED", display(rel), "present in the set but not in the manifest"))
+            probs.append(problem("FILE_UNLISTED", display(rel), "present in the set but not in the %s" % meta))
+    present_set = set(present)
     dbs, logs, others = [], [], []
     for n, e in listed.items():
-        full = os.path.join(set_dir, *n.split("/"))
-        if not os.path.isfile(full):
-            probs.append(problem("FILE_MISSING", display(n), "listed in the manifest but absent"))
+        if n not in present_set:
+            if not any(n == b or n.startswith(b + "/") for b in blocked):   # a link or FIFO: reported above
+                probs.append(problem("FILE_MISSING", display(n), "listed in the %s but absent" % meta))
             continue
-        size = os.path.getsize(full)
+        size = fs.size_of(os.path.join(set_dir, *n.split("/")))
         if e.get("size") is not None and e.get("size") != size:
-            probs.append(problem("FILE_SIZE_MISMATCH", display(n), "size %d, manifest says %s" % (size, e.get("size"))))
-        role = e.get("role") or ("database" if n.startswith("databases/") else "log" if n.startswith("logs/") else "other")
+            probs.append(problem("FILE_SIZE_MISMATCH", display(n), "size %d, %s says %s" % (size, meta, e.get("size"))))
+        role = roles[n]
         (dbs if role == "database" else logs if role == "log" else others).append(n)
     if m is None:   # unreadable manifest: still judge what is there
         for rel in present:
@@ -220,14 +298,23 @@ def verify_set(set_dir, checksums=True, prefix=""):
         except (IOError, OSError) as e:
             probs.append(problem("READ_ERROR", display(n), str(e)))
     for n, e in listed.items():
-        want = (e.get("sha256") or "").lower()
+        want = e.get("sha256")
+        want = want.lower() if isinstance(want, str) else ""
         if n in sha and want and sha[n] != want:
-            probs.append(problem("FILE_HASH_MISMATCH", display(n), "SHA-256 %s, manifest says %s" % (sha[n], want)))
+            probs.append(problem("FILE_HASH_MISMATCH", display(n), "SHA-256 %s, %s says %s" % (sha[n], meta, want)))
     if m is not None:
         probs.extend(_manifest_facts(m, g, listed, display))
     if not g["databases"] and not any(s["count"] for s in g["logs"]):
-        probs.append(problem("SET_EMPTY", display(MANIFEST) if m is not None else prefix or name,
+        probs.append(problem("SET_EMPTY", display(meta) if m is not None else prefix or name,
                              "the set holds no database and no log"))
+    reason = None
+    if kept:
+        reason = (m or {}).get("reason")
+        reason = reason if isinstance(reason, str) else None
+        probs.insert(0, problem("SET_KEPT_LOGS", prefix.rstrip("/") or name,
+                                "kept-logs folder%s: it holds the only copy of logs truncated on the host, "
+                                "so keep it until a later full backup is verified; its files were verified"
+                                % (" (%s)" % reason if reason else "")))
     stream = g["logs"][0] if g["logs"] else None
     sign = stream["signature"] if stream else None
     for d in g["databases"]:
@@ -240,13 +327,17 @@ def verify_set(set_dir, checksums=True, prefix=""):
         gen_low, gen_high = m["logs"].get("gen_low"), m["logs"].get("gen_high")
     for d in g["databases"]:
         d.pop("_rel", None)
-    return {
+    out = {
         "name": name, "path": set_dir, "type": (m or {}).get("type"), "created": (m or {}).get("created"),
+        "status": "kept_logs" if kept else "complete",
         "valid": not any(is_error(x) for x in probs), "gen_low": gen_low, "gen_high": gen_high,
         "sign_log": sign, "databases": g["databases"], "logs": g["logs"], "checkpoints": g["checkpoints"],
         "problems": probs,
         "_log_sha": dict((n.rsplit("/", 1)[-1], sha.get(n)) for n in logs),
     }
+    if kept:
+        out["reason"] = reason
+    return out
 
 
 def _manifest_facts(m, g, listed, display):
@@ -283,30 +374,54 @@ def _manifest_facts(m, g, listed, display):
 
 
 def verify_folder(root, checksums=True, prefix=""):
-    """A directory holding ESE files but no manifest (e.g. a file-level copy of a live ESE folder)."""
-    files = [r for r in _walk(root) if "/" not in r]
+    """A directory holding ESE files but no manifest (e.g. a file-level copy of a live ESE folder).
+
+    Only the regular files directly in it are read; links and FIFOs, sockets or devices are reported
+    and never opened.
+    """
+    display = lambda r: prefix + r  # noqa: E731
+    files, odd = fs.inventory(root, recursive=False)
     dbs, logs, chks = [], [], []
     for rel in files:
         r = classify(root, rel)
         (dbs if r == "database" else logs if r == "log" else chks if r == "checkpoint" else []).append(rel)
-    g = verify_group(root, dbs, logs, chks, checksums=checksums, display=lambda r: prefix + r)
+    g = verify_group(root, dbs, logs, chks, checksums=checksums, display=display)
+    g["problems"] = oddity_problems(odd, display) + g["problems"]
+    if any(d.get("backup_target") for d in g["databases"]):
+        # AD keeps temp.edb next to ntds.dit: beside a real database a temporary one is skipped, not an error
+        temp = set(d["file"] for d in g["databases"] if d.get("backup_target") is False)
+        for i, p in enumerate(g["problems"]):
+            if p["code"] == "DB_NOT_BACKUP_TARGET" and p["file"] in temp:
+                g["problems"][i] = problem("DB_TEMP_SKIPPED", p["file"], p["detail"])
     for d in g["databases"]:
         d.pop("_rel", None)
     return g
 
 
+def is_partial(n):
+    return n.startswith(".") and n.endswith(".partial") and len(n) > len("..partial")
+
+
 def find_sets(root):
-    """Immediate subdirectories with a manifest, and leftover '.partial' directories."""
-    sets, partial = [], []
+    """Immediate subdirectories of ``root``: ``(sets, kept, partial, links)``.
+
+    ``sets`` hold a manifest; ``kept`` are '.<name>.partial' staging folders with kept-logs.json;
+    ``partial`` are other '.partial' folders; ``links`` are symbolic links to folders (not followed).
+    """
+    sets, kept, partial, links = [], [], [], []
     for n in sorted(os.listdir(root)):
         full = os.path.join(root, n)
-        if not os.path.isdir(full):
+        k = fs.lkind(full)
+        if k == "symlink" and os.path.isdir(full) and (is_partial(n) or fs.lkind(os.path.join(full, MANIFEST))):
+            links.append(n)
             continue
-        if n.startswith(".") and n.endswith(".partial"):
-            partial.append(n)
-        elif os.path.isfile(os.path.join(full, MANIFEST)):
+        if k != "dir":
+            continue
+        if is_partial(n):
+            (kept if fs.lkind(os.path.join(full, KEPT)) is not None else partial).append(n)
+        elif fs.lkind(os.path.join(full, MANIFEST)) is not None:
             sets.append(n)
-    return sets, partial
+    return sets, kept, partial, links
 
 
 def chains(sets):
@@ -317,6 +432,7 @@ def chains(sets):
     """
     probs = []
     # 'created' has one-second resolution: within a second a full set comes first, then by generations
+    sets = [s for s in sets if s.get("status") != "kept_logs"]
     order = sorted(sets, key=lambda s: (s.get("created") or "", 0 if s.get("type") == "full" else 1,
                                         s.get("gen_low") or 0, s.get("gen_high") or 0, s["name"]))
     out = []

@@ -14,8 +14,9 @@ import os
 import threading
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import structs as st
-from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem, open_problem
 
 CHUNK_BYTES = 4 << 20
 MAX_PAGE_PROBLEMS = 50   # problems listed one by one per code and file; the rest are summarised
@@ -140,7 +141,7 @@ def _scan(f, start, npages, cb, checksums, hasher, use_numpy, chunk_bytes, tally
 
 
 def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy=None,
-                   chunk_bytes=CHUNK_BYTES, in_set=False):
+                   chunk_bytes=CHUNK_BYTES, in_set=False, follow=False):
     """Check one database file. Returns ``(info, problems)``.
 
     ``info`` holds the header facts, the page counts and ``bad_pages``; ``problems`` uses the codes
@@ -155,11 +156,11 @@ def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy
             "pages_checked": 0, "pages_ok": 0, "pages_zero": 0, "bad_pages": [], "correctable_pages": [],
             "pages_checksummed": bool(checksums), "streamed": False, "size": None}
     try:
-        size = os.path.getsize(path)
-        f = open(path, "rb")
+        f = fs.open_regular(path, follow=follow)
     except (IOError, OSError) as e:
-        probs.append(problem("READ_ERROR", name, str(e)))
+        probs.append(open_problem(e, name))
         return info, probs
+    size = os.fstat(f.fileno()).st_size
     info["size"] = size
     hasher = hashlib.sha256() if want_sha256 else None
     with f:
@@ -221,12 +222,23 @@ def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy
             tr = f.read(cb)
             _check_trailer(tr, cb, hdr, name, probs, info)
         info["pages_total"] = npages
-        # temp databases (and never-finished ones) carry no page checksums (spec 5.2)
+        if npages == 0 and size >= 2 * cb:
+            probs.append(problem("DB_NO_PAGES", name, "%d bytes: the header and shadow header%s, no data page"
+                                 % (size, " and the trailer" if hdr["streamed"] else "")))
+        # Temporary databases (and never-finished ones) are not checksummed: ESE's FBFIDatabasePage()
+        # (dev/ese/src/ese/bf.cxx) leaves temp databases out, and ErrDBReadHeaderCheckConsistency()
+        # (dev/ese/src/ese/db.cxx) refuses to attach a database whose state is not CleanShutdown (a
+        # JustCreated one never becomes one by recovery). They are not something to back up or restore.
         temp = hdr["filetype"] == 5 or hdr["state"] == 1
+        info["backup_target"] = not temp
         if temp:
             info["pages_checksummed"] = False
-            info["note"] = ("temporary or just-created database (state %s, file type %s): ESE writes its "
-                            "data pages without checksums, so they are not checked" % (hdr["state_name"], hdr["filetype_name"]))
+            info["note"] = ("temporary or just-created database (state %s, file type %s): not a backup target; "
+                            "ESE writes its data pages without checksums, so they are not checked"
+                            % (hdr["state_name"], hdr["filetype_name"]))
+            probs.append(problem("DB_NOT_BACKUP_TARGET", name,
+                                 "state %s, file type %s: ESE does not attach it, and its pages carry no checksums"
+                                 % (hdr["state_name"], hdr["filetype_name"])))
         do_pages = checksums and not temp
         if not do_pages and hasher is None:
             return info, probs

@@ -9,8 +9,9 @@ import re
 import struct
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import structs as st
-from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem, open_problem
 
 _NUMBERED = re.compile(r"^(?P<base>[^.]{3})(?P<gen>[0-9A-Fa-f]{5}|[0-9A-Fa-f]{8})\.(?P<ext>log|jtx)$", re.I)
 _CURRENT = re.compile(r"^(?P<base>[^.]{3})\.(?P<ext>log|jtx)$", re.I)
@@ -100,17 +101,17 @@ def _segments(data, hdr, name, probs, use_numpy):
     return nsec
 
 
-def check_log(path, name=None, checksums=True, want_sha256=False, use_numpy=None):
+def check_log(path, name=None, checksums=True, want_sha256=False, use_numpy=None, follow=False):
     """Check one log file. Returns ``(info, problems)``; info is None when the header is unusable."""
     name = name or path
     if use_numpy is None:
         use_numpy = ck.HAS_NUMPY
     probs = []
     try:
-        with open(path, "rb") as f:
+        with fs.open_regular(path, follow=follow) as f:
             data = f.read()
     except (IOError, OSError) as e:
-        return None, [problem("READ_ERROR", name, str(e))]
+        return None, [open_problem(e, name)]
     base_info = {"file": name, "size": len(data)}
     if want_sha256:
         base_info["sha256"] = hashlib.sha256(data).hexdigest()
@@ -143,15 +144,15 @@ def check_log(path, name=None, checksums=True, want_sha256=False, use_numpy=None
     return info, probs
 
 
-def check_checkpoint(path, name=None):
+def check_checkpoint(path, name=None, follow=False):
     """Check a checkpoint file (two 4 KiB copies). Returns ``(info, problems)``."""
     name = name or path
     probs = []
     try:
-        with open(path, "rb") as f:
+        with fs.open_regular(path, follow=follow) as f:
             data = f.read(2 * st.CHECKPOINT_COPY_SIZE)
     except (IOError, OSError) as e:
-        return None, [problem("READ_ERROR", name, str(e))]
+        return None, [open_problem(e, name)]
     copies = []
     for i in (0, 1):
         c = data[i * 4096:(i + 1) * 4096]

@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import backupset as bs
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import database as dbm
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import logs as lgm
-from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem, is_error
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem, is_error, open_problem
 
 # re-exported for callers
 CODES = __import__("ansible_collections.ese.backup.plugins.module_utils.ese_format.problems",
@@ -43,7 +44,7 @@ def _sibling_logs(directory, sign_log):
         return out
     for fn in names:
         kind, base, ng = lgm.classify_log_name(fn)
-        if kind not in ("numbered", "current"):
+        if kind not in ("numbered", "current") or fs.lkind(os.path.join(directory, fn)) != "file":
             continue
         info = lgm.check_log(os.path.join(directory, fn), name=fn, checksums=False)[0]
         if info and info.get("header_ok") and info["sign_log"] == sign_log:
@@ -55,7 +56,7 @@ def verify_file(path, checksums=True):
     fn = os.path.basename(path)
     kind, base, ng = lgm.classify_log_name(fn)
     if kind in ("numbered", "current", "tmp", "invalid"):
-        info, probs = lgm.check_log(path, name=path, checksums=checksums)
+        info, probs = lgm.check_log(path, name=path, checksums=checksums, follow=True)
         if kind == "numbered" and info and info.get("header_ok") and info["generation"] != ng:
             probs.append(problem("LOG_GENERATION_MISMATCH", path, "name says generation %d, header says %d"
                                  % (ng, info["generation"]), generation=info["generation"]))
@@ -66,21 +67,18 @@ def verify_file(path, checksums=True):
                      "files": [path], "version": info["version"], "created": info["created_iso"]}]
         return _result("log", path, probs, logs=logs)
     if fn.lower().endswith(".chk"):
-        info, probs = lgm.check_checkpoint(path, name=path)
+        info, probs = lgm.check_checkpoint(path, name=path, follow=True)
         return _result("checkpoint", path, probs, checkpoints=[info] if info else [])
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
+        with fs.open_regular(path, follow=True) as f:
+            head = f.read(65536)
+            size = os.fstat(f.fileno()).st_size
     except (IOError, OSError) as e:
-        return _result("unknown", path, [problem("READ_ERROR", path, str(e))])
-    if not dbm.looks_like_database(head):
-        # maybe a database whose primary header is damaged: try the full detection
-        with open(path, "rb") as f:
-            cb = dbm.detect_header(f.read(65536), os.path.getsize(path))[0]
-        if cb is None:
-            return _result("unknown", path, [problem("PATH_UNRECOGNISED", path,
-                                                     "not an ESE database, log or checkpoint")])
-    info, probs = dbm.check_database(path, name=path, checksums=checksums)
+        return _result("unknown", path, [open_problem(e, path)])
+    # not the magic: maybe a database whose primary header is damaged; try the full detection
+    if not dbm.looks_like_database(head) and dbm.detect_header(head, size)[0] is None:
+        return _result("unknown", path, [problem("PATH_UNRECOGNISED", path, "not an ESE database, log or checkpoint")])
+    info, probs = dbm.check_database(path, name=path, checksums=checksums, follow=True)
     need = dbm.required_generations(info)
     info["required_generations"] = list(need) if need else None
     if need:
@@ -103,21 +101,27 @@ def verify(path, checksums=True, workers=None):
     notes = []
     if not ck.HAS_NUMPY and checksums:
         notes.append("numpy is not installed: page checksums use the slower pure-Python path")
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError("path is empty: name a database, log, checkpoint, backup set or folder")
     path = os.path.abspath(path)
-    if os.path.isfile(path):
+    try:
+        kind = fs.kind_of(os.stat(path).st_mode)     # the operator's own path may be a link
+    except OSError:
+        kind = None
+    if kind == "file":
         if os.path.basename(path) == bs.MANIFEST:
             res = verify(os.path.dirname(path), checksums=checksums, workers=workers)
             return res
         res = verify_file(path, checksums)
-    elif os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, bs.MANIFEST)):
-            s = bs.verify_set(path, checksums=checksums)
-            res = _result("set", path, s["problems"], databases=s["databases"], logs=s["logs"],
-                          sets=[_set_summary(s)])
+    elif kind == "dir":
+        if fs.lkind(os.path.join(path, bs.MANIFEST)) is not None:
+            res = _one_set(path, checksums, kept=False)
+        elif bs.is_partial(os.path.basename(path)) and fs.lkind(os.path.join(path, bs.KEPT)) is not None:
+            res = _one_set(path, checksums, kept=True)
         else:
-            names, partial = bs.find_sets(path)
-            if names:
-                res = _verify_sets(path, names, partial, checksums, workers)
+            names, kept, partial, links = bs.find_sets(path)
+            if names or kept:
+                res = _verify_sets(path, names, kept, partial, links, checksums, workers)
             else:
                 g = bs.verify_folder(path, checksums=checksums)
                 probs = g["problems"]
@@ -126,8 +130,10 @@ def verify(path, checksums=True, workers=None):
                                          "no backup set, database, log or checkpoint found in the directory"))
                 res = _result("folder", path, probs, databases=g["databases"], logs=g["logs"],
                               checkpoints=g["checkpoints"])
-                for p in partial:
-                    res["problems"].append(problem("SET_PARTIAL", p, "unfinished set directory ignored"))
+                res["problems"].extend(_leftovers(partial, links))
+    elif kind is not None:
+        res = _result("unknown", path, [problem("FILE_NOT_REGULAR", path, "a %s, not a regular file or folder: "
+                                                "not opened" % kind.replace("_", " "))])
     else:
         raise IOError("path does not exist: %s" % path)
     res["notes"] = notes + res["notes"] + [d["note"] for d in res["databases"] if d.get("note")]
@@ -138,22 +144,40 @@ def verify(path, checksums=True, workers=None):
 
 
 def _set_summary(s):
-    return {"name": s["name"], "path": s["path"], "type": s["type"], "created": s["created"],
-            "valid": s["valid"], "gen_low": s["gen_low"], "gen_high": s["gen_high"],
-            "sign_log": s["sign_log"], "problem_count": len(s["problems"]),
-            "databases": [d["file"] for d in s["databases"]]}
+    out = {"name": s["name"], "path": s["path"], "type": s["type"], "created": s["created"],
+           "status": s["status"], "valid": s["valid"], "gen_low": s["gen_low"], "gen_high": s["gen_high"],
+           "sign_log": s["sign_log"], "problem_count": len(s["problems"]),
+           "databases": [d["file"] for d in s["databases"]]}
+    if s["status"] == "kept_logs":
+        out["reason"] = s.get("reason")
+    return out
 
 
-def _verify_sets(root, names, partial, checksums, workers):
+def _one_set(path, checksums, kept):
+    s = bs.verify_set(path, checksums=checksums, kept=kept)
+    return _result("kept_logs" if kept else "set", path, s["problems"], databases=s["databases"], logs=s["logs"],
+                   sets=[_set_summary(s)])
+
+
+def _leftovers(partial, links):
+    probs = [problem("SET_PARTIAL", p, "unfinished set directory without %s: not verified" % bs.KEPT)
+             for p in partial]
+    probs += [problem("FOLDER_SYMLINK", n, "a symbolic link to a set folder: not followed") for n in links]
+    return probs
+
+
+def _verify_sets(root, names, kept, partial, links, checksums, workers):
     workers = workers or min(2, os.cpu_count() or 1)
+    todo = [(n, False) for n in names] + [(n, True) for n in kept]
 
-    def one(n):
-        return bs.verify_set(os.path.join(root, n), checksums=checksums, prefix=n + "/")
-    if workers > 1 and len(names) > 1:
+    def one(item):
+        n, k = item
+        return bs.verify_set(os.path.join(root, n), checksums=checksums, prefix=n + "/", kept=k)
+    if workers > 1 and len(todo) > 1:
         with ThreadPoolExecutor(max_workers=workers) as ex:
-            sets = list(ex.map(one, names))
+            sets = list(ex.map(one, todo))
     else:
-        sets = [one(n) for n in names]
+        sets = [one(t) for t in todo]
     probs = []
     dbs, logs = [], []
     for s in sets:
@@ -163,7 +187,6 @@ def _verify_sets(root, names, partial, checksums, workers):
             logs.append(dict(lg, set=s["name"]))
     chains, cp = bs.chains(sets)
     probs.extend(cp)
-    for p in partial:
-        probs.append(problem("SET_PARTIAL", p, "unfinished set directory ignored"))
+    probs.extend(_leftovers(partial, links))
     return _result("sets", root, probs, databases=dbs, logs=logs, sets=[_set_summary(s) for s in sets],
                    chains=chains)

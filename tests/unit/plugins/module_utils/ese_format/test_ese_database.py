@@ -7,10 +7,15 @@ import pytest
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import database as dbm
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify
 
 
 def codes(probs):
     return sorted(set(p["code"] for p in probs))
+
+
+def codes_of(res):
+    return codes(res["problems"])
 
 
 @pytest.mark.parametrize("use_numpy", [True, False])
@@ -25,11 +30,28 @@ def test_samples(testdata, singles, use_numpy):
         assert info["bad_pages"] == []
 
 
-def test_temp_database_is_not_page_checked(singles):
+def test_temp_database_is_not_a_backup_target(singles):
+    """AD's temp.edb (JustCreated): ESE does not attach it and does not checksum its pages (sample README)."""
     info, probs = dbm.check_database(singles["temp.edb"])
-    assert probs == []
-    assert info["page_size"] == 8192 and info["state_name"] == "JustCreated"
+    assert codes(probs) == ["DB_NOT_BACKUP_TARGET"] and probs[0]["severity"] == "error"
+    assert info["page_size"] == 8192 and info["state_name"] == "JustCreated" and info["backup_target"] is False
     assert info["pages_checksummed"] is False and info["pages_checked"] == 0 and "without checksums" in info["note"]
+    r = verify(singles["temp.edb"])
+    assert r["valid"] is False and codes_of(r) == ["DB_NOT_BACKUP_TARGET"]
+
+
+def test_temp_database_beside_a_database_is_skipped(tmp_path, singles, synth):
+    """In a folder copy of an NTDS folder, temp.edb next to the real database is a warning only."""
+    shutil.copyfile(singles["temp.edb"], str(tmp_path / "temp.edb"))
+    synth.make_database(str(tmp_path / "ntds.dit"), 8192, pages=8)
+    r = verify(str(tmp_path))
+    assert r["valid"] and codes_of(r) == ["DB_TEMP_SKIPPED"] and r["problems"][0]["file"] == "temp.edb"
+
+
+def test_synthetic_temp_database(tmp_path, synth):
+    p = str(tmp_path / "tmp.edb")
+    synth.make_database(p, 4096, pages=8, filetype=5)
+    assert codes(dbm.check_database(p)[1]) == ["DB_NOT_BACKUP_TARGET"]
 
 
 def test_dirty_32k_needs_logs_9_to_12(singles):
