@@ -157,9 +157,8 @@ bool verify_log_segment(const uint8_t *seg, uint32_t isec)
 /* Test-only export: writes valid new-format checksums into a data page
  * (flag 0x2000 for 2/4/8 KiB; four blocks and pgno@64 for 16/32 KiB).
  * Used by the test suite to generate large synthetic databases quickly. */
-EXPORT void EseSimSealPage(void *pv, uint32_t cb, uint32_t pgno)
+void page_seal(uint8_t *page, uint32_t cb, uint32_t pgno)
 {
-    uint8_t *page = pv;
     if (cb >= 16384) {
         size_t blk = cb / 4;
         wr32(page + PG_LARGE_PGNO, pgno);
@@ -170,4 +169,9 @@ EXPORT void EseSimSealPage(void *pv, uint32_t cb, uint32_t pgno)
     }
     wr32(page + PG_FLAGS, rd32(page + PG_FLAGS) | PG_FLAG_NEWCHECKSUM);
     wr64(page, xe_checksum(page, cb, pgno, true));
+}
+
+EXPORT void EseSimSealPage(void *pv, uint32_t cb, uint32_t pgno)
+{
+    page_seal(pv, cb, pgno);
 }

@@ -102,7 +102,9 @@ JET_ERR db_detach(sim_inst *in, int idx, bool clean)
     sim_db *db = &in->db[idx];
     uint32_t cb;
     JET_ERR err = JET_errSuccess;
-    if (clean && !db->read_only && (err = db_read_header_fd(db->fd, g_hdr, &cb)) == JET_errSuccess) {
+    if (clean && db->w && in->s.records) err = log_record(in, LR_DETACHDB, 0, db->path, strlen(db->path), NULL, 0);
+    if (clean && db->w && !err) err = dbw_flush(in, idx);
+    if (clean && !db->read_only && !err && (err = db_read_header_fd(db->fd, g_hdr, &cb)) == JET_errSuccess) {
         uint8_t now[8];
         logtime_now(now);
         wr32(g_hdr + HDR_DBSTATE, DBSTATE_CLEAN);
@@ -114,6 +116,7 @@ JET_ERR db_detach(sim_inst *in, int idx, bool clean)
         memcpy(g_hdr + HDR_LOGTIME_DETACH, now, 8);
         err = db_write_header_fd(db->fd, g_hdr, cb);
     }
+    dbw_free(db);
     close(db->fd);
     memset(db, 0, sizeof *db);
     db->fd = -1;
@@ -145,22 +148,29 @@ EXPORT JET_ERR JetAttachDatabaseW(JET_SESID sesid, const WCHAR *szFilename, JET_
     return JetAttachDatabase2W(sesid, szFilename, 0, grbit);
 }
 
+/* db.cxx ErrIsamDetachDatabase: -1108 in a transaction; -1202 while a session
+ * holds the database open (JetCreateDatabaseW without JetCloseDatabase) */
 EXPORT JET_ERR JetDetachDatabase2W(JET_SESID sesid, const WCHAR *szFilename, JET_GRBIT grbit)
 {
     JET_ERR err = fault_check("JetDetachDatabase2W");
     sim_inst *in = NULL;
+    sim_sess *s = NULL;
     char path[SIM_PATH_MAX];
     if (err) return err;
-    if ((err = sess_gate(sesid, &in)) != JET_errSuccess) return err;
+    if ((err = sess_lookup(sesid, &s, &in)) != JET_errSuccess) return err;
+    if (s->level > 0) return JET_errInTransaction;
     if (grbit & DETACH_FORCE) return JET_errForceDetachNotAllowed;
     if (in->bk.status != BK_NONE || in->bk.surrogate) return JET_errBackupInProgress;
     if (!szFilename || !szFilename[0]) {
+        for (int i = 0; i < SIM_MAX_DBS; i++)
+            if (in->db[i].used && db_open_count(in, i) > 0) return JET_errDatabaseInUse;
         for (int i = 0; i < SIM_MAX_DBS; i++)
             if (in->db[i].used && (err = db_detach(in, i, true)) != JET_errSuccess) return err;
         return JET_errSuccess;
     }
     if (!abs_path_w(szFilename, path)) return JET_errInvalidParameter;
     int idx = db_find(in, path);
+    if (idx >= 0 && db_open_count(in, idx) > 0) return JET_errDatabaseInUse;
     return idx < 0 ? JET_errDatabaseNotFound : db_detach(in, idx, true);
 }
 

@@ -84,6 +84,25 @@ enum {
     JET_errFileNotFound = -1811,
     JET_errFileInvalidType = -1812,
     JET_wrnDatabaseAttached = 1007,
+    /* database creation, DDL, transactions and updates (work.c, table.c) */
+    JET_errInvalidName = -1002,
+    JET_errInvalidDatabaseId = -1010,
+    JET_errNotInTransaction = -1054,
+    JET_errTransTooDeep = -1103,
+    JET_errInTransaction = -1108,
+    JET_errDatabaseDuplicate = -1201,
+    JET_errDatabaseInUse = -1202,
+    JET_errTableDuplicate = -1303,
+    JET_errDensityInvalid = -1307,
+    JET_errInvalidTableId = -1310,
+    JET_errIllegalOperation = -1312,
+    JET_errColumnTooBig = -1506,
+    JET_errColumnNotFound = -1507,
+    JET_errColumnDuplicate = -1508,
+    JET_errInvalidColumnType = -1511,
+    JET_errNoCurrentRecord = -1603,
+    JET_errAlreadyPrepared = -1607,
+    JET_errUpdateNotPrepared = -1609,
 };
 
 /* ---- grbits (jet-constants.md §4) ---- */
@@ -179,7 +198,15 @@ typedef struct {
     uint16_t cb_sec, csec_header, csec_file;
     uint64_t file_size;
     lgpos_t tip;                       /* next "log record" position */
+    uint8_t tm_create[8];              /* tmCreate of the current log */
+    bool writable;                     /* the current log was created by this process (logwrite.c) */
+    uint32_t records;                  /* log records this instance wrote */
+    int32_t sec_gen;                   /* generation and sector that sec[] holds */
+    uint16_t sec_isec;
+    uint8_t sec[4096];                 /* that sector as written so far */
 } sim_stream;
+
+struct sim_dbwork;                     /* tables and page store of a database created here (table.c) */
 
 typedef struct {
     bool used;
@@ -188,6 +215,7 @@ typedef struct {
     bool read_only;                    /* JET_bitDbReadOnly: header never written */
     uint32_t cb_page;
     bool copy_done;                    /* read completely and closed in this backup (§4.3) */
+    struct sim_dbwork *w;              /* JetCreateDatabaseW only: tables, pages, catalog */
 } sim_db;
 
 enum { BK_NONE = 0, BK_DATABASES, BK_LOGS };
@@ -225,6 +253,16 @@ typedef struct sim_inst {
     sim_db db[SIM_MAX_DBS];
     sim_backup bk;
 } sim_inst;
+
+/* a session (instance.c); transactions and updates in work.c */
+struct sim_pending;
+typedef struct {
+    bool used;
+    struct sim_inst *in;
+    int level;                         /* transaction level, 0..7 (levelUserMost) */
+    uint16_t db_open[SIM_MAX_DBS];     /* database handles from JetCreateDatabaseW */
+    struct sim_pending *pending;       /* inserts not yet committed to level 0 */
+} sim_sess;
 
 /* ---- globals (instance.c) ---- */
 extern uint32_t g_cb_page;
@@ -312,5 +350,27 @@ JET_ERR bk_checkpoint_gen(sim_inst *in, int32_t *gen);
 size_t wlist_build(char paths[][SIM_PATH_MAX], int n, WCHAR **out);
 void wlist_copy(const WCHAR *list, size_t size, WCHAR *szz, ULONG32 cbMax, ULONG32 *pcbActual, bool report_full);
 JET_ERR sess_gate(JET_SESID sesid, sim_inst **out);
+JET_ERR sess_lookup(JET_SESID sesid, sim_sess **ps, sim_inst **pin);
+int sess_index(const sim_sess *s);
+
+/* ---- logwrite.c: log records in v8 segments ---- */
+enum {
+    LR_INIT = 1, LR_TERM, LR_BEGIN0, LR_COMMIT0, LR_ROLLBACK, LR_CREATEDB, LR_ATTACHDB, LR_DETACHDB,
+    LR_CREATETABLE, LR_ADDCOLUMN, LR_INSERT,
+};
+JET_ERR log_record(sim_inst *in, uint8_t type, uint16_t sess, const void *a, size_t na, const void *b, size_t nb);
+
+/* ---- table.c: page store and catalog of databases created by the simulator ---- */
+JET_ERR db_create(sim_inst *in, const char *path, JET_GRBIT grbit, int *slot);
+JET_ERR dbw_flush(sim_inst *in, int idx);
+void dbw_free(sim_db *db);
+void dbw_on_roll(sim_inst *in);
+void page_seal(uint8_t *page, uint32_t cb, uint32_t pgno);
+
+/* ---- work.c: session state on instance and session end ---- */
+void work_end_session(sim_sess *s, bool log);
+int db_open_count(const sim_inst *in, int idx);
+void work_inst_freed(sim_inst *in);
+void work_reset(void);
 
 #endif

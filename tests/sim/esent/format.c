@@ -273,6 +273,9 @@ static void stream_from_header(sim_stream *s, const uint8_t *hdr, uint64_t size)
     s->tip.gen = s->gen;
     s->tip.isec = s->csec_header;
     s->tip.ib = 0;
+    memcpy(s->tm_create, hdr + LGH_TMCREATE, 8);
+    s->sec_gen = 0;                    /* no sector buffered */
+    s->writable = false;
 }
 
 /* A new log stream (empty log path): <base>.log gen 1 and a checkpoint. */
@@ -303,6 +306,7 @@ JET_ERR log_create_new_stream(sim_inst *in)
     err = write_log_file(path, hdr, size);
     if (err) return err;
     stream_from_header(&in->s, hdr, size);
+    in->s.writable = true;
     chk_name(in, path, sizeof path);
     return chk_write_gen(path, in->s.sign_log, chk, true);
 }
@@ -341,5 +345,6 @@ JET_ERR log_roll(sim_inst *in)
     err = write_log_file(cur, hdr, size);
     if (err) return err;
     stream_from_header(&in->s, hdr, size);
+    in->s.writable = true;
     return JET_errSuccess;
 }

@@ -20,7 +20,7 @@ static sim_inst g_inst[SIM_MAX_INSTANCES];
 static sim_params g_defaults;
 static bool g_defaults_ready;
 static int g_mode;
-static struct { bool used; sim_inst *in; } g_sess[SIM_MAX_SESSIONS];
+static sim_sess g_sess[SIM_MAX_SESSIONS];
 
 /* ---------- defaults and lookup ---------- */
 
@@ -104,17 +104,31 @@ bool db_attached_elsewhere(const sim_inst *self, const char *path)
 static void inst_free(sim_inst *in)
 {
     bk_close_file(&in->bk);
+    for (int i = 0; i < SIM_MAX_SESSIONS; i++) {
+        if (!g_sess[i].used || g_sess[i].in != in) continue;
+        work_end_session(&g_sess[i], false);
+        memset(&g_sess[i], 0, sizeof g_sess[i]);
+    }
+    work_inst_freed(in);
     for (int i = 0; i < SIM_MAX_DBS; i++)
         if (in->db[i].used && in->db[i].fd >= 0) close(in->db[i].fd);
-    for (int i = 0; i < SIM_MAX_SESSIONS; i++)
-        if (g_sess[i].used && g_sess[i].in == in) g_sess[i].used = false;
     memset(in, 0, sizeof *in);
+}
+
+/* handles of a database that the instance's sessions hold open (JetCreateDatabaseW) */
+int db_open_count(const sim_inst *in, int idx)
+{
+    int n = 0;
+    for (int i = 0; i < SIM_MAX_SESSIONS; i++)
+        if (g_sess[i].used && g_sess[i].in == in) n += g_sess[i].db_open[idx];
+    return n;
 }
 
 void inst_reset_all(void)
 {
     for (int i = 0; i < SIM_MAX_INSTANCES; i++)
         if (g_inst[i].state != INST_FREE) inst_free(&g_inst[i]);
+    work_reset();
     memset(g_sess, 0, sizeof g_sess);
     g_defaults_ready = false;
     g_mode = MODE_NONE;
@@ -418,6 +432,7 @@ EXPORT JET_ERR JetTerm2(JET_INSTANCE instance, JET_GRBIT grbit)
     }
     for (int i = 0; i < SIM_MAX_DBS; i++)
         if (in->db[i].used) db_detach(in, i, !dirty);
+    if (in->s.records && !dirty) log_record(in, LR_TERM, 0, NULL, 0, NULL, 0);
     if (in->s.present && !dirty) {
         char chk[SIM_PATH_MAX];
         lgpos_t pos = { 0, in->s.csec_header, in->s.gen };
@@ -459,6 +474,7 @@ EXPORT JET_ERR JetBeginSessionW(JET_INSTANCE instance, JET_SESID *psesid, const 
     if (!psesid) return JET_errInvalidParameter;
     for (int i = 0; i < SIM_MAX_SESSIONS; i++) {
         if (g_sess[i].used) continue;
+        memset(&g_sess[i], 0, sizeof g_sess[i]);
         g_sess[i].used = true;
         g_sess[i].in = in;
         *psesid = (JET_SESID)&g_sess[i];
@@ -468,15 +484,20 @@ EXPORT JET_ERR JetBeginSessionW(JET_INSTANCE instance, JET_SESID *psesid, const 
 }
 
 /* session -> its instance through the gate; -1104 for a bad session */
-JET_ERR sess_gate(JET_SESID sesid, sim_inst **out)
+JET_ERR sess_lookup(JET_SESID sesid, sim_sess **ps, sim_inst **pin)
 {
     uintptr_t base = (uintptr_t)g_sess, end = base + sizeof g_sess;
     if (sesid < base || sesid >= end || (sesid - base) % sizeof g_sess[0] != 0)
         return JET_errInvalidSesid;
     size_t i = (sesid - base) / sizeof g_sess[0];
     if (!g_sess[i].used) return JET_errInvalidSesid;
-    return inst_gate((JET_INSTANCE)g_sess[i].in, out);
+    if (ps) *ps = &g_sess[i];
+    return inst_gate((JET_INSTANCE)g_sess[i].in, pin);
 }
+
+JET_ERR sess_gate(JET_SESID sesid, sim_inst **out) { return sess_lookup(sesid, NULL, out); }
+
+int sess_index(const sim_sess *s) { return (int)(s - g_sess); }
 
 EXPORT JET_ERR JetEndSession(JET_SESID sesid, JET_GRBIT grbit)
 {
@@ -488,7 +509,9 @@ EXPORT JET_ERR JetEndSession(JET_SESID sesid, JET_GRBIT grbit)
     if (sesid < base || sesid >= end || (sesid - base) % sizeof g_sess[0] != 0 ||
         !g_sess[(sesid - base) / sizeof g_sess[0]].used)
         return JET_errInvalidSesid;
-    if ((err = sess_gate(sesid, &in)) != JET_errSuccess) return err;
-    g_sess[(sesid - base) / sizeof g_sess[0]].used = false;
+    sim_sess *s = NULL;
+    if ((err = sess_lookup(sesid, &s, &in)) != JET_errSuccess) return err;
+    work_end_session(s, true);
+    memset(s, 0, sizeof *s);
     return JET_errSuccess;
 }

@@ -124,10 +124,17 @@ size_t utf8_to_wstr(const char *s, WCHAR *out, size_t cap_units)
     return n;
 }
 
-/* Path completion: absolute (relative to the cwd), '//' collapsed; folders end in '/'. */
-bool path_absolute(const char *in, char *out, size_t cap, bool folder)
+/* Path completion: absolute (relative to the cwd), '//' collapsed; folders end in '/'.
+ * '\\' separates like '/', as in every Windows file API (a Windows name cannot hold one). */
+bool path_absolute(const char *in_raw, char *out, size_t cap, bool folder)
 {
-    char tmp[SIM_PATH_MAX * 2];
+    char tmp[SIM_PATH_MAX * 2], conv[SIM_PATH_MAX * 2];
+    if (strlen(in_raw) >= sizeof conv) return false;
+    for (size_t i = 0;; i++) {
+        conv[i] = in_raw[i] == '\\' ? '/' : in_raw[i];
+        if (!in_raw[i]) break;
+    }
+    const char *in = conv;
     if (in[0] == '/') {
         if (strlen(in) >= sizeof tmp) return false;
         strcpy(tmp, in);

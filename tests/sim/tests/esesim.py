@@ -30,6 +30,11 @@ E = dict(
     PageSizeMismatch=-1213, DatabaseSharingViolation=-1215, ClientRequestToStopJetService=-1329,
     DiskFull=-1808, FileNotFound=-1811, FileInvalidType=-1812, InstanceNameInUse=-1086,
     LoggingDisabled=-516, LogFileSizeMismatch=-541, TermInProgress=-1000,
+    InvalidName=-1002, InvalidDatabaseId=-1010, NotInTransaction=-1054, TransTooDeep=-1103,
+    InTransaction=-1108, DatabaseDuplicate=-1201, DatabaseInUse=-1202, TableDuplicate=-1303,
+    DensityInvalid=-1307, InvalidTableId=-1310, IllegalOperation=-1312, ColumnNotFound=-1507,
+    ColumnDuplicate=-1508, InvalidColumnType=-1511, NoCurrentRecord=-1603, AlreadyPrepared=-1607,
+    UpdateNotPrepared=-1609, InvalidPath=-1023, InvalidSesid=-1104,
 )
 
 P_SYSTEM_PATH, P_TEMP_PATH, P_LOG_PATH, P_BASE_NAME = 0, 1, 2, 3
@@ -99,7 +104,28 @@ _PROTOS = {
     "JetStopServiceInstance": [c_size_t],
     "JetExternalRestore2W": [c_void_p, c_void_p, c_void_p, c_int32, c_void_p, c_void_p,
                              c_void_p, c_void_p, c_void_p, c_void_p],
+    # an application's own database (the signatures ese_test_database.ps1 declares)
+    "JetCreateInstanceW": [POINTER(c_size_t), c_void_p],
+    "JetCreateDatabaseW": [c_size_t, c_void_p, c_void_p, POINTER(c_uint32), c_uint32],
+    "JetCreateTable": [c_size_t, c_uint32, ctypes.c_char_p, c_int32, c_int32, POINTER(c_size_t)],
+    "JetAddColumn": [c_size_t, c_size_t, ctypes.c_char_p, c_void_p, c_void_p, c_uint32, POINTER(c_uint32)],
+    "JetBeginTransaction": [c_size_t],
+    "JetCommitTransaction": [c_size_t, c_uint32],
+    "JetRollback": [c_size_t, c_uint32],
+    "JetPrepareUpdate": [c_size_t, c_size_t, c_uint32],
+    "JetSetColumn": [c_size_t, c_size_t, c_uint32, c_void_p, c_uint32, c_uint32, c_void_p],
+    "JetUpdate": [c_size_t, c_size_t, c_void_p, c_uint32, c_void_p],
+    "JetCloseTable": [c_size_t, c_size_t],
+    "JetCloseDatabase": [c_size_t, c_uint32, c_uint32],
+    "JetDetachDatabaseW": [c_size_t, c_void_p],
 }
+
+
+class COLUMNDEF(ctypes.Structure):
+    """JET_COLUMNDEF as ese_test_database.ps1 declares it (28 bytes on x64)."""
+    _fields_ = [("cbStruct", c_uint32), ("columnid", c_uint32), ("coltyp", c_uint32), ("wCountry", ctypes.c_uint16),
+                ("langid", ctypes.c_uint16), ("cp", ctypes.c_uint16), ("wCollate", ctypes.c_uint16),
+                ("cbMax", c_uint32), ("grbit", c_uint32)]
 
 _LIB = None
 
@@ -216,6 +242,79 @@ class Jet:
 
     def stop(self, inst):
         return self.lib.JetStopBackupInstance(inst)
+
+    # ---- an application's own database: the calls of ese_test_database.ps1
+
+    def create_db(self, sesid, path, grbit=0):
+        dbid = c_uint32(0)
+        err = self.lib.JetCreateDatabaseW(sesid, wbuf(path) if path is not None else None, None, byref(dbid), grbit)
+        return err, dbid.value
+
+    def create_table(self, sesid, dbid, name, pages=16, density=80):
+        t = c_size_t(0)
+        err = self.lib.JetCreateTable(sesid, dbid, name.encode() if name is not None else None, pages, density, byref(t))
+        return err, t.value
+
+    def add_column(self, sesid, tableid, name, coltyp=11, cb_struct=None, cb_max=0, grbit=0):
+        d = COLUMNDEF(cbStruct=ctypes.sizeof(COLUMNDEF) if cb_struct is None else cb_struct, coltyp=coltyp,
+                      cbMax=cb_max, grbit=grbit)
+        col = c_uint32(0)
+        err = self.lib.JetAddColumn(sesid, tableid, name.encode(), byref(d), None, 0, byref(col))
+        return err, col.value
+
+    def set_column(self, sesid, tableid, columnid, data, grbit=0):
+        buf = ctypes.create_string_buffer(data, len(data)) if data else None
+        return self.lib.JetSetColumn(sesid, tableid, columnid, buf, len(data), grbit, None)
+
+    def update(self, sesid, tableid):
+        return self.lib.JetUpdate(sesid, tableid, None, 0, None)
+
+    def create_set(self, folder, base="tst", database="test.edb", page_size=8192, records=100, log_kb=None):
+        """What ese_test_database.ps1 does, call for call (plus JET_paramLogFileSize when log_kb is given).
+        Returns the database path. Windows separators as the .ps1 builds them."""
+        def ok(err, what):
+            assert err >= 0, "%s returned %d" % (what, err)
+        ok(self.setp(0, P_PAGE_SIZE, page_size), "JetSetSystemParameterW(DatabasePageSize)")
+        inst = c_size_t(0)
+        ok(self.lib.JetCreateInstanceW(byref(inst), wbuf("ese.backup.integration")), "JetCreateInstanceW")
+        inst = inst.value
+        win = folder.rstrip("\\") + "\\"
+        ok(self.setp(inst, 100, 1), "CreatePathIfNotExist")
+        ok(self.setp(inst, P_SYSTEM_PATH, 0, win), "SystemPath")
+        ok(self.setp(inst, P_TEMP_PATH, 0, win + "tmp.edb"), "TempPath")
+        ok(self.setp(inst, P_LOG_PATH, 0, win), "LogFilePath")
+        ok(self.setp(inst, P_BASE_NAME, 0, base), "BaseName")
+        ok(self.setp(inst, P_CIRCULAR, 0), "CircularLog")
+        if log_kb:
+            ok(self.setp(inst, P_LOG_FILE_SIZE, log_kb), "LogFileSize")
+        h = c_size_t(inst)
+        ok(self.lib.JetInit(byref(h)), "JetInit")
+        try:
+            err, ses = self.session(inst)
+            ok(err, "JetBeginSessionW")
+            path = win + database
+            err, dbid = self.create_db(ses, path)
+            ok(err, "JetCreateDatabaseW")
+            ok(self.lib.JetBeginTransaction(ses), "JetBeginTransaction")
+            err, table = self.create_table(ses, dbid, "records", 16, 80)
+            ok(err, "JetCreateTable")
+            err, col = self.add_column(ses, table, "payload", 11)
+            ok(err, "JetAddColumn")
+            ok(self.lib.JetCommitTransaction(ses, 0), "JetCommitTransaction")
+            for i in range(records):
+                payload = (chr(ord("a") + i % 26) * (200 + i % 1800)).encode()
+                ok(self.lib.JetBeginTransaction(ses), "JetBeginTransaction")
+                ok(self.lib.JetPrepareUpdate(ses, table, 0), "JetPrepareUpdate")
+                ok(self.set_column(ses, table, col, payload), "JetSetColumn")
+                ok(self.update(ses, table), "JetUpdate")
+                ok(self.lib.JetCommitTransaction(ses, 0), "JetCommitTransaction")
+            ok(self.lib.JetCloseTable(ses, table), "JetCloseTable")
+            ok(self.lib.JetCloseDatabase(ses, dbid, 0), "JetCloseDatabase")
+            ok(self.lib.JetDetachDatabaseW(ses, wbuf(path)), "JetDetachDatabaseW")
+            ok(self.lib.JetEndSession(ses, 0), "JetEndSession")
+        finally:
+            self.lib.JetTerm2(inst, 1)
+        return os.path.join(folder, database)
 
     def read_all(self, inst, path, chunk=1 << 20):
         """Open, read to EOF, close. Returns (stream bytes, reported size)."""
