@@ -63,7 +63,8 @@ public static class EseTestDatabase
         Check(JetSetSystemParameterW(ref none, IntPtr.Zero, 64, new IntPtr(pageSize), null), "JetSetSystemParameterW(DatabasePageSize)");
         IntPtr instance;
         Check(JetCreateInstanceW(out instance, "ese.backup.integration"), "JetCreateInstanceW");
-        string folder = dir.TrimEnd('\\') + "\\";
+        char sep = System.IO.Path.DirectorySeparatorChar;  // '\\' on Windows
+        string folder = dir.TrimEnd(sep) + sep;
         Check(JetSetSystemParameterW(ref instance, IntPtr.Zero, 100, new IntPtr(1), null), "CreatePathIfNotExist");
         Check(JetSetSystemParameterW(ref instance, IntPtr.Zero, 0, IntPtr.Zero, folder), "SystemPath");
         Check(JetSetSystemParameterW(ref instance, IntPtr.Zero, 1, IntPtr.Zero, folder + "tmp.edb"), "TempPath");
