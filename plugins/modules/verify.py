@@ -243,11 +243,17 @@ def main():
         supports_check_mode=True,
     )
     path = module.params["path"]
+    if path is None or not path.strip():
+        module.fail_json(msg="path: must name a database, log, checkpoint, backup set or folder; it is empty",
+                         changed=False)
     try:
         result = verify(path, checksums=module.params["checksums"])
-    except (IOError, OSError) as e:
-        module.fail_json(msg="cannot verify %s: %s" % (path, e), changed=False)
+    except (IOError, OSError, ValueError) as e:
+        module.fail_json(msg="path: cannot verify %s: %s" % (path, e), changed=False)
     result["changed"] = False
+    for p in result["problems"]:
+        if p["code"] == "DB_NOT_BACKUP_TARGET":
+            module.warn("%s is not a backup target: %s" % (p["file"], p["detail"]))
     if module.params["fail_on_invalid"] and not result["valid"]:
         codes = sorted(set(p["code"] for p in result["problems"] if p["severity"] == "error"))
         module.fail_json(msg="%s is not valid: %d problem(s): %s"

@@ -86,6 +86,16 @@ def fill_pages(q, first_pgno, page_size, rng, zero_every=0, old_format_every=0):
             q[:, 4 + i] = ck.ecc_xor_blocks(np.ascontiguousarray(blocks[:, i, :]), pgnos, bs)
         q[:, 0] = 0
         q[:, 0] = ck.ecc_xor_blocks(np.ascontiguousarray(blocks[:, 0, :]), pgnos, bs)
+        if old_format_every:
+            # ESE reads a large page without flag 0x2000 in the old format too: XOR of the whole page,
+            # the page number in dword 1, and the other blocks' checksum slots zero
+            sel = np.arange(n)[(pgnos % old_format_every) == 0]
+            if sel.size:
+                d32[sel, 9] = 0x0802
+                q[sel, 5:8] = 0
+                d32[sel, 1] = pgnos[sel].astype(np.uint32)
+                x = np.bitwise_xor.reduce(d32[sel, 1:], axis=1)
+                d32[sel, 0] = np.uint32(ck.XOR_SEED) ^ x
     if zero_every:
         q[(pgnos % zero_every) == 0] = 0
 
@@ -99,7 +109,7 @@ def make_database(path, page_size=4096, pages=64, sign_log=None, sign_db=None, s
     - ``streamed=True`` writes a backup stream: bkinfoFullCur = (``gen_low``, 0) in both header
       copies and a trailer whose bkinfo is (``gen_low``, ``gen_high``).
     - every ``zero_every``-th page is all zero (0 = none); every ``old_format_every``-th page uses the
-      legacy XOR format (small pages only).
+      legacy XOR format (any page size).
     Returns a dict of the facts written (page_size, pages, size, sign_log, sign_db, ...).
     """
     sign_log = sign_log if sign_log is not None else signature(seed)

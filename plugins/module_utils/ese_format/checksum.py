@@ -1,7 +1,22 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to ese.backup
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ESE checksums (shared/spec/ese-file-format.md section 5).
+"""ESE page checksums, as Microsoft's ESE computes and checks them.
+
+Sources (github.com/microsoft/Extensible-Storage-Engine): ``dev/ese/src/ese/_osu/checksumu.cxx``
+(ComputePageChecksum, ChecksumAndPossiblyFixPage, TryFixPage, FTryFixBlock: the format bit, the
+old-format fallback, block sizes and the correction rules) and ``dev/ese/src/checksum/checksum.cxx``
+(ChecksumOldFormat, ChecksumNewFormat, FECCErrorIsCorrectable, IbitCorrupted).
+
+- Every page (of any size) whose flags dword (offset 36) lacks ``0x2000`` uses the old format: the
+  XOR of every dword after the first, seeded with 0x89ABCDEF, and the page number in the second
+  dword. On 16/32 KiB pages the three extra checksum slots (offsets 40-63) must then be zero, because
+  ESE compares all four slots with the computed ones, which the old format leaves zero.
+- Pages with the flag use XOR+ECC: one block for pages up to 8 KiB, four blocks (4 KiB blocks for
+  16 KiB pages, 8 KiB for 32 KiB) otherwise, their checksums at offsets 0, 40, 48 and 56.
+- A mismatch is correctable when every failing block has a single-bit error that the ECC locates
+  inside the block, and that bit is not the format flag itself. A correctable bit in the header
+  block that falls on one of the other blocks' checksum slots corrects that slot first.
 
 Two implementations of the same algorithms:
 
@@ -94,12 +109,32 @@ def ecc_xor(block, pgno, header_block):
     return (ecc << 32) | ((x ^ pgno) & MASK32)
 
 
-def single_bit_correctable(expected, actual, block_size):
-    """Section 5.2 correctability: one flipped bit that the ECC can locate."""
+FLAG_BIT = 9 * 32 + 13          # IbitNewChecksumFormatFlag(): bit 13 of the flags dword
+SLOTS_FIRST_BIT = 40 * 8        # PGHDR2.rgChecksum: the checksums of blocks 1-3
+SLOTS_END_BIT = 64 * 8
+
+
+def corrupted_bit(expected, actual, block_size, header_block=False):
+    """The bit (offset in the block) that ESE would flip, or None when the error is not correctable.
+
+    FECCErrorIsCorrectable: the ECC difference has the pattern of a single bit, and the XOR
+    difference is exactly one bit. FTryFixBlock: the bit lies inside the block and, in the header
+    block, is not the format flag.
+    """
     diff = ((expected ^ actual) >> 32) & MASK32
     xdiff = (expected ^ actual) & MASK32
     nbits = block_size * 8 - 1
-    return ((((diff >> 16) ^ diff) & nbits) == nbits) and bin(xdiff).count("1") == 1
+    if (((diff >> 16) ^ diff) & nbits) != nbits or bin(xdiff).count("1") != 1:
+        return None
+    ibit = diff & 0xFFFF
+    if ibit >= block_size * 8 or (header_block and ibit == FLAG_BIT):
+        return None
+    return ibit
+
+
+def single_bit_correctable(expected, actual, block_size, header_block=False):
+    """True when ESE's ECC corrects the difference (see ``corrupted_bit``)."""
+    return corrupted_bit(expected, actual, block_size, header_block) is not None
 
 
 def block_size_for(page_size):
@@ -114,29 +149,39 @@ def page_status(page, pgno, page_size=None):
     cb = page_size or len(page)
     if not any(page):
         return ZERO
+    flags = struct.unpack_from("<I", page, 36)[0]
+    if not flags & FLAG_NEW_CHECKSUM:
+        # old format, whatever the page size (ComputePageChecksum: LongChecksumFromShortChecksum)
+        stored, spgno = struct.unpack_from("<II", page, 0)
+        if stored != xor_old(page):
+            return BAD
+        if spgno != pgno:
+            return BAD_PGNO
+        if cb > 8192 and any(page[40:64]):
+            return BAD          # the computed slots 1-3 are zero; memcmp of PAGECHECKSUM fails
+        return OK
     if cb <= 8192:
-        flags = struct.unpack_from("<I", page, 36)[0]
-        if not flags & FLAG_NEW_CHECKSUM:
-            stored, spgno = struct.unpack_from("<II", page, 0)
-            if stored != xor_old(page):
-                return BAD
-            return OK if spgno == pgno else BAD_PGNO
         stored = struct.unpack_from("<Q", page, 0)[0]
         got = ecc_xor(page, pgno, True)
         if stored == got:
             return OK
-        return CORRECTABLE if single_bit_correctable(got, stored, cb) else BAD
+        return CORRECTABLE if single_bit_correctable(got, stored, cb, True) else BAD
     bs = block_size_for(cb)
-    slots = [0, 40, 48, 56]
-    verdicts = []
+    stored = list(struct.unpack_from("<Q", page, 0) + struct.unpack_from("<QQQ", page, 40))
+    errors = 0
     for i in range(4):
-        blk = page[i * bs:(i + 1) * bs]
-        stored = struct.unpack_from("<Q", page, slots[i])[0]
-        got = ecc_xor(blk, pgno, i == 0)
-        if stored != got:
-            verdicts.append(single_bit_correctable(got, stored, bs))
-    if verdicts:
-        return CORRECTABLE if all(verdicts) else BAD
+        got = ecc_xor(page[i * bs:(i + 1) * bs], pgno, i == 0)
+        if stored[i] == got:
+            continue
+        ibit = corrupted_bit(got, stored[i], bs, i == 0)
+        if ibit is None:
+            return BAD
+        errors += 1
+        if i == 0 and errors == 1 and SLOTS_FIRST_BIT <= ibit < SLOTS_END_BIT:
+            k = ibit - SLOTS_FIRST_BIT       # TryFixPage: the bit is in another block's stored checksum
+            stored[1 + k // 64] ^= 1 << (k % 64)
+    if errors:
+        return CORRECTABLE
     if struct.unpack_from("<I", page, 64)[0] != pgno:
         return BAD_PGNO
     return OK
@@ -209,7 +254,8 @@ def ecc_xor_blocks(blocks, pgnos, block_size):
     return (ecc << np.uint64(32)) | (x ^ pgnos.astype(np.uint64))
 
 
-def _correctable_vec(expected, actual, block_size):
+def _correctable_vec(expected, actual, block_size, header_block=None):
+    """Vectorised ``single_bit_correctable``; ``header_block``: bool array (or None: no block is)."""
     d = expected ^ actual
     diff = d >> np.uint64(32)
     xdiff = d & MASK32
@@ -219,6 +265,10 @@ def _correctable_vec(expected, actual, block_size):
         one = np.bitwise_count(xdiff) == 1
     else:
         one = (xdiff != 0) & ((xdiff & (xdiff - np.uint64(1))) == 0)
+    ibit = diff & np.uint64(0xFFFF)
+    ok &= ibit < np.uint64(block_size * 8)
+    if header_block is not None:
+        ok &= ~(header_block & (ibit == np.uint64(FLAG_BIT)))
     return ok & one
 
 
@@ -235,8 +285,9 @@ def check_pages(buf, first_pgno, page_size):
     pgnos = np.arange(first_pgno, first_pgno + n, dtype=np.uint64)
     stored0 = q[:, 0].copy()
     flags = d32[:, 9]
+    new = (flags & FLAG_NEW_CHECKSUM) != 0
+    refine = []
     if cb <= 8192:
-        new = (flags & FLAG_NEW_CHECKSUM) != 0
         spgno_old = d32[:, 1].astype(np.uint64)
         q[:, 0] = 0
         got = ecc_xor_blocks(q, pgnos, cb)
@@ -247,22 +298,39 @@ def check_pages(buf, first_pgno, page_size):
         good_old_sum = ~new & (old == (stored0 & MASK32))
         bad_pgno = good_old_sum & (spgno_old != pgnos)
         ok = good_new | (good_old_sum & ~bad_pgno)
-        corr = new & ~good_new & _correctable_vec(got, stored0, cb)
+        corr = new & ~good_new & _correctable_vec(got, stored0, cb, np.ones(n, dtype=bool))
     else:
         bs = cb // 4
         stored = np.stack([stored0, q[:, 5], q[:, 6], q[:, 7]], axis=1)
         spgno = d32[:, 16].astype(np.uint64)
+        d1 = d32[:, 1].astype(np.uint64)
         q[:, 0] = 0
         blocks = q.reshape(n * 4, bs // 8)
         got = ecc_xor_blocks(blocks, np.repeat(pgnos, 4), bs).reshape(n, 4)
         match = got == stored
         allm = match.all(axis=1)
-        bad_pgno = allm & (spgno != pgnos)
-        ok = allm & ~bad_pgno
-        corr_blk = _correctable_vec(got, stored, bs) | match
-        corr = ~allm & corr_blk.all(axis=1)
+        hdr = np.zeros((n, 4), dtype=bool)
+        hdr[:, 0] = True
+        corr_blk = _correctable_vec(got, stored, bs, hdr)
+        corr = new & ~allm & (corr_blk | match).all(axis=1)
+        # a correctable bit of the header block on another block's checksum slot: ESE corrects the
+        # slot first (TryFixPage); rare, so those pages get the scalar verdict
+        refine = np.nonzero(new & ~allm & corr_blk[:, 0] & ~(corr_blk | match)[:, 1:].all(axis=1))[0].tolist()
+        # old format on large pages: XOR of the whole page (dwords 1..), page number in dword 1,
+        # and slots 1-3 zero (checksumu.cxx ComputePageChecksum)
+        xall = np.bitwise_xor.reduce(((got ^ np.repeat(pgnos, 4).reshape(n, 4)) & MASK32), axis=1)
+        old = np.uint64(XOR_SEED) ^ xall ^ d1
+        good_old_sum = ~new & (old == (stored0 & MASK32))
+        slots_zero = ~stored[:, 1:].any(axis=1)
+        bad_pgno = (new & allm & (spgno != pgnos)) | (good_old_sum & (d1 != pgnos))
+        ok = (new & allm & (spgno == pgnos)) | (good_old_sum & (d1 == pgnos) & slots_zero)
     notok = np.nonzero(~ok)[0]
     zero_l, bad_l, corr_l, pg_l = [], [], [], []
+    if refine:
+        q[refine, 0] = stored0[refine]       # restore the checksum slot zeroed above
+        for i in refine:
+            v = page_status(q[i].tobytes(), first_pgno + i, cb)
+            corr[i] = v == CORRECTABLE
     if notok.size:
         zmask = ~(q[notok] | stored0[notok, None]).any(axis=1)
         for i, z in zip(notok.tolist(), zmask.tolist()):

@@ -48,56 +48,57 @@ def log_file_name(base, generation):
 
 
 def _segments(data, hdr, name, probs, use_numpy):
-    """Check data sectors [csecHeader, csecLGFile - 1); the last sector is a shadow area."""
+    """Check every data sector as ESE's LOG_VERIFY_STATE::ErrVerifyLogSegments does.
+
+    Source: dev/ese/src/ese/_log/logread.cxx (ErrVerifyHeader, ErrVerifyLogSegments). From sector
+    ``csecHeader`` to the end of the file, including the last sector: an all-zero sector is skipped;
+    any other must pass ChecksumAndPossiblyFixPage as a page numbered with its sector index, or else
+    with the index before it (a shadow copy of the previous sector). The sector's own position field
+    (lgposSegment) is never compared, so a recycled log's stale sectors that are checksum-valid pass.
+    Log segments are checksummed like database pages (``logfilePage`` equals ``databasePage`` in
+    dev/ese/src/inc/_osu/checksumu.hxx): XOR+ECC when flag 0x2000 is set, the old XOR otherwise, and
+    a single-bit error is corrected on read (reported here as LOG_SEGMENT_CORRECTABLE).
+    """
     cbs = hdr["cb_sec"]
     if hdr["major"] < 8 or cbs != 4096:
         return 0     # pre-v8 (LRCHECKSUM) logs: header-level checks only
     first = max(1, hdr["csec_header"])
-    last = min(hdr["csec_file"] - 1, len(data) // cbs)
+    last = len(data) // cbs
     if last <= first:
         return 0
     nsec = last - first
-    bad = []
     if use_numpy:
         np = ck.np
         buf = np.frombuffer(bytearray(data[first * cbs:last * cbs]), dtype=np.uint8)
         q = buf.view(np.uint64).reshape(nsec, cbs // 8)
         stored = q[:, 0].copy()
-        lg = q[:, 1].copy()
+        new = (q.view(np.uint32)[:, 9] & ck.FLAG_NEW_CHECKSUM) != 0
         nz = (q[:, 1:] != 0).any(axis=1) | (stored != 0)
         q[:, 0] = 0
         isec = np.arange(first, last, dtype=np.uint64)
         got = ck.ecc_xor_blocks(q, isec, cbs)
-        fails = np.nonzero(nz & (got != stored))[0].tolist()
-        posbad = []
-        for i in np.nonzero(nz & (got == stored))[0].tolist():
-            pos = st.lgpos(struct.pack("<Q", int(lg[i])))
-            if pos["generation"] != hdr["generation"] or pos["isec"] != first + i:
-                posbad.append(i)
-        cand = fails + posbad
+        cand = np.nonzero(nz & ~(new & (got == stored)))[0].tolist()   # the rest pass at their own index
     else:
-        cand = []
-        for i in range(nsec):
-            sec = data[(first + i) * cbs:(first + i + 1) * cbs]
-            if any(sec):
-                cand.append(i)
-    for i in sorted(cand):
+        cand = [i for i in range(nsec) if any(data[(first + i) * cbs:(first + i + 1) * cbs])]
+    for i in cand:
         s = first + i
         sec = bytes(data[s * cbs:(s + 1) * cbs])
-        seg = st.segment_header(sec)
-        pos = seg["lgpos"]
-        good = seg["checksum"] == ck.ecc_xor(sec, s, True)
-        if good and pos["generation"] == hdr["generation"] and pos["isec"] == s:
+        v = ck.page_status(sec, s, cbs)
+        if v == ck.OK:
             continue
-        # a shadow copy of the previous sector: its position and checksum use isec - 1
-        if (pos["isec"] == s - 1 and pos["generation"] == hdr["generation"]
-                and seg["checksum"] == ck.ecc_xor(sec, s - 1, True)):
+        if v == ck.CORRECTABLE:
+            probs.append(problem("LOG_SEGMENT_CORRECTABLE", name, "sector %d: single-bit error (ESE corrects it "
+                                 "when it reads the log)" % s, sector=s))
             continue
-        bad.append(s)
-        probs.append(problem("LOG_SEGMENT_CHECKSUM", name,
-                             "sector %d: %s" % (s, "checksum mismatch" if not good else
-                                                "segment belongs to generation %d sector %d"
-                                                % (pos["generation"], pos["isec"])), sector=s))
+        prev = ck.page_status(sec, s - 1, cbs) if s - 1 >= 1 else ck.BAD
+        if prev == ck.OK:
+            continue          # a shadow of the previous sector
+        if prev == ck.CORRECTABLE:
+            probs.append(problem("LOG_SEGMENT_CORRECTABLE", name, "sector %d (a shadow of sector %d): single-bit "
+                                 "error (ESE corrects it when it reads the log)" % (s, s - 1), sector=s))
+            continue
+        probs.append(problem("LOG_SEGMENT_CHECKSUM", name, "sector %d: checksum mismatch, as sector %d and as a "
+                             "shadow of sector %d" % (s, s, s - 1), sector=s))
     return nsec
 
 

@@ -69,6 +69,24 @@ def test_missing_path_fails(tmp_path):
     assert r["failed"] is True and "does not exist" in r["msg"]
 
 
+@pytest.mark.parametrize("path", ["", " "])
+def test_empty_path_fails_naming_the_option(tmp_path, path):
+    """An empty path is not the working directory."""
+    r = run_module({"path": path}, tmp_path)
+    assert r["failed"] is True and r["msg"].startswith("path:") and "empty" in r["msg"]
+    assert "valid" not in r
+
+
+def test_temp_database_is_a_warning_and_not_valid(tmp_path):
+    import ese_synth
+    p = str(tmp_path / "temp.edb")
+    ese_synth.make_database(p, 8192, pages=4, state=1)
+    r = run_module({"path": p}, tmp_path)
+    assert r["valid"] is False and not r.get("failed")
+    assert [x["code"] for x in r["problems"]] == ["DB_NOT_BACKUP_TARGET"]
+    assert "not a backup target" in json.dumps(r.get("warnings"))   # a string in older ansible-core, an event in 2.19+
+
+
 def test_unknown_option_fails(tmp_path, dirty_copy):
     r = run_module({"path": dirty_copy, "bogus": 1}, tmp_path)
     assert r["failed"] is True

@@ -249,6 +249,7 @@ def test_kept_logs_folder_is_verified_and_kept(sets, synth):
 def test_kept_logs_folder_with_a_damaged_log(sets, synth):
     k = synth.make_kept_logs(sets, "c-inc", "incremental", gen_low=15, gen_high=16)
     synth.corrupt(os.path.join(k, "logs", "edb00010.log"), 2 * 4096 + 100, 3)
+    synth.corrupt(os.path.join(k, "logs", "edb00010.log"), 2 * 4096 + 2100, 5)
     r = verify(sets)
     assert not r["valid"]
     assert by_code(r, "LOG_SEGMENT_CHECKSUM")[0]["file"] == ".c-inc.partial/logs/edb00010.log"

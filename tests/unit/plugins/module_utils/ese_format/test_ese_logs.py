@@ -32,9 +32,10 @@ def test_dirty_folder_facts(testdata):
 
 
 def test_real_log_segments_pass(testdata):
+    """Every sector after the header, the last one included (gen 90 holds gen-78 data in sector 15)."""
     for fn in ("SRU00059.log", "SRU0005A.log", "SRU0005B.log", "SRU.log"):
         info, probs = lgm.check_log(os.path.join(testdata, "sets/srum-win11-dirty", fn))
-        assert probs == [] and info["sectors_checked"] == 14
+        assert probs == [] and info["sectors_checked"] == 15
 
 
 def test_tmp_log_is_valid_but_ignored(testdata):
@@ -50,13 +51,24 @@ def test_flipped_bit_in_log_header(copy_set, synth):
     assert by_code(r, "LOG_HEADER_CHECKSUM")[0]["file"] == "SRU0005A.log"
 
 
-def test_flipped_bit_in_log_sector(copy_set, synth):
+def test_damaged_log_sector(copy_set, synth):
     d = copy_set("srum-win11-dirty")
     synth.corrupt(os.path.join(d, "SRU0005B.log"), 2 * 4096 + 777, 1)
+    synth.corrupt(os.path.join(d, "SRU0005B.log"), 2 * 4096 + 3000, 6)
     r = verify(d)
     assert codes(r) == ["LOG_SEGMENT_CHECKSUM"]
     p = by_code(r, "LOG_SEGMENT_CHECKSUM")[0]
     assert p["file"] == "SRU0005B.log" and p["sector"] == 2
+
+
+def test_single_bit_in_log_sector_is_correctable(copy_set, synth):
+    """ESE corrects it when it reads the log (ChecksumAndPossiblyFixPage with fCorrectError)."""
+    d = copy_set("srum-win11-dirty")
+    synth.corrupt(os.path.join(d, "SRU0005B.log"), 2 * 4096 + 777, 1)
+    r = verify(d)
+    assert r["valid"] and codes(r) == ["LOG_SEGMENT_CORRECTABLE"]
+    p = r["problems"][0]
+    assert p["file"] == "SRU0005B.log" and p["sector"] == 2 and p["severity"] == "warning"
 
 
 def test_truncated_log(copy_set):
