@@ -86,5 +86,6 @@ def test_the_installed_ansible_core_payload_is_understood(bare_sim):
                 "    - name: probe\n      payload_probe:\n        marker: canary\n")
     res = sim.run(playbook, extra_args=["-M", os.path.join(REPO, "tests", "e2e", "library")])
     rec = res.task("probe01", "probe")
-    assert rec["result"]["msg"] == "esesim: module payload_probe is not simulated", res.stdout
+    assert rec["result"]["msg"] == ("esesim: module payload_probe is not simulated: the module must make exactly "
+                                    "one Invoke-EseEntryPoint call (found 0)"), res.stdout
     assert rec["result"]["received_args"]["marker"] == "canary"

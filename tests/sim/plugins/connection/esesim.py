@@ -4,12 +4,18 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: esesim
-short_description: Simulated Windows host that runs ese.backup modules on the C# engine under Mono
+short_description: Simulated Windows host that runs what a Windows host would receive for ese.backup modules
 description:
-  - Test-only. Receives the PowerShell module payload that ansible-core builds for a Windows host,
-    finds the module name and its arguments, validates them against the module's YAML docs the way
-    Ansible.Basic validates the .ps1 argument spec, and runs the same C# engine entry point that the
-    .ps1 module calls, under Mono, against the esent.dll simulator.
+  - Test-only. Receives the PowerShell module payload that ansible-core builds for a Windows host and
+    does with it what Windows PowerShell 5.1 would, as far as it can be done without Windows.
+  - The C# utils the payload carries are compiled as Add-CSharpType compiles them on Windows PowerShell
+    5.1 (tests/sim/payload.py); a compile error or a TypeAccelerator it cannot resolve fails the task
+    with Add-CSharpType's message.
+  - The module's own .ps1 (carried in the payload) gives the Ansible.Basic argument spec, validated as
+    Ansible.Basic does (tests/sim/ansible_basic.py), and its one Invoke-EseEntryPoint call gives the
+    engine entry point and the privileges. The collection's C# utils, compiled the same way for Mono,
+    run that entry point through a small loader (tests/sim/host/EseSimHost.cs), which builds the result
+    as plugins/module_utils/_EseModule.psm1 does.
   - Windows paths in arguments (C:\...) map to a per-host directory; UNC paths (\\server\share\...)
     map to one directory shared by all simulated hosts. Results are mapped back.
 options:
@@ -42,160 +48,77 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
-import yaml
-
-from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.connection import ConnectionBase
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-HOST_EXE = os.path.join(REPO, "build", "sim", "EseSimHost.exe")
 SIM_LIB_DIR = os.path.join(REPO, "build", "sim")
-MODULE_DOCS = os.path.join(REPO, "plugins", "modules")
-COLLECTION = "ese.backup."
+MODULES = os.path.join(REPO, "plugins", "modules")
+sys.path.insert(0, os.path.join(REPO, "tests", "sim"))
 
-# Engine entry point called by each simulated module (the .ps1 module calls the same one).
-ENTRY_POINTS = {"run": "Run", "info": "Info", "restore": "Restore.Run", "begin": "Session.Begin",
-                "copy": "Session.Copy", "truncate": "Session.Truncate", "end": "Session.End",
-                "session_host": "Session.HostTask"}
-# info.ps1 adds the session listing when its 'sessions' option is true (a second engine call).
-SESSION_LIST = "Session.List"
+import ansible_basic  # noqa: E402  (tests/sim)
+import payload as ps_payload  # noqa: E402  (tests/sim)
+
 # Where a simulated host keeps its session journals (on Windows: %ProgramData%\ese.backup\sessions).
 SESSION_DIR = "C:\\ProgramData\\ese.backup\\sessions"
 # Where async jobs keep their results (on Windows: %USERPROFILE%\.ansible_async).
 ASYNC_DIR = "C:\\Users\\ansible\\.ansible_async"
+# The drive of a path rooted without one (\x or /x), as on Windows: the current drive.
+CURRENT_DRIVE = "C"
 
-_WIN_ABS = re.compile(r"^([A-Za-z]):[\\/](.*)$", re.S)
-_UNC = re.compile(r"^\\\\([^\\/]+)[\\/]([^\\/]+)(?:[\\/](.*))?$", re.S)
+_DRIVE = re.compile(r"^([A-Za-z]):[\\/](.*)$", re.S)
+_UNC = re.compile(r"^[\\/]{2}([^\\/]+)[\\/]+([^\\/]+)(?:[\\/](.*))?$", re.S)
+_LONG = re.compile(r"^[\\/]{2}[?.][\\/](?:UNC[\\/](?P<unc>.*)|(?P<path>.*))$", re.S | re.I)
+_ROOTED = re.compile(r"^[\\/](?![\\/])(.*)$", re.S)
 
 
 class PayloadError(AnsibleConnectionFailure):
     """The module payload has a shape this plugin does not know (a new ansible-core?)."""
 
 
-def module_call_from_payload(in_data):
-    """Returns (module_name, args, async_job) from the stdin payload of a PowerShell module.
-
-    ansible-core <= 2.18: exec_wrapper source, NUL sentinel, manifest with 'module_args' (async adds
-    'async_jid' and 'async_timeout_sec'). ansible-core >= 2.19: bootstrap JSON, NUL sentinel, manifest
-    whose 'actions' list holds the module_wrapper.ps1 action with the 'complex_args' variable (async
-    adds the async_wrapper.ps1 and async_watchdog.ps1 actions). async_job is None or {jid, timeout}.
-    """
-    if isinstance(in_data, str):
-        in_data = in_data.encode("utf-8")
-    if not in_data or b"\0\0\0\0" not in in_data:
-        raise PayloadError("esesim: the payload has no NUL sentinel; unknown PowerShell payload shape")
-    manifest_text = in_data.rsplit(b"\0\0\0\0", 1)[1].strip()
-    try:
-        manifest = json.loads(manifest_text)
-    except ValueError as e:
-        raise PayloadError("esesim: the manifest after the sentinel is not JSON: %s" % e)
-    args = job = None
-    if isinstance(manifest.get("module_args"), dict):
-        args = manifest["module_args"]
-        actions = [a for a in manifest.get("actions") or [] if isinstance(a, str)]
-        if "async_wrapper" in actions:
-            job = {"jid": manifest.get("async_jid"), "timeout": manifest.get("async_timeout_sec")}
-        if any("become" in a for a in actions):
-            raise PayloadError("esesim: become is not simulated")
-    elif isinstance(manifest.get("actions"), list):
-        for action in manifest["actions"]:
-            name = action.get("name") if isinstance(action, dict) else None
-            params = action.get("params") or {} if isinstance(action, dict) else {}
-            if name and "become" in name:
-                raise PayloadError("esesim: %s is not simulated" % name)
-            if name == "async_wrapper.ps1":
-                job = dict(job or {}, jid=params.get("AsyncJid"))
-            elif name == "async_watchdog.ps1":
-                job = dict(job or {}, timeout=params.get("Timeout"))
-            elif name == "module_wrapper.ps1":
-                for var in params.get("Variables", []):
-                    if var.get("Name") == "complex_args":
-                        args = var.get("Value")
-    if not isinstance(args, dict) or "_ansible_module_name" not in args:
-        raise PayloadError("esesim: unknown PowerShell payload shape (manifest keys: %s)"
-                           % ", ".join(sorted(manifest)))
-    if job is not None and not job.get("jid"):
-        raise PayloadError("esesim: an async payload without a job id; unknown PowerShell payload shape")
-    return args["_ansible_module_name"], args, job
-
-
 class ArgSpecError(Exception):
     pass
 
 
-def _convert(name, value, kind, elements=None):
-    if value is None:
-        return None
-    if kind in ("str", "path", "raw", None):
-        if kind == "raw" or isinstance(value, str):
-            return value
-        if isinstance(value, (int, float, bool)):
-            return str(value)
-        raise ArgSpecError("argument for %s is of type %s and we were unable to convert to str"
-                           % (name, type(value).__name__))
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).lower()
-        if text in ("yes", "on", "1", "true", "t", "y"):
-            return True
-        if text in ("no", "off", "0", "false", "f", "n"):
-            return False
-        raise ArgSpecError("argument for %s is of type %s and we were unable to convert to bool"
-                           % (name, type(value).__name__))
-    if kind == "int":
-        try:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError()
-            return int(value)
-        except (TypeError, ValueError):
-            raise ArgSpecError("argument for %s is of type %s and we were unable to convert to int"
-                               % (name, type(value).__name__))
-    if kind == "list":
-        items = value if isinstance(value, list) else [v.strip() for v in str(value).split(",")]
-        return [_convert(name, v, elements) for v in items] if elements else items
-    if kind == "dict":
-        if not isinstance(value, dict):
-            raise ArgSpecError("argument for %s is not a dictionary" % name)
-        return value
-    raise ArgSpecError("esesim: option type %s of %s is not simulated" % (kind, name))
+def module_call_from_payload(in_data):
+    """Returns (module_name, args, async_job) of a PowerShell module payload (tests/sim/payload.py)."""
+    try:
+        call = ps_payload.parse_payload(in_data)
+    except ps_payload.PayloadError as e:
+        raise PayloadError(str(e))
+    return call["module"], call["args"], call["job"]
 
 
 def validate_args(module, args):
-    """Validates and completes module args from the module's YAML docs, as Ansible.Basic does."""
-    with open(os.path.join(MODULE_DOCS, module + ".yml")) as f:
-        options = yaml.safe_load(f)["DOCUMENTATION"].get("options") or {}
-    given = {k: v for k, v in args.items() if not k.startswith("_ansible_")}
-    known = {}
-    for name, spec in options.items():
-        for alias in [name] + list(spec.get("aliases") or []):
-            known[alias] = name
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ArgSpecError("Unsupported parameters for (%s) module: %s. Supported parameters include: %s"
-                           % (COLLECTION + module, ", ".join(unknown), ", ".join(sorted(options))))
-    params = {}
-    for alias, value in given.items():
-        params[known[alias]] = value
-    missing = sorted(n for n, s in options.items() if s.get("required") and params.get(n) is None)
-    if missing:
-        raise ArgSpecError("missing required arguments: %s" % ", ".join(missing))
-    for name, spec in options.items():
-        value = params.get(name, spec.get("default"))
-        value = _convert(name, value, spec.get("type", "str"), spec.get("elements"))
-        choices = spec.get("choices")
-        if value is not None and choices:
-            for v in value if isinstance(value, list) else [value]:
-                if v not in choices:
-                    raise ArgSpecError("value of %s must be one of: %s, got: %s"
-                                       % (name, ", ".join(map(str, choices)), v))
-        params[name] = value
-    return params
+    """Validates and completes the args of plugins/modules/<module>.ps1 from its own $spec, as Ansible.Basic
+    does; raises ArgSpecError with Ansible.Basic's message."""
+    with open(os.path.join(MODULES, module + ".ps1"), encoding="utf-8") as f:
+        spec = ps_payload.module_spec(f.read())
+    try:
+        return dict(ansible_basic.AnsibleModule(dict(args, _ansible_module_name="ese.backup." + module),
+                                                spec).params)
+    except ansible_basic.Exit as e:
+        raise ArgSpecError(e.result.get("msg"))
+
+
+def _parts(rest):
+    """The components of a Windows path below its root, '.' and '..' resolved, never above the root."""
+    parts = []
+    for part in re.split(r"[\\/]+", rest or ""):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return parts
 
 
 class PathMap:
-    """Maps Windows paths of one simulated host to local paths and back."""
+    """Maps Windows paths of one simulated host to local paths below its root, and back."""
 
     def __init__(self, sim_root, host):
         self.host_root = os.path.join(sim_root, "hosts", host)
@@ -208,15 +131,30 @@ class PathMap:
             return [self.to_local(v) for v in value]
         if not isinstance(value, str):
             return value
+        m = _LONG.match(value)
+        if m:  # \\?\C:\x, \\.\C:\x, \\?\UNC\server\share\x
+            value = ("\\\\" + m.group("unc")) if m.group("unc") is not None else m.group("path")
+            if not (_DRIVE.match(value) or _UNC.match(value)):
+                return os.path.join(self.unc_root, "_device_", *_parts(value))
         m = _UNC.match(value)
         if m:
-            rest = (m.group(3) or "").replace("\\", "/")
-            return os.path.join(self.unc_root, m.group(1).lower(), m.group(2).lower(), rest).rstrip("/")
-        m = _WIN_ABS.match(value)
+            server, share = m.group(1).lower(), m.group(2).lower()
+            if server in (".", "..") or share in (".", ".."):  # not a share: keep it inside the UNC root
+                return os.path.join(self.unc_root, "_invalid_", *_parts(value))
+            return self._inside(self.unc_root, os.path.join(self.unc_root, server, share, *_parts(m.group(3))))
+        m = _DRIVE.match(value)
         if m:
-            rest = m.group(2).replace("\\", "/")
-            return os.path.join(self.host_root, m.group(1).upper(), rest).rstrip("/")
+            return self._inside(self.host_root, os.path.join(self.host_root, m.group(1).upper(), *_parts(m.group(2))))
+        m = _ROOTED.match(value)
+        if m:
+            return self._inside(self.host_root, os.path.join(self.host_root, CURRENT_DRIVE, *_parts(m.group(1))))
         return value
+
+    @staticmethod
+    def _inside(root, path):
+        if os.path.commonpath([root, os.path.normpath(path)]) != root:
+            raise ValueError("esesim: %s escapes %s" % (path, root))
+        return path
 
     def to_windows(self, value):
         if isinstance(value, dict):
@@ -250,8 +188,57 @@ def place_fixtures(paths, fixtures):
     open(marker, "w").close()
 
 
+def plan_module_call(call):
+    """What a Windows host does with a payload before the engine runs, as far as it can be checked here.
+
+    Returns (plan, None) with plan = {entry, privileges, params, check_mode, result, assembly}, or
+    (None, result) when the module exits before the engine: a compile error or a bad TypeAccelerator
+    (Add-CSharpType), a .ps1 without its engine call, an unknown type, a spec Ansible.Basic rejects, or an
+    argument Ansible.Basic rejects (its own result: failed, or skipped in check mode)."""
+    name = call["module"]
+    failed = {"failed": True, "changed": False}
+    script = call["script"]
+    if not script:
+        return None, dict(failed, msg="esesim: the payload of %s carries no module script" % name)
+    compiled = ps_payload.windows_compile(call["cs_utils"])
+    if not compiled["ok"]:
+        return None, dict(failed, msg=compiled["msg"], esesim_compile=compiled)
+    try:
+        entry = ps_payload.module_entry_call(script)
+    except ps_payload.WindowsLoadError as e:
+        return None, dict(failed, msg="esesim: module %s is not simulated: %s" % (name, e),
+                          received_args=call["args"])
+    if ps_payload.defines_function(call["ps_utils"], ps_payload.ENTRY_COMMAND) is None:
+        return None, dict(failed, msg="The term '%s' is not recognized as the name of a cmdlet, function, script "
+                          "file, or operable program." % ps_payload.ENTRY_COMMAND)
+    try:
+        spec = ps_payload.module_spec(script)
+    except ps_payload.WindowsLoadError as e:
+        return None, dict(failed, msg="esesim: %s: %s" % (name, e))
+    known = set(compiled["types"])
+    wanted = [entry["type"]] + [t for t, _, _, _ in ps_payload.ps1_ast.static_calls(ps_payload.ps1_ast.parse(script))]
+    for type_name in wanted:
+        if type_name.split(".")[0] in ("Ansible", "ansible_collections") and type_name not in known:
+            if compiled.get("note") and type_name.startswith("Ansible."):
+                continue  # not compiled without the reference assemblies (see the compile note)
+            return None, dict(failed, msg="Unable to find type [%s]." % type_name)
+    try:
+        module = ansible_basic.AnsibleModule(call["args"], spec)
+    except ansible_basic.Exit as e:
+        return None, e.result
+    except ansible_basic.SpecNotSimulated as e:
+        return None, dict(failed, msg=str(e))
+    try:
+        assembly = ps_payload.runnable_assembly(call["cs_utils"])
+    except ps_payload.WindowsLoadError as e:
+        return None, dict(failed, msg=str(e))
+    return {"entry": entry["type"] + "." + entry["method"], "privileges": entry["privileges"],
+            "params": dict(module.params), "check_mode": module.check_mode, "result": dict(module.result),
+            "assembly": assembly, "compile_note": compiled.get("note")}, None
+
+
 class Connection(ConnectionBase):
-    """Hands each ese.backup module call to the engine under Mono against the simulator."""
+    """Runs each ese.backup module call as a Windows host would, on the engine under Mono and the simulator."""
 
     transport = "esesim"
     module_implementation_preferences = (".ps1", ".exe", "")
@@ -281,31 +268,29 @@ class Connection(ConnectionBase):
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
-        name, args, job = module_call_from_payload(in_data)
-        short = name[len(COLLECTION):] if name.startswith(COLLECTION) else name
-        if short not in ENTRY_POINTS:
-            return self._reply({"failed": True, "msg": "esesim: module %s is not simulated" % name,
-                                "received_args": args})
         try:
-            params = validate_args(short, args)
-        except ArgSpecError as e:
+            call = ps_payload.parse_payload(in_data)
+        except ps_payload.PayloadError as e:
+            raise PayloadError(str(e))
+        except ps_payload.WindowsLoadError as e:
             return self._reply({"failed": True, "msg": str(e)})
-        request = {"entry": ENTRY_POINTS[short], "args": self._paths.to_local(params),
-                   "check_mode": bool(args.get("_ansible_check_mode"))}
-        if job:
-            return self._reply(self._start_async(request, job))
-        result = self._run_engine(request)
-        if short == "info" and params.get("sessions") and "trace" in result:
-            listing = self._run_engine({"entry": SESSION_LIST, "args": {}, "check_mode": False})
-            result["sessions"] = listing.get("sessions", [])
-        result = self._paths.to_windows(result)
-        result.setdefault("changed", False)
-        result["invocation"] = {"module_args": params}
+        plan, exit_result = plan_module_call(call)
+        if plan is None:
+            return self._reply(exit_result)
+        try:
+            local_args = self._paths.to_local(plan["params"])
+        except ValueError as e:
+            return self._reply({"failed": True, "msg": str(e)})
+        request = {"args": local_args, "check_mode": plan["check_mode"], "privileges": plan["privileges"],
+                   "result": plan["result"]}
+        command = ["mono", "--debug", ps_payload.loader_exe(), plan["assembly"], plan["entry"]]
+        if call["job"]:
+            return self._reply(self._start_async(command, request, call["job"]))
+        result = self._paths.to_windows(self._run_engine(command, request))
+        result["invocation"] = {"module_args": plan["params"]}
         return self._reply(result)
 
     def _engine_env(self):
-        if not os.path.exists(HOST_EXE):
-            raise AnsibleError("esesim: %s is missing; run 'make build' first" % HOST_EXE)
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = SIM_LIB_DIR
         env["ESESIM_PROFILE"] = self.get_option("esesim_profile")
@@ -313,7 +298,7 @@ class Connection(ConnectionBase):
         env["ESE_BACKUP_SESSION_DIR"] = self._paths.to_local(SESSION_DIR)
         return env
 
-    def _start_async(self, request, job):
+    def _start_async(self, command, request, job):
         """Runs the module detached from this task, as the Windows async wrapper does."""
         job_dir = self._paths.to_local(ASYNC_DIR)
         os.makedirs(job_dir, exist_ok=True)
@@ -321,17 +306,17 @@ class Connection(ConnectionBase):
         with open(request_file, "w") as f:
             json.dump(request, f)
         with open(request_file, "rb") as stdin, open(request_file[:-len(".request")], "wb") as results:
-            proc = subprocess.Popen(["mono", "--debug", HOST_EXE], stdin=stdin, stdout=results,
-                                    stderr=subprocess.DEVNULL, env=self._engine_env(), start_new_session=True)
+            proc = subprocess.Popen(command, stdin=stdin, stdout=results, stderr=subprocess.DEVNULL,
+                                    env=self._engine_env(), start_new_session=True)
         os.remove(request_file)
         return {"changed": True, "started": 1, "finished": 0, "ansible_job_id": job["jid"],
                 "ansible_async_watchdog_pid": proc.pid,
                 "results_file": self._paths.to_windows(request_file[:-len(".request")]),
                 "_ansible_suppress_tmpdir_delete": True}
 
-    def _run_engine(self, request):
-        proc = subprocess.run(["mono", "--debug", HOST_EXE], input=json.dumps(request).encode(),
-                              capture_output=True, env=self._engine_env(), timeout=600)
+    def _run_engine(self, command, request):
+        proc = subprocess.run(command, input=json.dumps(request).encode(), capture_output=True,
+                              env=self._engine_env(), timeout=600)
         try:
             return json.loads(proc.stdout)
         except ValueError:
@@ -358,4 +343,3 @@ class Connection(ConnectionBase):
 
     def close(self):
         self._connected = False
-
