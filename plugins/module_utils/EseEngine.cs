@@ -52,6 +52,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return s.Length == 0 ? def : s;
         }
 
+        // A choice option: Ansible.Basic accepts a choice in any case (FULL, Abort) and hands it on as written;
+        // the engine compares without regard to case and returns the choice as listed.
+        public static string Choice(IDictionary args, string key, string def, params string[] choices)
+        {
+            string v = Str(args, key, def);
+            if (v == null) return null;
+            foreach (string c in choices)
+                if (string.Equals(c, v.Trim(), StringComparison.OrdinalIgnoreCase)) return c;
+            throw new InvalidOption(key, key + " '" + v + "' is not one of " + string.Join(", ", choices));
+        }
+
         public static bool Bool(IDictionary args, string key, bool def)
         {
             object v = Get(args, key);
@@ -171,8 +182,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             {
                 if (Unix.statvfs(dir, st) != 0) return -1;
             }
-            catch (DllNotFoundException) { return -1; }
-            catch (EntryPointNotFoundException) { return -1; }
+            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; return -1; }
             ulong frsize = BitConverter.ToUInt64(st, 8), bavail = BitConverter.ToUInt64(st, 32);
             return (long)(frsize * bavail);
         }
@@ -252,7 +262,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             o.SystemPath = Args.Str(args, "system_path", null);
             o.BaseName = Args.Str(args, "base_name", "edb");
             o.PageSize = Args.Long(args, "page_size");
-            o.Type = Args.Str(args, "type", "full").ToLowerInvariant();
+            o.Type = Args.Str(args, "type", "full").Trim().ToLowerInvariant(); // any case, as Ansible.Basic accepts it
             o.Dest = Args.Str(args, "dest", null);
             o.SetName = Args.Str(args, "set_name", null);
             o.SetNameGiven = o.SetName != null;
@@ -640,7 +650,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
             catch (Exception e)
             {
-                result["failed_call"] = new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
+                result["failed_call"] = (NativeLoad.IsLoadFailure(e) ? NativeLoad.Failure(e, "esent.dll")
+                    : new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message)).ToDict();
                 AbortAndCleanup();
             }
         }
@@ -1056,9 +1067,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 result["invalid"] = e.ToDict();
                 return result;
             }
-            catch (DllNotFoundException e)
+            catch (Exception e)
             {
-                result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict();
+                if (!NativeLoad.IsLoadFailure(e)) throw;
+                result["failed_call"] = NativeLoad.Failure(e, "esent.dll").ToDict();
                 return result;
             }
             if (plan.ExistingManifest != null)
@@ -1182,7 +1194,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 }
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
-            catch (DllNotFoundException e) { result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict(); }
+            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, "esent.dll").ToDict(); }
             return result;
         }
     }

@@ -125,6 +125,70 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         }
     }
 
+    // A native library that cannot be loaded: esent.dll, libc.so.6 or libcrypto.so.3. .NET throws
+    // DllNotFoundException (or EntryPointNotFoundException for a library without the export); PowerShell 7
+    // throws ArgumentNullException ("Value cannot be null. (Parameter 'path1')") from its native-library
+    // resolver for the in-memory assembly that Add-CSharpType compiles. Either way the failure names the
+    // library, the call and what to check.
+    public static class NativeLoad
+    {
+        // True when e is a failure to load (or bind) a P/Invoke target rather than an error of the call.
+        public static bool IsLoadFailure(Exception e)
+        {
+            if (e is DllNotFoundException || e is EntryPointNotFoundException || e is BadImageFormatException) return true;
+            ArgumentNullException an = e as ArgumentNullException;
+            return an != null && (an.ParamName == "path1" || PInvokeFrame(e) != null);
+        }
+
+        // The P/Invoke method at which e was thrown, or null.
+        private static System.Reflection.MethodBase PInvokeFrame(Exception e)
+        {
+            System.Diagnostics.StackFrame[] frames = new System.Diagnostics.StackTrace(e, false).GetFrames();
+            if (frames == null) return null;
+            foreach (System.Diagnostics.StackFrame f in frames)
+            {
+                System.Reflection.MethodBase m = f.GetMethod();
+                if (m != null && (m.Attributes & System.Reflection.MethodAttributes.PinvokeImpl) != 0) return m;
+            }
+            return null;
+        }
+
+        private static string Library(System.Reflection.MethodBase m, Exception e, string fallback)
+        {
+            if (m != null)
+                foreach (object a in m.GetCustomAttributes(typeof(DllImportAttribute), false))
+                    return ((DllImportAttribute)a).Value;
+            string msg = e.Message ?? "";
+            foreach (string lib in new string[] { "esent.dll", "libc.so.6", "libcrypto.so.3", "kernel32.dll", "advapi32.dll" })
+                if (msg.IndexOf(lib, StringComparison.OrdinalIgnoreCase) >= 0) return lib;
+            return fallback;
+        }
+
+        public static string Advice(string lib)
+        {
+            bool windows = Path.DirectorySeparatorChar == '\\';
+            if (lib.Equals("esent.dll", StringComparison.OrdinalIgnoreCase))
+                return windows ? "check that the system's esent.dll (%SystemRoot%\\System32\\esent.dll) is present and that the module runs in a 64-bit PowerShell"
+                    : "off Windows the engine runs against the esent simulator: LD_LIBRARY_PATH must hold the folder with esent.dll (build/sim, made by 'make sim')";
+            if (lib.StartsWith("libc", StringComparison.Ordinal))
+                return "the engine needs the GNU C library (libc.so.6) off Windows; this host's C library is not glibc";
+            if (lib.StartsWith("libcrypto", StringComparison.Ordinal))
+                return "OpenSSL 3's libcrypto.so.3 is optional (the managed SHA-256 is used without it)";
+            return "check that " + lib + " is present and loadable by this process";
+        }
+
+        // A JetFailure naming the library, the call and what to check (call: the library, as the policy
+        // tables expect; detail: the P/Invoke call and the runtime's message).
+        public static JetFailure Failure(Exception e, string defaultLibrary)
+        {
+            System.Reflection.MethodBase m = PInvokeFrame(e);
+            string lib = Library(m, e, defaultLibrary);
+            string call = m != null ? m.Name : "(first call into " + lib + ")";
+            return new JetFailure(lib, Jet.errInvalidParameter, "cannot load " + lib + " for " + call + " ("
+                + e.GetType().Name + ": " + e.Message + "); " + Advice(lib));
+        }
+    }
+
     public sealed class Trace
     {
         private readonly List<object> entries = new List<object>();
@@ -478,9 +542,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
                     libcryptoState = 1;
                     return h;
                 }
-                catch (DllNotFoundException) { libcryptoState = 2; }
-                catch (EntryPointNotFoundException) { libcryptoState = 2; }
                 catch (InvalidOperationException) { libcryptoState = 2; }
+                catch (Exception e)
+                {
+                    // DllNotFoundException, or ArgumentNullException from PowerShell 7's resolver: managed hash.
+                    if (!NativeLoad.IsLoadFailure(e)) throw;
+                    libcryptoState = 2;
+                }
             }
             return new ManagedHash();
         }

@@ -286,7 +286,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
             catch (RestoreRefused e) { result["refused"] = e.ToDict(); }
-            catch (DllNotFoundException e) { result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict(); }
+            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, "esent.dll").ToDict(); }
             return result;
         }
 
@@ -321,7 +321,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 result["checks"] = checks;
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
-            catch (DllNotFoundException e) { result["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict(); }
+            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, "esent.dll").ToDict(); }
             return result;
         }
 
@@ -536,7 +536,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             catch (Exception e)
             {
                 if (e is RestoreRefused || e is InvalidOption) { result["undone"] = changes.Undo(); throw; }
-                result["failed_call"] = new JetFailure(e is IOException || e is UnauthorizedAccessException ? "WriteFile" : "Restore",
+                result["failed_call"] = NativeLoad.IsLoadFailure(e) ? NativeLoad.Failure(e, "esent.dll").ToDict() : new JetFailure(e is IOException || e is UnauthorizedAccessException ? "WriteFile" : "Restore",
                     e is UnauthorizedAccessException ? Jet.errFileAccessDenied : (e is IOException ? Jet.errDiskIO : Jet.errInvalidParameter), e.Message).ToDict();
                 result["written"] = new List<object>(changes.Written);
                 result["undone"] = changes.Undo();
@@ -718,7 +718,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             catch (Exception e)
             {
                 if (e is InvalidOption || e is RestoreRefused) throw;
-                result["failed_call"] = new JetFailure(e is IOException ? "WriteFile" : "Restore", e is IOException ? Jet.errDiskIO : Jet.errInvalidParameter, e.Message).ToDict();
+                result["failed_call"] = NativeLoad.IsLoadFailure(e) ? NativeLoad.Failure(e, "esent.dll").ToDict() : new JetFailure(e is IOException ? "WriteFile" : "Restore", e is IOException ? Jet.errDiskIO : Jet.errInvalidParameter, e.Message).ToDict();
             }
             finally
             {

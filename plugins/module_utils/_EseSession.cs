@@ -33,6 +33,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
         internal static extern int chmod(string path, uint mode);
+        [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
+        internal static extern int mkdir(string path, uint mode);
         [DllImport("libc.so.6")]
         internal static extern uint getuid();
         [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
@@ -43,6 +45,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         internal static extern int close(int fd);
         [DllImport("libc.so.6", SetLastError = true)]
         internal static extern int kill(int pid, int sig);
+        // glibc 2.33 and later export lstat; older ones only __lxstat.
+        [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
+        internal static extern int lstat(string path, [Out] byte[] buf);
+        [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
+        internal static extern int __lxstat(int ver, string path, [Out] byte[] buf);
+        [DllImport("libc.so.6")]
+        internal static extern int uname([Out] byte[] buf);
+
+        // Windows Vista and later: the process that serves the server end of a pipe.
+        [DllImport("kernel32.dll", SetLastError = true)]
+        [return: MarshalAs(UnmanagedType.Bool)]
+        internal static extern bool GetNamedPipeServerProcessId(Microsoft.Win32.SafeHandles.SafePipeHandle pipe, out uint serverProcessId);
     }
 
     // AF_UNIX address for System.Net.Sockets under Mono (family 1, then sun_path, NUL-terminated).
@@ -68,6 +82,134 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         public override string ToString() { return Path; }
     }
 
+    // A folder whose content a privileged process acts on (the session folder, the socket folder) is trusted
+    // only when nobody else controls it. Windows: owned by SYSTEM, Administrators or the running account, and
+    // no access entry lets another account write into it. Unix: a real folder (not a link) owned by the
+    // running uid or root, not writable by group or others.
+    internal static class FolderTrust
+    {
+        public static void Check(string dir, string what)
+        {
+            if (PathRules.IsWindows) CheckWindows(dir, what);
+            else CheckUnix(dir, what);
+        }
+
+        // Creates a missing folder private to the running account (Windows: protected ACL; Unix: mode 0700,
+        // made by mkdir itself so that it is never more open), then checks it (an existing one too).
+        public static void Ensure(string dir, string what)
+        {
+            if (!Directory.Exists(dir) && !File.Exists(dir))
+            {
+                if (PathRules.IsWindows) PrivateDirectory.Create(dir);
+                else if (SessionNative.mkdir(dir, 0x1C0) != 0 && !Directory.Exists(dir))
+                    throw new IOException("cannot create " + what + " " + dir + " (errno " + Marshal.GetLastWin32Error().ToString(CultureInfo.InvariantCulture) + ")");
+            }
+            Check(dir, what);
+        }
+
+        private static InvalidOption Refuse(string dir, string what, string problem, string fix)
+        {
+            return new InvalidOption("session", "the " + what + " " + dir + " " + problem + ": another account could control the sessions kept there, so ese.backup does not use it. " + fix);
+        }
+
+        private static string UnixFix(string dir)
+        {
+            return "Remove it (rm -rf '" + dir + "'; ese.backup recreates it with mode 0700), or give it to the account that runs the module (chown "
+                + SessionNative.getuid().ToString(CultureInfo.InvariantCulture) + " '" + dir + "' && chmod 0700 '" + dir + "'), or point "
+                + SessionPaths.DirVar + " at a private folder";
+        }
+
+        private static void CheckUnix(string dir, string what)
+        {
+            uint uid, mode;
+            if (!UnixStat(dir, out uid, out mode)) return; // missing: the caller creates it
+            uint me = SessionNative.getuid();
+            uint type = mode & 0xF000;
+            if (type == 0xA000) throw Refuse(dir, what, "is a symbolic link", UnixFix(dir));
+            if (type != 0x4000) throw Refuse(dir, what, "is not a folder", UnixFix(dir));
+            if (uid != me && uid != 0)
+                throw Refuse(dir, what, "is owned by uid " + uid.ToString(CultureInfo.InvariantCulture) + ", not by this account (uid "
+                    + me.ToString(CultureInfo.InvariantCulture) + ") or root", UnixFix(dir));
+            if ((mode & 0x12) != 0)
+                throw Refuse(dir, what, "is writable by its group or by others (mode " + Convert.ToString(mode & 0xFFF, 8) + ")", UnixFix(dir));
+            if (uid == me) SessionNative.chmod(dir, 0x1C0);
+        }
+
+        // lstat: owner and mode of path (false when it does not exist). struct stat of glibc on x86_64 (st_mode at
+        // 24, st_uid at 28) or the generic layout of aarch64 (st_mode at 16, st_uid at 24).
+        internal static bool UnixStat(string path, out uint uid, out uint mode)
+        {
+            uid = 0; mode = 0;
+            string machine = Machine();
+            bool x64 = machine == "x86_64";
+            if (!x64 && machine != "aarch64")
+                throw new IOException("cannot check the owner of " + path + ": struct stat of machine '" + machine + "' is not known to ese.backup");
+            byte[] st = new byte[256];
+            int rc;
+            try { rc = SessionNative.lstat(path, st); }
+            catch (EntryPointNotFoundException) { rc = SessionNative.__lxstat(x64 ? 1 : 0, path, st); }
+            if (rc != 0)
+            {
+                if (!Directory.Exists(path) && !File.Exists(path)) return false;
+                throw new IOException("cannot check the owner of " + path + " (lstat errno " + Marshal.GetLastWin32Error().ToString(CultureInfo.InvariantCulture) + ")");
+            }
+            mode = BitConverter.ToUInt32(st, x64 ? 24 : 16);
+            uid = BitConverter.ToUInt32(st, x64 ? 28 : 24);
+            return true;
+        }
+
+        private static string Machine()
+        {
+            byte[] u = new byte[65 * 6 + 64]; // struct utsname: six fields of 65 bytes; machine is the fifth
+            if (SessionNative.uname(u) != 0) return "";
+            int n = 0;
+            while (n < 65 && u[65 * 4 + n] != 0) n++;
+            return Encoding.ASCII.GetString(u, 65 * 4, n);
+        }
+
+        private static string Who(IdentityReference id)
+        {
+            try { return id.Translate(typeof(NTAccount)).Value; }
+            catch (IdentityNotMappedException) { return id.Value; }
+            catch (SystemException) { return id.Value; }
+        }
+
+        private static bool Trusted(SecurityIdentifier sid, SecurityIdentifier me)
+        {
+            return sid != null && (sid.IsWellKnown(WellKnownSidType.LocalSystemSid) || sid.IsWellKnown(WellKnownSidType.BuiltinAdministratorsSid)
+                || sid.IsWellKnown(WellKnownSidType.BuiltinBackupOperatorsSid) || sid.IsWellKnown(WellKnownSidType.CreatorOwnerSid) || sid.Equals(me));
+        }
+
+        private static void CheckWindows(string dir, string what)
+        {
+            if (!Directory.Exists(dir)) return;
+            string fix = "From an elevated prompt, remove it (Remove-Item -Recurse -Force '" + dir + "'; ese.backup recreates it with a protected ACL: SYSTEM, "
+                + "Administrators, Backup Operators and the account that runs the module), or take it over: takeown /F \"" + dir + "\" /A /R /D Y, then icacls \""
+                + dir + "\" /inheritance:r /grant:r *S-1-5-18:(OI)(CI)F *S-1-5-32-544:(OI)(CI)F";
+#if CORECLR
+            DirectorySecurity sec = System.IO.FileSystemAclExtensions.GetAccessControl(new DirectoryInfo(dir));
+#else
+            DirectorySecurity sec = Directory.GetAccessControl(dir);
+#endif
+            SecurityIdentifier me = WindowsIdentity.GetCurrent().User;
+            SecurityIdentifier owner = sec.GetOwner(typeof(SecurityIdentifier)) as SecurityIdentifier;
+            if (owner == null || !(owner.IsWellKnown(WellKnownSidType.LocalSystemSid) || owner.IsWellKnown(WellKnownSidType.BuiltinAdministratorsSid) || owner.Equals(me)))
+                throw Refuse(dir, what, "is owned by " + (owner == null ? "nobody" : Who(owner)) + ", not by SYSTEM, Administrators or this account (" + Who(me) + ")", fix);
+            const FileSystemRights write = FileSystemRights.WriteData | FileSystemRights.AppendData | FileSystemRights.WriteAttributes
+                | FileSystemRights.WriteExtendedAttributes | FileSystemRights.Delete | FileSystemRights.DeleteSubdirectoriesAndFiles
+                | FileSystemRights.ChangePermissions | FileSystemRights.TakeOwnership;
+            const int genericWriteOrAll = 0x40000000 | 0x10000000;
+            foreach (FileSystemAccessRule rule in sec.GetAccessRules(true, true, typeof(SecurityIdentifier)))
+            {
+                if (rule.AccessControlType != AccessControlType.Allow) continue;
+                if ((rule.FileSystemRights & write) == 0 && ((int)rule.FileSystemRights & genericWriteOrAll) == 0) continue;
+                SecurityIdentifier sid = rule.IdentityReference as SecurityIdentifier;
+                if (Trusted(sid, me)) continue;
+                throw Refuse(dir, what, "lets " + Who(rule.IdentityReference) + " write into it (" + rule.FileSystemRights + (rule.IsInherited ? ", inherited" : "") + ")", fix);
+            }
+        }
+    }
+
     // Where journals and endpoints live.
     internal static class SessionPaths
     {
@@ -85,41 +227,57 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             return System.IO.Path.Combine(System.IO.Path.GetTempPath(), "ese.backup-sessions-" + SessionNative.getuid().ToString(CultureInfo.InvariantCulture));
         }
 
+        // The session folder, created private (its parent too, when missing: on Windows %ProgramData%\ese.backup,
+        // which would otherwise inherit ProgramData's ACL that lets Users create folders), or an existing one
+        // checked (FolderTrust). Throws InvalidOption naming the folder and the fix.
         public static void EnsureDir()
         {
             string d = Dir();
-            if (Directory.Exists(d))
+            if (!Directory.Exists(d))
             {
-                if (!PathRules.IsWindows) SessionNative.chmod(d, 0x1C0);
-                return;
+                string parent = System.IO.Path.GetDirectoryName(d);
+                if (parent != null && !Directory.Exists(parent)) PrivateDirectory.Create(parent);
             }
-            string parent = System.IO.Path.GetDirectoryName(d);
-            if (parent != null) Directory.CreateDirectory(parent);
-            PrivateDirectory.Create(d);
+            FolderTrust.Ensure(d, "session folder");
+        }
+
+        // Before reading journals (info, copy, truncate, end): an existing folder must pass the same check.
+        public static void CheckDir()
+        {
+            string d = Dir();
+            if (Directory.Exists(d)) FolderTrust.Check(d, "session folder");
         }
 
         public static string Journal(string name) { return System.IO.Path.Combine(Dir(), name + ".json"); }
         public static string ServeFile(string name) { return System.IO.Path.Combine(Dir(), name + ".serve.json"); }
 
-        // Windows: a pipe name; Unix: a socket path (sun_path holds 107 bytes, so long directories use a
-        // private folder under the temp directory and a hashed name).
+        // Windows: a pipe name with a random part, kept in the private journal only, so that no other account can
+        // create the pipe first (squatting). Unix: a socket path (sun_path holds 107 bytes, so long directories use
+        // a private folder under the temp directory and a hashed name).
         public static string Endpoint(string name)
         {
-            if (PathRules.IsWindows) return "ese.backup.session." + name;
+            if (PathRules.IsWindows) return "ese.backup.session." + name + "." + Guid.NewGuid().ToString("N");
             string p = System.IO.Path.Combine(Dir(), name + ".sock");
             if (Encoding.UTF8.GetByteCount(p) <= 100) return p;
             string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "ese.backup-" + SessionNative.getuid().ToString(CultureInfo.InvariantCulture));
-            Directory.CreateDirectory(dir);
-            SessionNative.chmod(dir, 0x1C0);
+            FolderTrust.Ensure(dir, "socket folder");
             byte[] h;
             using (SHA256 sha = SHA256.Create()) h = sha.ComputeHash(Encoding.UTF8.GetBytes(p));
             return System.IO.Path.Combine(dir, DbFacts.HexBytes(h).Substring(0, 24) + ".sock");
         }
     }
 
-    // The journal: one small JSON file per session, rewritten atomically.
+    // The journal: one small JSON file per session, rewritten atomically. Readers open it with
+    // FileShare.ReadWrite | FileShare.Delete, so that they never block the host's replace. Another process that
+    // holds it without FileShare.Delete (an antivirus, an older reader) makes File.Replace fail with a sharing
+    // violation on Windows: Write retries with backoff.
     internal static class JournalFile
     {
+        // Test hook: the first N replace attempts of this process fail as a sharing violation would.
+        public const string TestReplaceFailuresVar = "ESE_BACKUP_TEST_JOURNAL_REPLACE_FAILURES";
+        public const int WriteAttempts = 10;
+        private static int injectedFailures;
+
         public static Dictionary<string, object> Read(string name)
         {
             string p = SessionPaths.Journal(name);
@@ -128,12 +286,25 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 try
                 {
                     if (!File.Exists(p)) return null;
-                    return Json.Parse(File.ReadAllText(p, Encoding.UTF8)) as Dictionary<string, object>;
+                    using (FileStream fs = new FileStream(p, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
+                    using (StreamReader reader = new StreamReader(fs, Encoding.UTF8))
+                        return Json.Parse(reader.ReadToEnd()) as Dictionary<string, object>;
                 }
+                catch (FileNotFoundException) { return null; }
                 catch (IOException) { Thread.Sleep(50); }
+                catch (UnauthorizedAccessException) { Thread.Sleep(50); }
                 catch (FormatException) { Thread.Sleep(50); }
             }
             return null;
+        }
+
+        private static void InjectFault(string p)
+        {
+            string v = Environment.GetEnvironmentVariable(TestReplaceFailuresVar);
+            int n;
+            if (string.IsNullOrEmpty(v) || !int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out n)) return;
+            if (Interlocked.Increment(ref injectedFailures) <= n)
+                throw new IOException("The process cannot access the file '" + p + "' because it is being used by another process (" + TestReplaceFailuresVar + ")");
         }
 
         public static void Write(string name, Dictionary<string, object> j)
@@ -142,13 +313,33 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             string tmp = p + "." + Process.GetCurrentProcess().Id.ToString(CultureInfo.InvariantCulture) + ".tmp";
             File.WriteAllText(tmp, Json.Write(j, true) + "\n", new UTF8Encoding(false));
             if (!PathRules.IsWindows) SessionNative.chmod(tmp, 0x180);
-            if (File.Exists(p)) File.Replace(tmp, p, null);
-            else File.Move(tmp, p);
+            int delay = 10;
+            for (int attempt = 1; ; attempt++)
+            {
+                Exception failure;
+                try
+                {
+                    InjectFault(p);
+                    if (File.Exists(p)) File.Replace(tmp, p, null);
+                    else File.Move(tmp, p);
+                    return;
+                }
+                catch (IOException e) { failure = e; }
+                catch (UnauthorizedAccessException e) { failure = e; }
+                if (attempt >= WriteAttempts)
+                {
+                    try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                    throw new IOException("cannot replace the session journal " + p + " (" + attempt.ToString(CultureInfo.InvariantCulture)
+                        + " attempts; another process may hold it open without sharing, for example an antivirus): " + failure.Message, failure);
+                }
+                Thread.Sleep(delay);
+                delay = Math.Min(delay * 2, 500);
+            }
         }
 
         public static void Delete(string name)
         {
-            try { File.Delete(SessionPaths.Journal(name)); } catch (IOException) { }
+            try { File.Delete(SessionPaths.Journal(name)); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
 
         // The journal facts of docs/architecture.md: {ended, stop_seen, incomplete_files}, plus context.
@@ -187,54 +378,172 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         }
     }
 
+    // Is the journal's process still the session host? Its pid alone is not enough (pids are reused): the
+    // journal also records the process's start (Linux: starttime of /proc/<pid>/stat, in clock ticks since
+    // boot; elsewhere Process.StartTime), and a host is gone only when no process with that pid and that start
+    // exists. A host that exists but does not answer is busy, never crashed.
+    internal static class HostProcess
+    {
+        public static string StartKey(int pid)
+        {
+            if (!PathRules.IsWindows)
+            {
+                string state, start;
+                if (ProcStat(pid, out state, out start)) return "proc:" + start;
+            }
+            try
+            {
+                using (Process p = Process.GetProcessById(pid))
+                    return "utc:" + p.StartTime.ToUniversalTime().Ticks.ToString(CultureInfo.InvariantCulture);
+            }
+            catch (ArgumentException) { return null; }
+            catch (InvalidOperationException) { return null; }
+            catch (System.ComponentModel.Win32Exception) { return null; }
+            catch (NotSupportedException) { return null; }
+        }
+
+        private static bool ProcStat(int pid, out string state, out string start)
+        {
+            state = null; start = null;
+            string text;
+            try { text = File.ReadAllText("/proc/" + pid.ToString(CultureInfo.InvariantCulture) + "/stat"); }
+            catch (IOException) { return false; }
+            catch (UnauthorizedAccessException) { return false; }
+            int close = text.LastIndexOf(')');
+            if (close < 0) return false;
+            string[] f = text.Substring(close + 1).Trim().Split(' ');
+            if (f.Length < 20) return false;
+            state = f[0]; start = f[19]; // fields 3 (state) and 22 (starttime) of proc(5)
+            return true;
+        }
+
+        // Null when the journal's host process exists; otherwise why it is gone.
+        public static string Gone(Dictionary<string, object> j)
+        {
+            object po = j.ContainsKey("pid") ? j["pid"] : null;
+            if (po == null) return "the journal records no process id";
+            int pid = (int)Convert.ToInt64(po, CultureInfo.InvariantCulture);
+            string recorded = j.ContainsKey("pid_start") ? j["pid_start"] as string : null;
+            string pidText = pid.ToString(CultureInfo.InvariantCulture);
+            if (!PathRules.IsWindows)
+            {
+                string state, start;
+                if (ProcStat(pid, out state, out start))
+                {
+                    if (state == "Z" || state == "X") return "process " + pidText + " has exited (it is a zombie)";
+                    if (recorded != null && recorded.StartsWith("proc:", StringComparison.Ordinal) && recorded != "proc:" + start)
+                        return "process " + pidText + " is another process now (its start differs from the journal's)";
+                    return null;
+                }
+                if (Directory.Exists("/proc/self")) return "no process " + pidText + " exists";
+            }
+            try
+            {
+                using (Process p = Process.GetProcessById(pid))
+                {
+                    if (p.HasExited) return "process " + pidText + " has exited";
+                    if (recorded != null && recorded.StartsWith("utc:", StringComparison.Ordinal))
+                    {
+                        string now = "utc:" + p.StartTime.ToUniversalTime().Ticks.ToString(CultureInfo.InvariantCulture);
+                        if (now != recorded) return "process " + pidText + " is another process now (its start time differs from the journal's)";
+                    }
+                    return null;
+                }
+            }
+            catch (ArgumentException) { return "no process " + pidText + " exists"; }
+            catch (InvalidOperationException) { return "process " + pidText + " has exited"; }
+            catch (System.ComponentModel.Win32Exception) { return null; } // exists, but its start cannot be read: not gone
+            catch (NotSupportedException) { return null; }
+        }
+    }
+
     // A line-delimited JSON exchange with the session host: one request, one response, per connection.
     internal static class Wire
     {
+        // No answer: nothing listens, the connection failed or closed, or the answer did not come in time.
         public sealed class NoHost : Exception { public NoHost(string m) : base(m) { } }
+        // The pipe is served by a process other than the journal's session host (Windows).
+        public sealed class Impostor : Exception { public Impostor(string m) : base(m) { } }
 
-        public static Dictionary<string, object> Call(string endpoint, Dictionary<string, object> request, int timeoutMs)
+        public static Dictionary<string, object> Call(string endpoint, long hostPid, Dictionary<string, object> request, int timeoutMs)
         {
-            Stream s = Connect(endpoint, timeoutMs);
+            Stream s = Connect(endpoint, hostPid, timeoutMs);
             using (s)
             {
-                byte[] data = new UTF8Encoding(false).GetBytes(Json.Write(request, false) + "\n");
-                s.Write(data, 0, data.Length);
-                s.Flush();
-                string line = ReadLine(s);
+                string line;
+                try
+                {
+                    byte[] data = new UTF8Encoding(false).GetBytes(Json.Write(request, false) + "\n");
+                    s.Write(data, 0, data.Length);
+                    s.Flush();
+                    line = ReadLine(s, timeoutMs);
+                }
+                catch (TimeoutException) { throw new NoHost("no answer within " + (timeoutMs / 1000).ToString(CultureInfo.InvariantCulture) + " s"); }
+                catch (IOException e) { throw new NoHost("the connection failed: " + e.Message); }
+                catch (ObjectDisposedException e) { throw new NoHost("the connection closed: " + e.Message); }
+                catch (SocketException e) { throw new NoHost("the connection failed: " + e.Message); }
                 if (line == null) throw new NoHost("the session host closed the connection without an answer");
-                Dictionary<string, object> r = Json.Parse(line) as Dictionary<string, object>;
-                if (r == null) throw new FormatException("the session host's answer is not a JSON object");
+                Dictionary<string, object> r;
+                try { r = Json.Parse(line) as Dictionary<string, object>; }
+                catch (FormatException e) { throw new NoHost("the answer is not JSON: " + e.Message); }
+                if (r == null) throw new NoHost("the session host's answer is not a JSON object");
                 return r;
             }
         }
 
-        private static Stream Connect(string endpoint, int timeoutMs)
+        private static Stream Connect(string endpoint, long hostPid, int timeoutMs)
         {
             if (PathRules.IsWindows)
             {
-                NamedPipeClientStream c = new NamedPipeClientStream(".", endpoint, PipeDirection.InOut, PipeOptions.None);
+                // Identification: the host may learn who connects but can never act as the caller.
+                NamedPipeClientStream c = new NamedPipeClientStream(".", endpoint, PipeDirection.InOut, PipeOptions.Asynchronous, TokenImpersonationLevel.Identification);
                 try { c.Connect(Math.Min(timeoutMs, 5000)); }
-                catch (TimeoutException) { c.Dispose(); throw new NoHost("no session host listens on pipe " + endpoint); }
+                catch (TimeoutException) { c.Dispose(); throw new NoHost("no instance of pipe " + endpoint + " accepted a connection within 5 s"); }
                 catch (IOException e) { c.Dispose(); throw new NoHost("pipe " + endpoint + ": " + e.Message); }
+                catch (UnauthorizedAccessException e) { c.Dispose(); throw new NoHost("pipe " + endpoint + ": " + e.Message); }
+                uint server;
+                if (!SessionNative.GetNamedPipeServerProcessId(c.SafePipeHandle, out server))
+                {
+                    int err = Marshal.GetLastWin32Error();
+                    c.Dispose();
+                    throw new Impostor("cannot tell which process serves pipe " + endpoint + " (GetNamedPipeServerProcessId error " + err.ToString(CultureInfo.InvariantCulture) + "); nothing was sent");
+                }
+                if ((long)server != hostPid)
+                {
+                    c.Dispose();
+                    throw new Impostor("pipe " + endpoint + " is served by process " + server.ToString(CultureInfo.InvariantCulture) + ", not by the session host (pid "
+                        + hostPid.ToString(CultureInfo.InvariantCulture) + "); nothing was sent. Another program created the pipe: find it (for example with Sysinternals handle.exe) and end the session");
+                }
                 return c;
             }
             if (!File.Exists(endpoint)) throw new NoHost("no socket " + endpoint);
             Socket sock = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             try { sock.Connect(new UnixEndPoint(endpoint)); }
             catch (SocketException e) { sock.Close(); throw new NoHost("socket " + endpoint + ": " + e.Message); }
-            sock.ReceiveTimeout = timeoutMs;
             return new NetworkStream(sock, true);
         }
 
-        public static string ReadLine(Stream s)
+        // One line, read with a deadline: TimeoutException when it has not come within timeoutMs (the stream is
+        // then closed). Asynchronous reads, so that the deadline holds for pipes and sockets alike.
+        public static string ReadLine(Stream s, int timeoutMs)
         {
+            DateTime deadline = DateTime.UtcNow.AddMilliseconds(timeoutMs);
             MemoryStream buf = new MemoryStream();
+            byte[] chunk = new byte[65536];
             while (true)
             {
-                int b = s.ReadByte();
-                if (b < 0) { if (buf.Length == 0) return null; break; }
-                if (b == '\n') break;
-                buf.WriteByte((byte)b);
+                IAsyncResult ar = s.BeginRead(chunk, 0, chunk.Length, null, null);
+                double left = (deadline - DateTime.UtcNow).TotalMilliseconds;
+                if (!ar.IsCompleted && (left <= 0 || !ar.AsyncWaitHandle.WaitOne((int)Math.Min(int.MaxValue, Math.Max(1.0, left)))))
+                {
+                    try { s.Dispose(); } catch (IOException) { } catch (ObjectDisposedException) { }
+                    throw new TimeoutException("no complete line within " + timeoutMs.ToString(CultureInfo.InvariantCulture) + " ms");
+                }
+                int n = s.EndRead(ar);
+                if (n <= 0) { if (buf.Length == 0) return null; break; }
+                int nl = Array.IndexOf(chunk, (byte)'\n', 0, n);
+                buf.Write(chunk, 0, nl >= 0 ? nl : n);
+                if (nl >= 0) break;
                 if (buf.Length > 16 * 1024 * 1024) throw new FormatException("request line too long");
             }
             return Encoding.UTF8.GetString(buf.ToArray());
@@ -248,7 +557,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         }
     }
 
-    // Server side of the endpoint: Accept returns null when the timeout passes without a client.
+    // Server side of the endpoint: Accept returns null when the timeout passes without a client, and may
+    // throw (the caller retries).
     internal interface IListener : IDisposable { Stream Accept(int timeoutMs); }
 
     internal sealed class UnixListener : IListener
@@ -281,50 +591,85 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         }
     }
 
-    // Windows: a named pipe whose ACL admits only SYSTEM, Administrators, Backup Operators and the user
-    // that began the session.
+    // Windows: a named pipe whose ACL admits only SYSTEM, Administrators, Backup Operators and the user that
+    // began the session; the host's own account has FullControl (CreateNewInstance among it). Two instances:
+    // the next one listens before the connected one is handled and disposed, so a client never finds no
+    // instance while the host replies; creating one is retried.
     internal sealed class PipeListener : IListener
     {
+        private const int Instances = 2;
         private readonly string name;
-        public PipeListener(string name) { this.name = name; }
+        private NamedPipeServerStream pending;
+        private IAsyncResult pendingWait;
+
+        public PipeListener(string name) { this.name = name; Listen(); }
 
         private static PipeSecurity Acl()
         {
             PipeSecurity sec = new PipeSecurity();
             sec.SetAccessRuleProtection(true, false);
+            SecurityIdentifier self = WindowsIdentity.GetCurrent().User;
             IdentityReference[] who = {
                 new SecurityIdentifier(WellKnownSidType.LocalSystemSid, null),
                 new SecurityIdentifier(WellKnownSidType.BuiltinAdministratorsSid, null),
-                new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null),
-                WindowsIdentity.GetCurrent().User };
+                new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null) };
             foreach (IdentityReference id in who)
-                sec.AddAccessRule(new PipeAccessRule(id, PipeAccessRights.ReadWrite, AccessControlType.Allow));
+                sec.AddAccessRule(new PipeAccessRule(id, PipeAccessRights.ReadWrite | PipeAccessRights.Synchronize, AccessControlType.Allow));
+            sec.AddAccessRule(new PipeAccessRule(self, PipeAccessRights.FullControl, AccessControlType.Allow));
             return sec;
         }
 
         private NamedPipeServerStream Create()
         {
 #if CORECLR
-            return NamedPipeServerStreamAcl.Create(name, PipeDirection.InOut, 1, PipeTransmissionMode.Byte, PipeOptions.Asynchronous, 0, 0, Acl());
+            return NamedPipeServerStreamAcl.Create(name, PipeDirection.InOut, Instances, PipeTransmissionMode.Byte, PipeOptions.Asynchronous, 0, 0, Acl());
 #else
-            return new NamedPipeServerStream(name, PipeDirection.InOut, 1, PipeTransmissionMode.Byte, PipeOptions.Asynchronous, 0, 0, Acl());
+            return new NamedPipeServerStream(name, PipeDirection.InOut, Instances, PipeTransmissionMode.Byte, PipeOptions.Asynchronous, 0, 0, Acl());
 #endif
+        }
+
+        // A listening instance, retried with backoff (all instances busy, or a transient failure).
+        private void Listen()
+        {
+            if (pending != null) return;
+            Exception last = null;
+            int delay = 50;
+            for (int attempt = 0; attempt < 8; attempt++)
+            {
+                try
+                {
+                    NamedPipeServerStream p = Create();
+                    pendingWait = p.BeginWaitForConnection(null, null);
+                    pending = p;
+                    return;
+                }
+                catch (IOException e) { last = e; }
+                catch (UnauthorizedAccessException e) { last = e; }
+                Thread.Sleep(delay);
+                delay = Math.Min(delay * 2, 1000);
+            }
+            throw new IOException("cannot create an instance of pipe " + name + ": " + (last == null ? "" : last.Message), last);
         }
 
         public Stream Accept(int timeoutMs)
         {
-            NamedPipeServerStream p = Create();
-            IAsyncResult ar = p.BeginWaitForConnection(null, null);
-            if (!ar.AsyncWaitHandle.WaitOne(timeoutMs))
-            {
-                p.Dispose();
-                return null;
-            }
-            p.EndWaitForConnection(ar);
-            return p;
+            Listen();
+            if (!pendingWait.AsyncWaitHandle.WaitOne(timeoutMs)) return null;
+            NamedPipeServerStream connected = pending;
+            IAsyncResult done = pendingWait;
+            pending = null; pendingWait = null;
+            try { connected.EndWaitForConnection(done); }
+            catch (IOException) { connected.Dispose(); throw; }
+            // The next instance listens before this one is handled; if that fails now, the next Accept retries.
+            try { Listen(); }
+            catch (IOException) { }
+            return connected;
         }
 
-        public void Dispose() { }
+        public void Dispose()
+        {
+            if (pending != null) { try { pending.Dispose(); } catch (IOException) { } pending = null; }
+        }
     }
 
     // The session host: owns the instance and the backup; one request at a time.
@@ -344,7 +689,21 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         private static string Now() { return DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture); }
 
-        private void Save() { journal["last_activity"] = Now(); JournalFile.Write(name, journal); }
+        // The in-memory journal is the host's record; a save that fails (after JournalFile.Write's retries) never
+        // ends the host or its backup: the next save writes everything again, and the reply says so.
+        private string saveProblem;
+        private bool Save()
+        {
+            journal["last_activity"] = Now();
+            try { JournalFile.Write(name, journal); saveProblem = null; return true; }
+            catch (IOException e) { saveProblem = e.Message; }
+            catch (UnauthorizedAccessException e) { saveProblem = e.Message; }
+            return false;
+        }
+
+        // How long the host waits for the request line of a connected client (a client that connects and sends
+        // nothing must not hold the host: it serves one request at a time).
+        internal const int RequestReadMs = 60000;
 
         private void Record(string op, List<object> trace)
         {
@@ -393,6 +752,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 journal["begin_trace"] = trace.Snapshot();
                 journal["state"] = "failed";
                 Save();
+                Failed = journal.ContainsKey("begin_failed_call") ? journal["begin_failed_call"] : null;
+                FailedInvalid = journal.ContainsKey("begin_invalid") ? journal["begin_invalid"] : null;
                 return 1;
             }
             journal["begin_trace"] = trace.Snapshot();
@@ -405,37 +766,69 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             }
             catch (Exception e)
             {
-                journal["begin_failed_call"] = new JetFailure("SessionEndpoint", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
+                InvalidOption inv = e as InvalidOption;
+                if (inv != null) journal["begin_invalid"] = inv.ToDict();
+                else journal["begin_failed_call"] = new JetFailure("SessionEndpoint", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
                 seq.Cleanup();
                 journal["state"] = "failed";
                 Save();
+                Failed = journal.ContainsKey("begin_failed_call") ? journal["begin_failed_call"] : null;
+                FailedInvalid = journal.ContainsKey("begin_invalid") ? journal["begin_invalid"] : null;
                 return 1;
             }
             journal["state"] = "open";
-            Save();
+            if (!Save())
+            {
+                // Nobody could learn that the backup began: end it rather than serve a session no task can see.
+                Trace t2 = new Trace();
+                seq.Rebind(new JetApi(t2), NewResult(t2));
+                seq.Cleanup();
+                listener.Dispose();
+                Failed = new JetFailure("SessionJournal", Jet.errInvalidParameter, "the journal could not record the session as open, so the backup was ended with abort: " + saveProblem).ToDict();
+                return 1;
+            }
+            Started = true;
+            Session.DetachStdio();
             using (listener)
             {
+                DateTime lastRequest = DateTime.UtcNow;
+                int failures = 0;
                 while (!done)
                 {
-                    Stream s = listener.Accept(idleMs);
-                    if (s == null) { IdleTimeout(); break; }
-                    using (s)
+                    Stream s;
+                    int left = (int)Math.Max(0.0, Math.Min(int.MaxValue, idleMs - (DateTime.UtcNow - lastRequest).TotalMilliseconds));
+                    try { s = left > 0 ? listener.Accept(left) : null; failures = 0; }
+                    catch (Exception)
                     {
-                        try
+                        // Never let the endpoint end the host (and with it the backup): retry until the idle timeout.
+                        failures++;
+                        Thread.Sleep(Math.Min(5000, 100 * failures));
+                        continue;
+                    }
+                    if (s == null) { IdleTimeout(); break; }
+                    lastRequest = DateTime.UtcNow;
+                    try
+                    {
+                        using (s)
                         {
-                            string line = Wire.ReadLine(s);
+                            string line = Wire.ReadLine(s, RequestReadMs);
                             if (line == null) continue;
                             IDictionary req = Json.Parse(line) as IDictionary;
-                            Wire.WriteLine(s, Handle(req));
+                            Dictionary<string, object> answer = Handle(req);
+                            Wire.WriteLine(s, answer);
                         }
-                        catch (IOException) { }
-                        catch (FormatException) { }
-                        catch (SocketException) { }
                     }
+                    catch (Exception) { } // the client went away or sent garbage; the host keeps serving
+                    lastRequest = DateTime.UtcNow;
                 }
             }
             return 0;
         }
+
+        // What Serve reports in its own result (the async job's results file): whether the backup began, and the
+        // failure at start when not.
+        internal bool Started;
+        internal object Failed, FailedInvalid;
 
         private void IdleTimeout()
         {
@@ -483,7 +876,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             if ((!check && op != "status") || trace.Entries.Count > 0)
             {
                 Record(op, trace.Snapshot());
-                Save();
+                if (!Save())
+                    ((List<object>)r["warnings"]).Add("the session journal could not be saved (" + saveProblem + "); the session host keeps the record and saves it again with the next request");
             }
             r["logs_truncated"] = true.Equals(journal["truncated"]);
             r["session"] = Session.Describe(name, journal, !done);
@@ -615,10 +1009,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         private void End(IDictionary args, bool check, Dictionary<string, object> r, JetApi api)
         {
-            string mode = Args.Str(args, "mode", "normal");
+            string mode = Args.Choice(args, "mode", "normal", "normal", "abort");
             bool truncateDone = Args.Bool(args, "truncate_done", false);
             r["mode"] = mode;
-            if (mode != "normal" && mode != "abort") throw new InvalidOption("mode", "mode must be normal or abort");
             if (check)
             {
                 Dictionary<string, object> c = new Dictionary<string, object>();
@@ -649,7 +1042,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
     // Entry points (plain data in and out); each connects to the session host over the pipe or socket.
     public static class Session
     {
-        private const int StatusTimeoutMs = 15000;
+        private const int StatusTimeoutMs = 10000;
         private const int WorkTimeoutMs = 24 * 3600 * 1000;
 
         private static Dictionary<string, object> NewResult()
@@ -675,12 +1068,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         internal static Dictionary<string, object> Describe(string name, Dictionary<string, object> j, bool running)
         {
+            return Describe(name, j, running ? "open" : null, null);
+        }
+
+        // live: "open" (the host answered), "busy" (its process runs but did not answer) or null (no host).
+        internal static Dictionary<string, object> Describe(string name, Dictionary<string, object> j, string live, string busy)
+        {
             Dictionary<string, object> d = new Dictionary<string, object>();
             d["name"] = name;
             if (j == null) { d["state"] = "not_found"; return d; }
             object ended = j.ContainsKey("ended") ? j["ended"] : null;
             string state;
-            if (ended == null) state = running ? "open" : "lost";
+            if (ended == null) state = live ?? "lost";
             else state = new Dictionary<string, string> { { "normal", "ended" }, { "abort", "aborted" }, { "idle_timeout", "idle_timeout" }, { "host_crash", "host_crash" } }[(string)ended];
             d["state"] = state;
             d["pid"] = j.ContainsKey("pid") ? j["pid"] : null;
@@ -691,29 +1090,47 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             d["end_reason"] = j.ContainsKey("end_reason") ? j["end_reason"] : null;
             d["logs_truncated"] = j.ContainsKey("truncated") && true.Equals(j["truncated"]);
             d["files_copied"] = j.ContainsKey("files") ? (long)((IList)j["files"]).Count : 0L;
+            if (busy != null) d["busy"] = busy;
             return d;
         }
 
-        // Asks a live host; null when no host answers. A journal without an end record whose host is gone is
-        // marked host_crash here (the process died: no backup survives it).
-        private static Dictionary<string, object> Ask(string name, Dictionary<string, object> j, Dictionary<string, object> request, int timeoutMs)
+        // Asks a live host; null when no host answers. Then the journal's process decides: when it still runs
+        // (same pid, same start), the host is busy (busy says why) and the journal is left as it is; when it is
+        // gone, a journal without an end record is marked host_crash (no backup survives its process).
+        private static Dictionary<string, object> Ask(string name, Dictionary<string, object> j, Dictionary<string, object> request, int timeoutMs, out string busy)
         {
-            if (j == null || j["ended"] != null || !"open".Equals(j["state"])) return null;
-            try { return Wire.Call((string)j["endpoint"], request, timeoutMs); }
-            catch (Wire.NoHost e)
+            busy = null;
+            if (j == null || j["ended"] != null) return null;
+            string pidText = Convert.ToString(j.ContainsKey("pid") ? j["pid"] : null, CultureInfo.InvariantCulture);
+            if ("starting".Equals(j["state"]))
             {
-                Dictionary<string, object> again = JournalFile.Read(name);
-                if (again != null && again["ended"] == null && Equals(again["token"], j["token"]))
-                {
-                    again["ended"] = "host_crash";
-                    again["state"] = "ended";
-                    again["end_reason"] = "the session host process (pid " + Convert.ToString(j["pid"], CultureInfo.InvariantCulture) + ") is gone without an end record (" + e.Message + "); no backup survives its process";
-                    again["ended_at"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
-                    JournalFile.Write(name, again);
-                    foreach (KeyValuePair<string, object> kv in again) j[kv.Key] = kv.Value;
-                }
+                if (HostProcess.Gone(j) == null) busy = "its session host (pid " + pidText + ") is still starting";
                 return null;
             }
+            if (!"open".Equals(j["state"])) return null;
+            string problem;
+            try { return Wire.Call((string)j["endpoint"], Convert.ToInt64(j["pid"], CultureInfo.InvariantCulture), request, timeoutMs); }
+            catch (Wire.Impostor e) { throw new InvalidOption("session", "session '" + name + "': " + e.Message); }
+            catch (Wire.NoHost e) { problem = e.Message; }
+            string gone = HostProcess.Gone(j);
+            if (gone == null)
+            {
+                busy = "its session host (pid " + pidText + ") runs but did not answer (" + problem + "); it serves one request at a time, so another task (a long copy?) may be using it";
+                return null;
+            }
+            Dictionary<string, object> again = JournalFile.Read(name);
+            if (again != null && again["ended"] == null && Equals(again["token"], j["token"]))
+            {
+                again["ended"] = "host_crash";
+                again["state"] = "ended";
+                again["end_reason"] = "the session host process (pid " + pidText + ") is gone without an end record (" + gone + "; " + problem + "); no backup survives its process";
+                again["ended_at"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+                try { JournalFile.Write(name, again); }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
+                foreach (KeyValuePair<string, object> kv in again) j[kv.Key] = kv.Value;
+            }
+            return null;
         }
 
         private static Dictionary<string, object> Params(Options o)
@@ -749,7 +1166,20 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 Dictionary<string, object> j = JournalFile.Read(name);
                 Dictionary<string, object> status = new Dictionary<string, object>();
                 status["op"] = "status";
-                Dictionary<string, object> live = Ask(name, j, status, StatusTimeoutMs);
+                string busy;
+                Dictionary<string, object> live = Ask(name, j, status, StatusTimeoutMs, out busy);
+                if (live == null && busy != null)
+                {
+                    // A live session whose host is busy: the same as an open one, without its answer.
+                    r["session"] = Describe(name, j, "busy", busy);
+                    r["journal"] = JournalFile.Facts(j);
+                    if (Json.Write(j["params"], false) != Json.Write(prm, false))
+                        throw new InvalidOption("session", "session '" + name + "' is running with other parameters (" + Json.Write(j["params"], false) + "); end it first or choose another name");
+                    r["exists"] = true;
+                    ((List<object>)r["warnings"]).Add("session '" + name + "' is open but busy: " + busy);
+                    if (checkMode) { Dictionary<string, object> c0 = new Dictionary<string, object>(); c0["would_begin"] = false; r["check"] = c0; }
+                    return r;
+                }
                 if (live != null)
                 {
                     r["session"] = live["session"];
@@ -775,7 +1205,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 return Prepare(name, args, prm, idleSec, r);
             }
             catch (InvalidOption e) { r["invalid"] = e.ToDict(); }
-            catch (DllNotFoundException e) { r["failed_call"] = new JetFailure("esent.dll", Jet.errInvalidParameter, e.Message).ToDict(); }
+            catch (Exception e)
+            {
+                if (NativeLoad.IsLoadFailure(e)) r["failed_call"] = NativeLoad.Failure(e, "esent.dll").ToDict();
+                else if (e is IOException || e is UnauthorizedAccessException)
+                    r["failed_call"] = new JetFailure("SessionFolder", e is UnauthorizedAccessException ? Jet.errFileAccessDenied : Jet.errDiskIO, SessionPaths.Dir() + ": " + e.GetType().Name + ": " + e.Message).ToDict();
+                else throw;
+            }
             return r;
         }
 
@@ -804,25 +1240,51 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         // ends or idles out); mode wait returns the begin facts once the host has reported.
         public static Dictionary<string, object> HostTask(IDictionary args)
         {
-            string mode = Args.Str(args, "mode", "");
-            if (mode == "serve")
-            {
-                string serveFile = Args.Str(args, "serve_file", null);
-                IDictionary serve = Json.Parse(File.ReadAllText(serveFile, Encoding.UTF8)) as IDictionary;
-                try { File.Delete(serveFile); } catch (IOException) { }
-                return Serve(serve);
-            }
             Dictionary<string, object> r = NewResult();
             r["started"] = false;
+            string mode;
+            try { mode = Args.Choice(args, "mode", null, "serve", "wait"); }
+            catch (InvalidOption e) { r["invalid"] = e.ToDict(); return r; }
+            if (mode == "serve")
+            {
+                // Whatever fails here is the host's own error: it goes to this module's result (the async job's
+                // results file, which the begin action plugin reads when the host does not report).
+                try
+                {
+                    string serveFile = Args.Str(args, "serve_file", null);
+                    if (serveFile == null) throw new InvalidOption("serve_file", "serve_file is required with mode serve");
+                    IDictionary serve = Json.Parse(File.ReadAllText(serveFile, Encoding.UTF8)) as IDictionary;
+                    try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                    if (serve == null) throw new FormatException("the serve file " + serveFile + " is not a JSON object");
+                    return Serve(serve, r);
+                }
+                catch (InvalidOption e) { r["invalid"] = e.ToDict(); }
+                catch (Exception e)
+                {
+                    r["failed_call"] = (NativeLoad.IsLoadFailure(e) ? NativeLoad.Failure(e, "esent.dll")
+                        : new JetFailure("SessionHost", Jet.errInvalidParameter, "the session host could not start: " + e.GetType().Name + ": " + e.Message)).ToDict();
+                }
+                return r;
+            }
             string name, token = Args.Str(args, "token", "");
             try { name = Name(args); }
             catch (InvalidOption e) { r["invalid"] = e.ToDict(); return r; }
             long? timeout = Args.Long(args, "timeout");
-            DateTime deadline = DateTime.UtcNow.AddSeconds(timeout.HasValue ? timeout.Value : 60);
+            long waitSec = timeout.HasValue ? timeout.Value : 60;
+            DateTime deadline = DateTime.UtcNow.AddSeconds(waitSec);
             while (DateTime.UtcNow < deadline)
             {
                 Dictionary<string, object> j = JournalFile.Read(name);
-                if (j == null || !token.Equals(j["token"]) || "starting".Equals(j["state"])) { Thread.Sleep(50); continue; }
+                if (j == null || !token.Equals(j["token"])) { Thread.Sleep(50); continue; }
+                if ("starting".Equals(j["state"]))
+                {
+                    string gone = HostProcess.Gone(j);
+                    if (gone == null) { Thread.Sleep(50); continue; }
+                    r["failed_call"] = new JetFailure("SessionHost", Jet.errInvalidParameter, "the session host (pid "
+                        + Convert.ToString(j["pid"], CultureInfo.InvariantCulture) + ") ended while starting, before it reported (" + gone + ")").ToDict();
+                    r["backup_started"] = false;
+                    return r;
+                }
                 r["trace"] = j["begin_trace"];
                 if ("failed".Equals(j["state"]))
                 {
@@ -839,22 +1301,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 r["journal"] = JournalFile.Facts(j);
                 return r;
             }
-            try { File.Delete(SessionPaths.ServeFile(name)); } catch (IOException) { }
+            try { File.Delete(SessionPaths.ServeFile(name)); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             r["failed_call"] = new JetFailure("SessionHost", Jet.errInvalidParameter, "the session host did not report within "
-                + (timeout.HasValue ? timeout.Value : 60) + " s (see " + SessionPaths.Journal(name) + ")").ToDict();
+                + waitSec.ToString(CultureInfo.InvariantCulture) + " s (start_timeout; see " + SessionPaths.Journal(name) + ")").ToDict();
             return r;
         }
 
+        // Unix: the host outlives the task; once it has reported, its standard streams point at /dev/null (before
+        // that, a failure at start reaches its own result).
+        internal static void DetachStdio()
+        {
+            if (PathRules.IsWindows) return;
+            int fd = SessionNative.open("/dev/null", 2);
+            if (fd >= 0) { SessionNative.dup2(fd, 0); SessionNative.dup2(fd, 1); SessionNative.dup2(fd, 2); if (fd > 2) SessionNative.close(fd); }
+        }
 
         // The session host process: runs with the serve file that Begin wrote.
-        private static Dictionary<string, object> Serve(IDictionary serve)
+        private static Dictionary<string, object> Serve(IDictionary serve, Dictionary<string, object> r)
         {
-            Dictionary<string, object> r = new Dictionary<string, object>();
-            if (!PathRules.IsWindows)
-            {
-                int fd = SessionNative.open("/dev/null", 2);
-                if (fd >= 0) { SessionNative.dup2(fd, 0); SessionNative.dup2(fd, 1); SessionNative.dup2(fd, 2); if (fd > 2) SessionNative.close(fd); }
-            }
             IDictionary args = (IDictionary)serve["args"];
             string name = Name(args);
             Dictionary<string, object> j = new Dictionary<string, object>();
@@ -863,6 +1327,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             j["token"] = serve["token"];
             Process self = Process.GetCurrentProcess();
             j["pid"] = (long)self.Id;
+            j["pid_start"] = HostProcess.StartKey(self.Id);
             j["started"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
             j["last_activity"] = j["started"];
             j["idle_timeout"] = serve["idle_timeout"];
@@ -877,7 +1342,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             j["log_range"] = null;
             JournalFile.Write(name, j);
             int idleMs = (int)Math.Min(int.MaxValue, Convert.ToInt64(serve["idle_timeout"], CultureInfo.InvariantCulture) * 1000);
-            r["rc"] = (long)new SessionHost(name, j, idleMs).Serve(Options.Parse(args));
+            SessionHost host = new SessionHost(name, j, idleMs);
+            r["rc"] = (long)host.Serve(Options.Parse(args));
+            r["started"] = host.Started;
+            r["backup_started"] = host.Started;
+            r["trace"] = j.ContainsKey("begin_trace") ? j["begin_trace"] : new List<object>();
+            r["failed_call"] = host.Failed;
+            r["invalid"] = host.FailedInvalid;
             return r;
         }
 
@@ -887,19 +1358,23 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             try
             {
                 string name = Name(args);
+                SessionPaths.CheckDir();
                 Dictionary<string, object> j = JournalFile.Read(name);
                 Dictionary<string, object> req = new Dictionary<string, object>();
                 Dictionary<string, object> a = new Dictionary<string, object>();
                 foreach (DictionaryEntry e in args) a[Convert.ToString(e.Key, CultureInfo.InvariantCulture)] = e.Value;
                 req["op"] = op; req["args"] = a; req["check_mode"] = checkMode;
-                Dictionary<string, object> answer = Ask(name, j, req, WorkTimeoutMs);
+                string busy;
+                Dictionary<string, object> answer = Ask(name, j, req, WorkTimeoutMs, out busy);
                 if (answer != null) return answer;
                 r["journal"] = JournalFile.Facts(j);
-                r["session"] = Describe(name, j, false);
+                r["session"] = Describe(name, j, busy != null ? "busy" : null, busy);
+                if (op == "end") r["mode"] = Args.Choice(args, "mode", "normal", "normal", "abort");
+                if (busy != null)
+                    throw new InvalidOption("session", "session '" + name + "' is busy: " + busy + "; nothing was done, run the task again when its current request has ended");
                 if (op == "end")
                 {
                     // No host: no process holds this backup, so esent can have none in progress (JET_errNoBackup).
-                    r["mode"] = Args.Str(args, "mode", "normal");
                     if (checkMode) { Dictionary<string, object> c = new Dictionary<string, object>(); c["would_end"] = false; r["check"] = c; return r; }
                     r["failed_call"] = new JetFailure("JetEndExternalBackupInstance2", -520, "not called: no session host serves session '" + name + "'"
                         + (j == null ? " and it has no journal" : " (" + Convert.ToString(Describe(name, j, false)["state"], CultureInfo.InvariantCulture) + ")")).ToDict();
@@ -924,11 +1399,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         {
             Dictionary<string, object> r = Engine.Info(args);
             object want = args == null ? null : args["sessions"];
-            if (want is bool && (bool)want) r["sessions"] = List(args)["sessions"];
+            if (want is bool && (bool)want)
+            {
+                Dictionary<string, object> listing = List(args);
+                r["sessions"] = listing["sessions"];
+                if (listing["invalid"] != null && r["invalid"] == null) r["invalid"] = listing["invalid"];
+            }
             return r;
         }
 
-        // Every session with a journal on this host, with its state (a gone host is recorded as host_crash).
+        // Every session with a journal on this host, with its state (a gone host is recorded as host_crash; a
+        // host that runs but does not answer is busy, and its journal is left as it is).
         public static Dictionary<string, object> List(IDictionary args)
         {
             Dictionary<string, object> r = NewResult();
@@ -936,6 +1417,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             r["sessions"] = sessions;
             string dir = SessionPaths.Dir();
             if (!Directory.Exists(dir)) return r;
+            try { SessionPaths.CheckDir(); }
+            catch (InvalidOption e) { r["invalid"] = e.ToDict(); return r; }
             string[] files = Directory.GetFiles(dir, "*.json");
             Array.Sort(files, StringComparer.Ordinal);
             foreach (string f in files)
@@ -946,8 +1429,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 if (j == null) continue;
                 Dictionary<string, object> status = new Dictionary<string, object>();
                 status["op"] = "status";
-                Dictionary<string, object> live = Ask(n, j, status, StatusTimeoutMs);
-                sessions.Add(live != null ? live["session"] : Describe(n, j, false));
+                string busy;
+                Dictionary<string, object> live;
+                try { live = Ask(n, j, status, StatusTimeoutMs, out busy); }
+                catch (InvalidOption e)
+                {
+                    Dictionary<string, object> d = Describe(n, j, "unverified", null);
+                    d["problem"] = e.Message;
+                    sessions.Add(d);
+                    continue;
+                }
+                sessions.Add(live != null ? live["session"] : Describe(n, j, busy != null ? "busy" : null, busy));
             }
             return r;
         }
