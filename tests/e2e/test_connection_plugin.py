@@ -89,3 +89,45 @@ def test_the_installed_ansible_core_payload_is_understood(bare_sim):
     assert rec["result"]["msg"] == ("esesim: module payload_probe is not simulated: the module must make exactly "
                                     "one Invoke-EseEntryPoint call (found 0)"), res.stdout
     assert rec["result"]["received_args"]["marker"] == "canary"
+
+
+# Odd Windows paths: every combination of a root, separators and climbing segments must map below the
+# simulated root (the host's own tree or the UNC tree), whatever the input.
+ODD_ROOTS = ["C:\\", "c:/", "Z:\\\\", "\\\\backup01\\ese\\", "\\\\backup01\\ese\\\\", "//backup01/ese/",
+             "\\\\?\\C:\\", "\\\\.\\C:\\", "\\\\?\\UNC\\backup01\\ese\\", "\\", "/", "\\\\..\\..\\",
+             "\\\\.\\..\\", "\\\\backup01\\..\\"]
+ODD_TAILS = ["x", "..\\x", "..\\..\\..\\..\\x", "a\\..\\..\\b", "..", ".\\.\\..", "a//b\\\\c", "a/../../../etc",
+             "...\\x", "a\\.\\b\\..\\..\\..\\..\\..", ""]
+
+
+def odd_paths():
+    for root in ODD_ROOTS:
+        for tail in ODD_TAILS:
+            yield root + tail
+
+
+def test_odd_paths_stay_inside_the_simulated_root(tmp_path):
+    paths = PathMap(str(tmp_path), "dc01")
+    root = os.path.realpath(str(tmp_path))
+    checked = 0
+    for path in odd_paths():
+        local = paths.to_local(path)
+        assert local != path, "%r was not mapped" % path
+        real = os.path.realpath(local)
+        assert os.path.commonpath([root, real]) == root, "%r escapes to %s" % (path, real)
+        checked += 1
+    assert checked == len(ODD_ROOTS) * len(ODD_TAILS) >= 150
+
+
+def test_windows_path_normalisation_is_kept(tmp_path):
+    paths = PathMap(str(tmp_path), "dc01")
+    host, unc = os.path.join(str(tmp_path), "hosts", "dc01"), os.path.join(str(tmp_path), "unc")
+    assert paths.to_local("C:\\..\\..\\..\\..\\x") == os.path.join(host, "C", "x")
+    assert paths.to_local("\\\\backup01\\ese\\\\x") == os.path.join(unc, "backup01", "ese", "x")
+    assert paths.to_local("\\\\backup01\\ese\\..\\..\\x") == os.path.join(unc, "backup01", "ese", "x")
+    assert paths.to_local("C:\\\\x") == os.path.join(host, "C", "x")
+    assert paths.to_local("C:\\a\\.\\b\\..\\c") == os.path.join(host, "C", "a", "c")
+    assert paths.to_local("\\Windows\\x") == os.path.join(host, "C", "Windows", "x")
+    assert paths.to_local("\\\\?\\D:\\x") == os.path.join(host, "D", "x")
+    assert paths.to_local("not\\rooted") == "not\\rooted"
+    assert paths.to_windows(paths.to_local("C:\\a\\..\\b\\c")) == "C:\\b\\c"

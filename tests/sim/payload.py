@@ -270,11 +270,14 @@ def _sha(*parts):
 
 
 def _mcs_version():
+    """Identity of the compiler for cache keys (path, size and time of mcs and its mcs.exe; no process)."""
     if not hasattr(_mcs_version, "value"):
-        try:
-            _mcs_version.value = subprocess.run(["mcs", "--version"], capture_output=True, text=True).stdout.strip()
-        except OSError:
-            _mcs_version.value = None
+        found = []
+        for path in (shutil.which("mcs"), "/usr/lib/mono/4.5/mcs.exe"):
+            if path and os.path.exists(path):
+                st = os.stat(path)
+                found.append([os.path.realpath(path), st.st_size, int(st.st_mtime)])
+        _mcs_version.value = found
     return _mcs_version.value
 
 
@@ -381,7 +384,11 @@ def windows_compile(cs_utils):
     if sma is None:  # Mono has no System.Management.Automation: what needs it cannot be compiled here
         skipped = [n for n, s in utils if re.search(r"^using\s+System\.Management\.Automation", s, re.M)]
         utils = [(n, s) for n, s in utils if n not in skipped]
-    key = _sha("windows-v1", ref_name, framework, _mcs_version(), [[n, s] for n, s in utils])
+    # ansible-core orders the utils by set iteration (it changes with PYTHONHASHSEED), so one canonical
+    # order is compiled and cached; a TypeAccelerator whose short name matches several types (where the
+    # order would decide) is an error.
+    utils.sort()
+    key = _sha("windows-v2", ref_name, framework, _mcs_version(), [[n, s] for n, s in utils])
     out_dir = os.path.join(CACHE, "windows")
     os.makedirs(out_dir, exist_ok=True)
     result_path = os.path.join(out_dir, key + ".json")
@@ -452,7 +459,14 @@ def _mcs_windows(utils, names, refs, nowarn, accelerators, unsafe, framework, sm
     types = dotnet_types(dll)
     result["types"] = [(ns + "." + n) if ns else n for ns, n in types]
     for util, acc_name, type_name in accelerators:
-        match = next(((ns, n) for ns, n in types if n == type_name), None)
+        matches = [(ns, n) for ns, n in types if n == type_name]
+        match = matches[0] if matches else None
+        if len(matches) > 1:
+            result.update(errors=["%s: //TypeAccelerator -Name %s -TypeName %s matches %s" % (
+                util, acc_name, type_name, ", ".join(".".join(filter(None, m)) for m in matches))],
+                msg="TypeAccelerator %s: '%s' names %d compiled types; Add-CSharpType takes the first, in an "
+                    "order ansible-core does not fix" % (acc_name, type_name, len(matches)))
+            return result
         if match is None:
             result.update(errors=["%s: //TypeAccelerator -Name %s -TypeName %s" % (util, acc_name, type_name)],
                           msg="Failed to find compiled class '%s' for custom TypeAccelerator." % type_name)
@@ -468,7 +482,7 @@ def runnable_assembly(cs_utils):
     Compiled as on Windows PowerShell 5.1 (C# 5, AMD64;WINDOWS, //AssemblyReference and //NoWarn of the
     Framework), against Mono's own profile because it must run here. Raises WindowsLoadError on a
     compile error."""
-    own = [(n, s) for n, s in cs_utils if _own(n)]
+    own = sorted((n, s) for n, s in cs_utils if _own(n))
     key = _sha("runnable-v1", _mcs_version(), [[n, s] for n, s in own])
     out_dir = os.path.join(CACHE, "runnable")
     dll = os.path.join(out_dir, key + ".dll")
