@@ -14,6 +14,7 @@ API (all sizes in bytes, generations are ints, signatures are the 28-byte SIGNAT
 - ``make_log(path, generation, sign_log, prev_create_time=None, ...)`` -> creation LOGTIME bytes
 - ``make_log_set(directory, base, gens, sign_log, ...)``  -> list of dicts {path, generation, created}
 - ``make_checkpoint(path, generation, sign_log)``
+- ``space_pages(page_size, extents)``, ``pack_tree_page(...)``, ``seal_page(page, pgno)``: B-tree pages
 - ``make_backup_set(dest, name, ...)``                  -> path of a complete set with manifest.json
 - ``make_kept_logs(dest, name, ...)``                    -> path of a kept-logs staging folder
 - ``corrupt(path, offset, bit=0)``                       flips one bit in place
@@ -100,9 +101,64 @@ def fill_pages(q, first_pgno, page_size, rng, zero_every=0, old_format_every=0):
         q[(pgnos % zero_every) == 0] = 0
 
 
+def seal_page(page, pgno):
+    """Set the XOR+ECC checksums (and, on 16/32 KiB pages, the page number) of ``page`` (a bytearray)."""
+    cb = len(page)
+    struct.pack_into("<I", page, 36, struct.unpack_from("<I", page, 36)[0] | ck.FLAG_NEW_CHECKSUM)
+    if cb <= 8192:
+        struct.pack_into("<Q", page, 0, ck.ecc_xor(bytes(page), pgno, True))
+        return page
+    bs = cb // 4
+    struct.pack_into("<I", page, 64, pgno)
+    for i in (1, 2, 3):
+        struct.pack_into("<Q", page, 32 + 8 * i, ck.ecc_xor(bytes(page[i * bs:(i + 1) * bs]), pgno, False))
+    struct.pack_into("<Q", page, 0, ck.ecc_xor(bytes(page[:bs]), pgno, True))
+    return page
+
+
+def pack_tree_page(page_size, pgno, flags, lines, objid=1, next_pgno=0, external=b""):
+    """A B-tree page: ``external`` is tag 0, ``lines`` the nodes as ``(key, data)``, checksummed.
+
+    Layout as ESE's CPAGE (dev/ese/src/inc/cpage.hxx): header (40 or 80 bytes), node data, tag array
+    at the end (cb, ib per tag); each node is a u16 key length, the key and the data.
+    """
+    p = bytearray(page_size)
+    hdr = 40 if page_size <= 8192 else 80
+    blobs = [bytes(external)] + [struct.pack("<H", len(k)) + bytes(k) + bytes(d) for k, d in lines]
+    ib = 0
+    for i, b in enumerate(blobs):
+        p[hdr + ib:hdr + ib + len(b)] = b
+        struct.pack_into("<HH", p, page_size - 4 * (i + 1), len(b), ib)
+        ib += len(b)
+    struct.pack_into("<IIIHHHH", p, 16, 0, next_pgno, objid, page_size - hdr - ib - 4 * len(blobs), 0, ib,
+                     len(blobs))
+    struct.pack_into("<I", p, 36, flags | 0x0800)
+    return seal_page(p, pgno)
+
+
+def space_pages(page_size, extents, split=False):
+    """Pages 1 (the database's root, with its SPACE_HEADER) and its owned-extent tree, as ``{pgno: bytes}``.
+
+    ``extents``: ``[(last_page, page_count), ...]`` in order. ``split=True`` makes the OE tree two
+    levels deep: page 2 a parent of leaves 3 and 4 (the extents split between them).
+    """
+    sph = struct.pack("<IIII", extents[0][1], 0, 1, 2)      # cpgPrimary, pgnoParent, multiple extents, pgnoOE
+    out = {1: pack_tree_page(page_size, 1, 0x1 | 0x2, [], external=sph)}
+    nodes = [(struct.pack(">I", last), struct.pack("<I", cpg)) for last, cpg in extents]
+    if not split:
+        out[2] = pack_tree_page(page_size, 2, 0x1 | 0x2 | 0x20, nodes)
+        return out
+    half = max(1, len(nodes) // 2)
+    out[3] = pack_tree_page(page_size, 3, 0x2 | 0x20, nodes[:half], next_pgno=4)
+    out[4] = pack_tree_page(page_size, 4, 0x2 | 0x20, nodes[half:])
+    out[2] = pack_tree_page(page_size, 2, 0x1 | 0x4 | 0x20,
+                            [(nodes[half - 1][0], struct.pack("<I", 3)), (b"", struct.pack("<I", 4))])
+    return out
+
+
 def make_database(path, page_size=4096, pages=64, sign_log=None, sign_db=None, state=3, gen_min=0,
                   gen_max=0, streamed=False, gen_low=0, gen_high=0, zero_every=5, old_format_every=0,
-                  filetype=1, seed=1):
+                  filetype=1, seed=1, owned_extents=None, split_space_tree=False):
     """Write a database of ``pages`` data pages (plus header, shadow and, if ``streamed``, a trailer).
 
     - ``state``: 3 clean (genMin/Max 0), 2 dirty (give ``gen_min``/``gen_max``), 1 JustCreated.
@@ -110,6 +166,9 @@ def make_database(path, page_size=4096, pages=64, sign_log=None, sign_db=None, s
       copies and a trailer whose bkinfo is (``gen_low``, ``gen_high``).
     - every ``zero_every``-th page is all zero (0 = none); every ``old_format_every``-th page uses the
       legacy XOR format (any page size).
+    - ``owned_extents`` (``[(last_page, count), ...]``) writes the database's root (page 1) and its
+      owned-extent tree (page 2, or 2-4 with ``split_space_tree``): pages past the last extent are
+      then beyond the space the database owns.
     Returns a dict of the facts written (page_size, pages, size, sign_log, sign_db, ...).
     """
     sign_log = sign_log if sign_log is not None else signature(seed)
@@ -130,6 +189,11 @@ def make_database(path, page_size=4096, pages=64, sign_log=None, sign_db=None, s
             fill_pages(q, done + 1, page_size, rng, zero_every, old_format_every)
             f.write(q.tobytes())
             done += n
+        if owned_extents:
+            for pg, raw in space_pages(page_size, owned_extents, split_space_tree).items():
+                f.seek((pg + 1) * page_size)
+                f.write(raw)
+            f.seek(0, 2)
         if streamed:
             f.write(st.pack_trailer(page_size, st.pack_bkinfo(gen_low, gen_high), sign_db, sign_log,
                                     gen_min, max(gen_max, gen_high), max(gen_max, gen_high)))

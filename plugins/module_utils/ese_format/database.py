@@ -15,6 +15,7 @@ import threading
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import space as sp
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import structs as st
 from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems import problem, open_problem
 
@@ -254,13 +255,26 @@ def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy
             for blk in iter(lambda: f.read(chunk_bytes), b""):   # trailer and any partial page
                 hasher.update(blk)
             info["sha256"] = hasher.hexdigest()
+        unowned = []
+        if do_pages and (tally.bad or tally.bad_pgno):
+            owned = sp.owned_last_page(lambda pg: _read_page(f, pg, cb, npages), cb)
+            info["owned_last_page"] = owned
+            if owned is not None:
+                unowned = sorted(pg for pg in tally.bad + tally.bad_pgno if pg > owned)
+                gone = set(unowned)
+                for key in ("bad", "bad_pgno"):
+                    lst = getattr(tally, key)
+                    kept = [pg for pg in lst if pg not in gone]
+                    tally.counts[key] -= len(lst) - len(kept)
+                    setattr(tally, key, kept)
     if do_pages:
         info["pages_checked"] = tally.pages
         info["pages_ok"] = tally.ok
         info["pages_zero"] = tally.zero
-        info["bad_pages"] = sorted(tally.bad + tally.correctable + tally.bad_pgno)[:MAX_PAGE_LIST]
+        info["bad_pages"] = sorted(tally.bad + tally.correctable + tally.bad_pgno + unowned)[:MAX_PAGE_LIST]
         info["correctable_pages"] = sorted(tally.correctable)
-        info["bad_page_count"] = sum(tally.counts.values())
+        info["unowned_bad_pages"] = unowned
+        info["bad_page_count"] = sum(tally.counts.values()) + len(unowned)
         for code, key, text in (("DB_PAGE_CHECKSUM", "bad", "checksum mismatch"),
                                 ("DB_PAGE_CORRECTABLE", "correctable", "single-bit error (correctable by ESE's ECC)"),
                                 ("DB_PAGE_NUMBER", "bad_pgno", "page number field does not match")):
@@ -270,7 +284,24 @@ def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy
             if tally.counts[key] > MAX_PAGE_PROBLEMS:
                 probs.append(problem(code, name, "%d more pages: %s (see databases[].bad_pages)"
                                      % (tally.counts[key] - MAX_PAGE_PROBLEMS, text)))
+        text = "damaged, beyond the space the database owns (its last extent ends at page %s)" % (
+            info.get("owned_last_page"),)
+        for pg in unowned[:MAX_PAGE_PROBLEMS]:
+            probs.append(problem("DB_PAGE_UNOWNED", name, "page %d (offset %d): %s" % (pg, (pg + 1) * cb, text),
+                                 page=pg))
+        if len(unowned) > MAX_PAGE_PROBLEMS:
+            probs.append(problem("DB_PAGE_UNOWNED", name, "%d more pages: %s (see databases[].unowned_bad_pages)"
+                                 % (len(unowned) - MAX_PAGE_PROBLEMS, text)))
     return info, probs
+
+
+def _read_page(f, pgno, cb, npages):
+    """Data page ``pgno`` (at offset (pgno + 1) * cb), or None outside the file's data pages."""
+    if pgno < 1 or pgno > npages:
+        return None
+    f.seek((pgno + 1) * cb)
+    b = f.read(cb)
+    return b if len(b) == cb else None
 
 
 def _check_trailer(tr, cb, hdr, name, probs, info):

@@ -182,3 +182,61 @@ def test_zero_sectors_are_skipped(two_logs):
     _old, cur = two_logs
     _put(cur, 4, bytes(4096))
     assert lgm.check_log(cur)[1] == []
+
+
+# ------------------------------------------------------------------ damage beyond the owned space
+def test_space_tree_of_the_samples(testdata, singles):
+    """The real databases' owned space (page 1's SPACE_HEADER, the OE tree at page 2)."""
+    from ansible_collections.ese.backup.plugins.module_utils.ese_format import space as sp
+    for path, cb, last in ((os.path.join(testdata, "sets/srum-win11-dirty/SRUDB.dat"), 4096, 590),
+                           (os.path.join(testdata, "sets/srum-server2022-clean/SRUDB.dat"), 4096, 46),
+                           (singles["Windows.edb"], 32768, 510), (singles["basic.edb"], 4096, 254)):
+        with open(path, "rb") as f:
+            data = f.read()
+        assert sp.owned_last_page(lambda pg: data[(pg + 1) * cb:(pg + 2) * cb] or None, cb) == last, path
+
+
+def _two_bits(synth, p, cb, pg):
+    synth.corrupt(p, (pg + 1) * cb + 300, 1)
+    synth.corrupt(p, (pg + 1) * cb + 1300, 6)     # the same block: not correctable
+
+
+@pytest.mark.parametrize("cb,split", [(4096, False), (8192, True), (32768, False), (16384, True)])
+def test_damage_beyond_the_owned_space_is_a_warning(tmp_path, synth, cb, split):
+    p = str(tmp_path / "o.edb")
+    synth.make_database(p, cb, pages=40, zero_every=0, owned_extents=[(16, 16), (24, 8), (32, 8)],
+                        split_space_tree=split)
+    r = verify(p)
+    assert r["valid"] and r["problems"] == []
+    _two_bits(synth, p, cb, 36)
+    r = verify(p)
+    assert r["valid"] is True and codes(r) == ["DB_PAGE_UNOWNED"] and r["problems"][0]["page"] == 36
+    d = r["databases"][0]
+    assert d["owned_last_page"] == 32 and d["unowned_bad_pages"] == [36] and d["bad_pages"] == [36]
+    _two_bits(synth, p, cb, 30)       # inside the last extent: data may be lost
+    r = verify(p)
+    assert not r["valid"] and codes(r) == ["DB_PAGE_CHECKSUM", "DB_PAGE_UNOWNED"]
+    assert [x["page"] for x in r["problems"] if x["code"] == "DB_PAGE_CHECKSUM"] == [30]
+
+
+def test_unreadable_space_tree_keeps_every_error(tmp_path, synth):
+    p = str(tmp_path / "o.edb")
+    synth.make_database(p, 4096, pages=40, zero_every=0, owned_extents=[(32, 32)])
+    _two_bits(synth, p, 4096, 36)
+    _two_bits(synth, p, 4096, 2)      # the OE tree's page itself
+    r = verify(p)
+    assert not r["valid"] and codes(r) == ["DB_PAGE_CHECKSUM"]
+    assert sorted(x["page"] for x in r["problems"]) == [2, 36] and r["databases"][0]["owned_last_page"] is None
+
+
+def test_damage_past_the_real_srum_space(tmp_path, testdata, synth):
+    """The dirty SRUM database's file has 606 data pages; its last owned extent ends at page 590."""
+    import shutil
+    p = str(tmp_path / "SRUDB.dat")
+    shutil.copyfile(os.path.join(testdata, "sets/srum-win11-dirty/SRUDB.dat"), p)
+    _two_bits(synth, p, 4096, 600)
+    _two_bits(synth, p, 4096, 500)
+    from ansible_collections.ese.backup.plugins.module_utils.ese_format import database as dbm
+    info, probs = dbm.check_database(p)
+    assert sorted((x["code"], x["page"]) for x in probs) == [("DB_PAGE_CHECKSUM", 500), ("DB_PAGE_UNOWNED", 600)]
+    assert info["owned_last_page"] == 590
