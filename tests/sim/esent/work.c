@@ -279,8 +279,7 @@ EXPORT JET_ERR JetCreateDatabaseW(JET_SESID sesid, const WCHAR *szFilename, cons
     int slot;
     if (err) return err;
     if ((err = sess_lookup(sesid, &s, &in)) != JET_errSuccess) return err;
-    if (s->level > 0) return JET_errInTransaction;
-    if (in->bk.status != BK_NONE || in->bk.surrogate) return JET_errBackupInProgress;
+    if (s->level > 0) return JET_errInTransaction;           /* no backup check: ESE has none here */
     if (!pdbid || !szFilename || !szFilename[0] || !wstr_to_utf8(szFilename, tmp, sizeof tmp) ||
         !path_absolute(tmp, path, sizeof path, false))
         return JET_errInvalidParameter;

@@ -252,7 +252,8 @@ class Jet:
 
     def create_table(self, sesid, dbid, name, pages=16, density=80):
         t = c_size_t(0)
-        err = self.lib.JetCreateTable(sesid, dbid, name.encode() if name is not None else None, pages, density, byref(t))
+        raw = name.encode() if name is not None else None
+        err = self.lib.JetCreateTable(sesid, dbid, raw, pages, density, byref(t))
         return err, t.value
 
     def add_column(self, sesid, tableid, name, coltyp=11, cb_struct=None, cb_max=0, grbit=0):

@@ -435,3 +435,16 @@ def test_ansi_exports_take_char_names(lib):
     inst = c_size_t(0)
     assert lib.JetCreateInstanceW(byref(inst), wbuf("x")) == 0
     assert lib.JetTerm2(inst.value, 0) == 0
+
+
+def test_faults_reach_the_new_exports(jet, env, tmp_path):
+    env(ESESIM_FAULTS='[{"api": "JetUpdate", "call": 2, "err": -1808}]')
+    a = App(jet, str(tmp_path / "app"))
+    assert a.lib.JetBeginTransaction(a.ses) == 0
+    a.insert(b"first" * 10)
+    assert a.lib.JetPrepareUpdate(a.ses, a.table, 0) == 0
+    assert a.jet.set_column(a.ses, a.table, a.col, b"second" * 10) == 0
+    assert a.jet.update(a.ses, a.table) == -1808                     # injected: nothing logged or stored
+    assert a.lib.JetCommitTransaction(a.ses, 0) == 0
+    raw = a.finish()
+    assert b"first" * 10 in raw and b"second" * 10 not in raw
