@@ -157,6 +157,13 @@ def test_the_engine_backs_up_the_set(jet, tmp_path):
     # the older generations were truncated; what is left is still a valid folder
     assert sorted(os.listdir(folder)) == ["test.edb", "tst.chk", "tst.log", "tst%05X.log" % chk_gen]
     assert ese_verify.verify(folder)["valid"]
+    # and the set restores: a drill (hard recovery into a scratch folder, then attach and page checks)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    r = run_host("Restore.Run", {"backup_set": r["backup_set"], "drill": True, "scratch": str(scratch)})
+    rep = r["drill_report"]
+    assert rep["passed"] is True, rep
+    assert os.listdir(str(scratch)) == []
 
 
 # ---------------------------------------------------------------- transactions and rollback
