@@ -40,6 +40,7 @@ enum {
 typedef struct sim_pending {
     struct sim_pending *next;
     sim_inst *in;
+    sim_dbwork *w;                     /* the database it was made for (its slot may be reused) */
     int db, tab, level;
     size_t len;
     uint8_t data[];
@@ -139,7 +140,7 @@ static JET_ERR commit_to_zero(sim_sess *s)
     for (sim_pending *p = s->pending, *next; p; p = next) {
         next = p->next;
         sim_db *db = &p->in->db[p->db];
-        if (!err && db->used && db->w && db->w->t[p->tab].used) {
+        if (!err && db->used && db->w == p->w && db->w->t[p->tab].used) {
             sim_table *tb = &db->w->t[p->tab];
             err = tbl_append(p->in, p->db, tb, p->data, p->len);
             if (!err) tb->nrec++;
@@ -524,6 +525,7 @@ EXPORT JET_ERR JetUpdate(JET_SESID sesid, JET_API_PTR tableid, void *pvBookmark,
     if (!p) return JET_errOutOfMemory;
     p->next = NULL;
     p->in = in;
+    p->w = in->db[c->db].w;
     p->db = c->db;
     p->tab = c->tab;
     p->level = s->level;
