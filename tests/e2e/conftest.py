@@ -9,10 +9,11 @@ from simulation import REPO, Simulation
 
 @pytest.fixture
 def sim(tmp_path):
-    if not os.path.exists(os.path.join(REPO, "build", "sim", "EseSimHost.exe")):
-        pytest.fail("build/sim/EseSimHost.exe is missing: run 'make build'")
-    if not shutil.which("mono"):
-        pytest.fail("mono is missing: run 'make setup'")
+    if not os.path.exists(os.path.join(REPO, "build", "sim", "libesent.so")):
+        pytest.fail("build/sim/libesent.so is missing: run 'make sim'")
+    for tool in ("mono", "mcs"):  # the simulated host compiles each payload's C# (tests/sim/payload.py)
+        if not shutil.which(tool):
+            pytest.fail("%s is missing: run 'make setup'" % tool)
     return Simulation(tmp_path)
 
 

@@ -91,9 +91,10 @@ class Simulation:
         for name, host in self.hosts.items():
             place_fixtures(self.paths(name), host.get("esesim_fixtures", {}))
 
-    def run(self, playbook, extra_args=(), forks=4, inventory=None):
+    def run(self, playbook, extra_args=(), forks=4, inventory=None, collections=None):
         """Runs a playbook (a path, or YAML text) against the hosts added, or against ``inventory``
-        (a dict, or the path of an inventory file whose hosts place their own fixtures)."""
+        (a dict, or the path of an inventory file whose hosts place their own fixtures); ``collections``:
+        another collections path (for example a scratch copy, see scratch_collection)."""
         self.place_fixtures()
         if isinstance(inventory, str):
             inv_path = inventory
@@ -113,6 +114,8 @@ class Simulation:
         env = simulated_env(sim_root=self.root)
         env["ESESIM_RESULTS"] = results
         env["ANSIBLE_FORKS"] = str(forks)
+        if collections:
+            env["ANSIBLE_COLLECTIONS_PATH"] = collections
         cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inv_path,
                pb_path] + list(extra_args)
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=REPO)
@@ -122,6 +125,30 @@ class Simulation:
                 records = [json.loads(line) for line in f]
         return Results(proc, records)
 
+
+def scratch_collection(name, edit):
+    """A copy of the collection under build/payload-scratch/<name> (a collections path), changed by
+    ``edit(collection_root)``."""
+    base = os.path.join(REPO, "build", "payload-scratch", name)
+    shutil.rmtree(base, ignore_errors=True)
+    root = os.path.join(base, "ansible_collections", "ese", "backup")
+    os.makedirs(root)
+    for item in ("galaxy.yml", "meta", "plugins"):
+        src = os.path.join(REPO, item)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(root, item), ignore=shutil.ignore_patterns("__pycache__"))
+        elif os.path.exists(src):
+            shutil.copyfile(src, os.path.join(root, item))
+    edit(root)
+    return base
+
+
+def replace_in(path, old, new):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    assert old in text, "%s no longer holds %r: update the test" % (path, old)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace(old, new, 1))
 
 
 def bkinfo(db_path, which):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from simulation import REPO, esesim_connection
+from simulation import REPO, esesim_connection, replace_in, scratch_collection
 
 ArgSpecError, PathMap, PayloadError = (esesim_connection.ArgSpecError, esesim_connection.PathMap,
                                        esesim_connection.PayloadError)
@@ -131,3 +131,39 @@ def test_windows_path_normalisation_is_kept(tmp_path):
     assert paths.to_local("\\\\?\\D:\\x") == os.path.join(host, "D", "x")
     assert paths.to_local("not\\rooted") == "not\\rooted"
     assert paths.to_windows(paths.to_local("C:\\a\\..\\b\\c")) == "C:\\b\\c"
+
+
+UTILS = "ansible_collections.ese.backup.plugins.module_utils."
+
+
+def _info_task(sim, collections):
+    sim.add_host("load01")
+    return sim.run("- hosts: all\n  gather_facts: false\n  tasks:\n    - name: info\n      ese.backup.info:\n"
+                   "        backup_path: '\\\\backup01\\ese'\n", collections=collections).task("load01", "info")
+
+
+def test_a_type_accelerator_windows_cannot_resolve_fails_the_task(bare_sim):
+    """The simulated host compiles what the payload carries: a full type name in //TypeAccelerator
+    (Add-CSharpType matches short names) fails the task as on Windows, on every ansible-core."""
+    collections = scratch_collection("esesim-type-accelerator", lambda root: replace_in(
+        os.path.join(root, "plugins", "module_utils", "EseEngine.cs"),
+        "//TypeAccelerator -Name EseEngine -TypeName Engine",
+        "//TypeAccelerator -Name EseEngine -TypeName %sEseEngine.Engine" % UTILS))
+    rec = _info_task(bare_sim, collections)
+    assert rec["status"] == "failed"
+    assert ("Failed to find compiled class '%sEseEngine.Engine' for custom TypeAccelerator." % UTILS
+            in rec["result"]["msg"]), rec["result"]["msg"]
+
+
+def test_a_util_carried_twice_fails_the_task_where_ansible_core_duplicates_it(bare_sim):
+    """info.ps1 asking for ..module_utils.EseEngine while _EseSession.cs has the absolute using: ansible-core
+    2.16-2.18 carry EseEngine.cs twice and Windows fails with CS0101; 2.19+ carry it once."""
+    from ansible.release import __version__
+    collections = scratch_collection("esesim-relative-util", lambda root: replace_in(
+        os.path.join(root, "plugins", "modules", "info.ps1"), "#AnsibleRequires -CSharpUtil %s_EseSession" % UTILS,
+        "#AnsibleRequires -CSharpUtil ..module_utils.EseEngine\n#AnsibleRequires -CSharpUtil %s_EseSession" % UTILS))
+    rec = _info_task(bare_sim, collections)
+    if tuple(int(x) for x in __version__.split(".")[:2]) >= (2, 19):
+        assert "Failed to compile C# code" not in str(rec["result"].get("msg")), rec["result"]
+    else:
+        assert rec["status"] == "failed" and "CS0101" in rec["result"]["msg"], rec["result"]
