@@ -298,12 +298,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             return null;
         }
 
+        // "N": the first N replace attempts of this process fail; "S:N": the first S succeed, the next N fail.
         private static void InjectFault(string p)
         {
             string v = Environment.GetEnvironmentVariable(TestReplaceFailuresVar);
-            int n;
-            if (string.IsNullOrEmpty(v) || !int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out n)) return;
-            if (Interlocked.Increment(ref injectedFailures) <= n)
+            if (string.IsNullOrEmpty(v)) return;
+            string[] parts = v.Split(':');
+            int skip = 0, n;
+            if (parts.Length > 2 || !int.TryParse(parts[parts.Length - 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out n)
+                || (parts.Length == 2 && !int.TryParse(parts[0], NumberStyles.Integer, CultureInfo.InvariantCulture, out skip)))
+                return;
+            int attempt = Interlocked.Increment(ref injectedFailures);
+            if (attempt > skip && attempt <= skip + n)
                 throw new IOException("The process cannot access the file '" + p + "' because it is being used by another process (" + TestReplaceFailuresVar + ")");
         }
 

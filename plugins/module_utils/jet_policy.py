@@ -207,7 +207,7 @@ BEGIN_TABLE = (
         "the engine returned an inconsistent begin result; report it with the task's trace"),
 )
 
-BEGIN_KEYS = ("trace", "session", "journal", "check", "started")
+BEGIN_KEYS = ("trace", "session", "journal", "check", "started", "host_result")
 
 
 def classify_copy(facts, check_mode):
