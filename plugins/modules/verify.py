@@ -15,15 +15,22 @@ description:
     (the controller with C(delegate_to: localhost), or a Linux backup server)."
   - "Databases (streamed backup copies and plain files such as C(esentutl /y) copies): header and shadow
     header checksums, magic, page size, format version, state, the backup stream's trailer, and every
-    page's checksum with ESE's own algorithms (legacy XOR and XOR+ECC; 4, 8, 16 and 32 KiB pages).
-    All-zero pages are fine. Single-bit errors are reported as correctable."
-  - "Logs: header checksum, data-sector checksums, generation against the file name, signature against
+    page's checksum with ESE's own algorithms (legacy XOR and XOR+ECC, chosen per page by its format flag;
+    4, 8, 16 and 32 KiB pages). All-zero pages are fine. Single-bit errors that ESE corrects on read are
+    warnings (RV(valid) stays true); damaged pages past the space the database owns are warnings too.
+    Temporary and just-created databases (such as AD's C(temp.edb)) are reported as not backup targets."
+  - "Logs: header checksum, every data sector's checksum as ESE checks it (its own sector or a shadow of the one
+    before; positions are not compared), generation against the file name, signature against
     the database, each generation's previous-generation time against the prior log's creation time, no
     gaps, and the range the databases need. Temporary (C(*tmp.log)) and reserve (C(*.jrs)) logs are
     ignored by name. A checkpoint, when present, is checked too."
   - "Backup sets: every file of C(manifest.json) present with the right size and SHA-256, nothing extra,
-    names relative and safe, and the manifest's facts against the files. A directory of sets is also
-    checked as chains: each incremental starts where the previous set ended, with the same log signature."
+    names relative and safe, database files and log base names inside the set, and the manifest's facts
+    against the files. A directory of sets is also checked as chains: each incremental starts where the
+    previous set ended, with the same log signature. A kept-logs staging folder (C(.<name>.partial) with
+    C(kept-logs.json), the only copy of logs truncated on the host) is verified too, and reported to be kept."
+  - "Only regular files are opened (never a FIFO, socket or device), and symbolic links inside a set or
+    folder are reported, not followed. C(manifest.json) is read only up to 16 MiB and 64 levels of nesting."
   - Never changes anything; RV(ignore:changed) is always false. An invalid backup is a result
     (RV(valid=false) with RV(problems)), not a task failure, unless O(fail_on_invalid=true).
   - Pages are checked with numpy when it is installed (hundreds of MB/s, flat memory); without numpy a
@@ -38,6 +45,7 @@ options:
       - a directory holding a database with its logs and checkpoint but no manifest, such as a
         file-level copy of a live ESE folder;
       - a directory of backup sets; every set is verified, then their chains.
+      - An empty value fails the task; it never means the working directory.
     type: path
     required: true
   checksums:
@@ -57,57 +65,92 @@ notes:
   - "Problem codes are stable; each has a severity. C(error) makes RV(valid) false, C(warning) does not.
     The codes are listed below and in C(docs/verify.md)."
   - "Codes:"
-  - C(PATH_UNRECOGNISED) (error) - the path is not an ESE database, log or checkpoint, a backup set, a folder of ESE files or a folder of sets.
-  - C(READ_ERROR) (error) - a file could not be read (permissions, I/O error).
-  - C(MANIFEST_INVALID) (error) - manifest.json is not valid JSON or lacks required fields or has an unknown format.
-  - C(MANIFEST_UNSAFE_NAME) (error) - a file name in the manifest is absolute, has a drive, a backslash or '..'.
-  - C(FILE_MISSING) (error) - a file listed in the manifest is absent.
-  - C(FILE_SIZE_MISMATCH) (error) - a file's size differs from the manifest.
-  - C(FILE_HASH_MISMATCH) (error) - a file's SHA-256 differs from the manifest.
-  - C(FILE_UNLISTED) (error) - a file in the set is not listed in the manifest.
-  - C(MANIFEST_MISMATCH) (error) - a fact recorded in the manifest (page size, signature, generations) differs from the files.
-  - C(DB_HEADER_UNREADABLE) (error) - neither the header nor the shadow header has a valid checksum and page size.
-  - C(DB_HEADER_CHECKSUM) (error) - the primary header (page at offset 0) fails its checksum.
-  - C(DB_SHADOW_CHECKSUM) (error) - the shadow header (second page) fails its checksum.
-  - C(DB_SHADOW_MISMATCH) (warning) - header and shadow header are both valid but differ.
-  - C(DB_BAD_MAGIC) (error) - the header magic is not 0x89ABCDEF.
-  - C(DB_FORMAT_VERSION) (error) - the header format version is not 0x620.
-  - C(DB_FILETYPE) (error) - the header file type is not a database.
-  - C(DB_SIZE) (error) - the file size is not a whole number of pages, or too small.
-  - C(DB_SIGNATURE) (error) - the header's database signature (signDb) is empty.
-  - C(DB_STATE) (error) - the database state is unknown, or not one a backup can hold.
-  - C(DB_TRAILER_CHECKSUM) (error) - the streamed database's trailer page fails its checksum (or is missing).
-  - C(DB_TRAILER_SIGNATURE) (error) - the trailer's database or log signature differs from the header's.
-  - C(DB_TRAILER_RANGE) (error) - the trailer's backup mark or generation range does not match the header or is inverted.
-  - C(DB_PAGE_CHECKSUM) (error) - a data page fails its checksum.
-  - C(DB_PAGE_CORRECTABLE) (error) - a data page has a single-bit error that ESE's ECC can correct on read; the stored copy is still damaged.
-  - C(DB_PAGE_NUMBER) (error) - a data page's checksum is good but its page number field is wrong.
-  - C(DB_BAD_CHECKSUM_COUNT) (warning) - the header records earlier checksum failures (ulBadChecksum > 0).
-  - C(LOG_TRUNCATED) (error) - a log file is shorter than its header says (or shorter than a header).
-  - C(LOG_BLANK) (error) - a numbered log file has an all-zero header.
-  - C(LOG_HEADER_CHECKSUM) (error) - a log header fails its checksum.
-  - C(LOG_NOT_A_LOG) (error) - a .log file's header has a file type other than log.
-  - C(LOG_SEGMENT_CHECKSUM) (error) - a log data sector fails its checksum or belongs to another position.
-  - C(LOG_NAME_INVALID) (error) - a log file name does not follow <base><hex generation>.log.
-  - C(LOG_GENERATION_MISMATCH) (error) - the generation in a log's name differs from its header (renamed log).
-  - C(LOG_DUPLICATE_GENERATION) (error) - two log files carry the same generation.
-  - C(LOG_SIGNATURE_MISMATCH) (error) - a log's signature differs from the database's or the stream's.
-  - C(LOG_CHAIN_BROKEN) (error) - a log's previous-generation time differs from the prior log's creation time.
-  - C(LOG_GAP) (error) - generations are missing between the first and last log present.
-  - C(LOG_REQUIRED_MISSING) (error) - log generations a database needs for recovery or restore are absent.
-  - C(LOG_VERSION_MISMATCH) (warning) - log format major/minor versions differ within one stream.
-  - C(CHK_UNREADABLE) (error) - neither copy of the checkpoint has a valid checksum.
-  - C(CHK_CHECKSUM) (error) - one copy of the checkpoint fails its checksum.
-  - C(CHK_NOT_A_CHECKPOINT) (error) - the checkpoint's file type is not checkpoint.
-  - C(CHK_COPIES_DIFFER) (warning) - both checkpoint copies are valid but differ.
-  - C(CHK_SIGNATURE_MISMATCH) (error) - the checkpoint's log signature differs from the logs' or database's.
-  - C(CHK_GENERATION_MISSING) (error) - the log of the checkpoint's generation is not present.
-  - C(SET_PARTIAL) (warning) - an unfinished '.<name>.partial' directory was found and ignored.
-  - C(SET_EMPTY) (error) - a backup set holds no database and no log.
-  - C(CHAIN_NO_BASE) (error) - an incremental or differential set has no earlier full set.
-  - C(CHAIN_GAP) (error) - a set does not start where the previous set of its chain ended.
-  - C(CHAIN_SIGNATURE_MISMATCH) (error) - a set's log signature differs from the previous set of its chain.
-  - C(CHAIN_LOG_CONFLICT) (error) - the same log file name has different contents in two sets of a chain.
+  - "C(PATH_UNRECOGNISED) (error) - the path is not an ESE database, log or checkpoint, a backup set, a folder of
+    ESE files or a folder of sets."
+  - "C(READ_ERROR) (error) - a file could not be read (permissions, I/O error)."
+  - "C(FILE_NOT_REGULAR) (error) - an entry is a FIFO, socket, device or other non-regular file: it is skipped and
+    never opened."
+  - "C(FILE_SYMLINK) (error) - a file of a set or folder is a symbolic link: it is not followed (a set must hold
+    its own regular files)."
+  - "C(FOLDER_SYMLINK) (error) - a folder of a set (such as logs/), or a set in a folder of sets, is a symbolic
+    link: it is not followed."
+  - "C(MANIFEST_INVALID) (error) - manifest.json is not valid JSON or lacks required fields or has an unknown
+    format."
+  - "C(MANIFEST_UNREADABLE) (error) - manifest.json (or kept-logs.json) is larger than 16 MiB or nested deeper
+    than 64 levels: it is not parsed, and the set's files are judged without it."
+  - "C(MANIFEST_UNSAFE_NAME) (error) - a file name in the manifest is absolute, has a drive, a backslash or '..'."
+  - "C(MANIFEST_DB_FILE_UNSAFE) (error) - a databases[].file of the manifest is absolute, has a drive, a backslash
+    or '..': it points outside the set."
+  - "C(MANIFEST_DB_FILE_ROLE) (error) - a databases[].file of the manifest is not a database file of the set (a
+    log, another file, or a file not listed)."
+  - "C(MANIFEST_BASE_NAME_UNSAFE) (error) - logs.base_name or source.base_name of the manifest is not a
+    3-character log base name (it has a path separator, a dot or '..')."
+  - "C(FILE_MISSING) (error) - a file listed in the manifest is absent."
+  - "C(FILE_SIZE_MISMATCH) (error) - a file's size differs from the manifest."
+  - "C(FILE_HASH_MISMATCH) (error) - a file's SHA-256 differs from the manifest."
+  - "C(FILE_UNLISTED) (error) - a file in the set is not listed in the manifest."
+  - "C(MANIFEST_MISMATCH) (error) - a fact recorded in the manifest (page size, signature, generations) differs
+    from the files."
+  - "C(DB_HEADER_UNREADABLE) (error) - neither the header nor the shadow header has a valid checksum and page
+    size."
+  - "C(DB_HEADER_CHECKSUM) (error) - the primary header (page at offset 0) fails its checksum."
+  - "C(DB_SHADOW_CHECKSUM) (error) - the shadow header (second page) fails its checksum."
+  - "C(DB_SHADOW_MISMATCH) (warning) - header and shadow header are both valid but differ."
+  - "C(DB_BAD_MAGIC) (error) - the header magic is not 0x89ABCDEF."
+  - "C(DB_FORMAT_VERSION) (error) - the header format version is not 0x620."
+  - "C(DB_FILETYPE) (error) - the header file type is not a database."
+  - "C(DB_SIZE) (error) - the file size is not a whole number of pages, or too small."
+  - "C(DB_NO_PAGES) (error) - the database has no data pages, only its header pages."
+  - "C(DB_NOT_BACKUP_TARGET) (error) - a temporary or just-created database (such as AD's temp.edb): ESE does not
+    attach it and writes its pages without checksums; it is not a backup target."
+  - "C(DB_TEMP_SKIPPED) (warning) - a temporary or just-created database next to a folder's other databases was
+    skipped: it is not a backup target."
+  - "C(DB_SIGNATURE) (error) - the header's database signature (signDb) is empty."
+  - "C(DB_STATE) (error) - the database state is unknown, or not one a backup can hold."
+  - "C(DB_TRAILER_CHECKSUM) (error) - the streamed database's trailer page fails its checksum (or is missing)."
+  - "C(DB_TRAILER_SIGNATURE) (error) - the trailer's database or log signature differs from the header's."
+  - "C(DB_TRAILER_RANGE) (error) - the trailer's backup mark or generation range does not match the header or is
+    inverted."
+  - "C(DB_PAGE_CHECKSUM) (error) - a data page fails its checksum."
+  - "C(DB_PAGE_CORRECTABLE) (warning) - a data page has a single-bit error that ESE's ECC corrects when it reads
+    the page (esentutl /k counts it as correctable); no data is lost."
+  - "C(DB_PAGE_NUMBER) (error) - a data page's checksum is good but its page number field is wrong."
+  - "C(DB_PAGE_UNOWNED) (warning) - a damaged page lies beyond the space the database owns (past the last extent
+    of its space tree): no data is lost."
+  - "C(DB_BAD_CHECKSUM_COUNT) (warning) - the header records earlier checksum failures (ulBadChecksum > 0)."
+  - "C(LOG_TRUNCATED) (error) - a log file is shorter than its header says (or shorter than a header)."
+  - "C(LOG_BLANK) (error) - a numbered log file has an all-zero header."
+  - "C(LOG_HEADER_CHECKSUM) (error) - a log header fails its checksum."
+  - "C(LOG_NOT_A_LOG) (error) - a .log file's header has a file type other than log."
+  - "C(LOG_SEGMENT_CHECKSUM) (error) - a log data sector fails its checksum, both as its own sector and as a
+    shadow of the sector before it."
+  - "C(LOG_SEGMENT_CORRECTABLE) (warning) - a log data sector has a single-bit error that ESE corrects when it
+    reads the log."
+  - "C(LOG_NAME_INVALID) (error) - a log file name does not follow <base><hex generation>.log."
+  - "C(LOG_GENERATION_MISMATCH) (error) - the generation in a log's name differs from its header (renamed log)."
+  - "C(LOG_DUPLICATE_GENERATION) (error) - two log files carry the same generation."
+  - "C(LOG_SIGNATURE_MISMATCH) (error) - a log's signature differs from the database's or the stream's."
+  - "C(LOG_CHAIN_BROKEN) (error) - a log's previous-generation time differs from the prior log's creation time."
+  - "C(LOG_GAP) (error) - generations are missing between the first and last log present."
+  - "C(LOG_REQUIRED_MISSING) (error) - log generations a database needs for recovery or restore are absent."
+  - "C(LOG_VERSION_MISMATCH) (warning) - log format major/minor versions differ within one stream."
+  - "C(CHK_UNREADABLE) (error) - neither copy of the checkpoint has a valid checksum."
+  - "C(CHK_CHECKSUM) (error) - one copy of the checkpoint fails its checksum."
+  - "C(CHK_NOT_A_CHECKPOINT) (error) - the checkpoint's file type is not checkpoint."
+  - "C(CHK_COPIES_DIFFER) (warning) - both checkpoint copies are valid but differ."
+  - "C(CHK_SIGNATURE_MISMATCH) (error) - the checkpoint's log signature differs from the logs' or database's."
+  - "C(CHK_GENERATION_MISSING) (error) - the log of the checkpoint's generation is not present."
+  - "C(SET_PARTIAL) (warning) - an unfinished '.<name>.partial' directory without kept-logs.json was found and not
+    verified."
+  - "C(SET_KEPT_LOGS) (warning) - a '.<name>.partial' folder with kept-logs.json holds the only copy of logs
+    truncated on the host: it is verified, and must be kept."
+  - "C(KEPT_LOGS_INVALID) (error) - kept-logs.json is not valid JSON, has an unknown format or lacks its file
+    list."
+  - "C(SET_EMPTY) (error) - a backup set holds no database and no log."
+  - "C(CHAIN_NO_BASE) (error) - an incremental or differential set has no earlier full set."
+  - "C(CHAIN_GAP) (error) - a set does not start where the previous set of its chain ended."
+  - "C(CHAIN_SIGNATURE_MISMATCH) (error) - a set's log signature differs from the previous set of its chain."
+  - "C(CHAIN_LOG_CONFLICT) (error) - the same log file name has different contents in two sets of a chain."
   - Runs on the machine where the files are; use C(delegate_to) for files on the controller.
   - Reads files only; check mode runs it as usual.
 extends_documentation_fragment:
@@ -164,7 +207,9 @@ valid:
   type: bool
   sample: true
 kind:
-  description: What O(path) was taken to be (C(database), C(log), C(checkpoint), C(set), C(folder), C(sets), C(unknown)).
+  description:
+    - What O(path) was taken to be (C(database), C(log), C(checkpoint), C(set), C(kept_logs), C(folder), C(sets),
+      C(unknown)).
   returned: always
   type: str
   sample: set
@@ -190,7 +235,10 @@ databases:
     - One entry per database file with its header facts and page counts.
     - C(bad_pages) lists the failing page numbers (correctable ones included, also in C(correctable_pages));
       at most 10000 of each kind are listed, C(bad_page_count) counts all.
-    - C(pages_checksummed) is false for temporary databases, whose pages ESE writes without checksums.
+    - C(pages_checksummed) is false for temporary databases, whose pages ESE writes without checksums;
+      C(backup_target) is false for them.
+    - C(unowned_bad_pages) lists damaged pages past C(owned_last_page), the last page the database owns
+      (read from its space tree when pages fail).
   returned: always
   type: list
   elements: dict
@@ -209,7 +257,9 @@ checkpoints:
   type: list
   elements: dict
 sets:
-  description: For a set or a directory of sets, one summary per set (name, type, valid, generation range).
+  description:
+    - For a set or a directory of sets, one summary per set (name, type, valid, generation range).
+    - C(status) is C(complete), or C(kept_logs) for a kept-logs staging folder (with its C(reason)).
   returned: always
   type: list
   elements: dict

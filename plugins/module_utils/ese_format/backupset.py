@@ -379,7 +379,8 @@ def verify_folder(root, checksums=True, prefix=""):
     Only the regular files directly in it are read; links and FIFOs, sockets or devices are reported
     and never opened.
     """
-    display = lambda r: prefix + r  # noqa: E731
+    def display(rel):
+        return prefix + rel
     files, odd = fs.inventory(root, recursive=False)
     dbs, logs, chks = [], [], []
     for rel in files:
