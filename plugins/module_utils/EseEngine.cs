@@ -169,6 +169,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return full;
         }
 
+        // The file in dir whose name equals name without regard to case, as Windows matches names (the exact
+        // spelling first); null when there is none. Used for every file of a log set.
+        public static string FindFile(string dir, string name)
+        {
+            string exact = Path.Combine(dir, name);
+            if (File.Exists(exact)) return exact;
+            if (!Directory.Exists(dir)) return null;
+            foreach (string f in Directory.GetFiles(dir))
+                if (string.Equals(Path.GetFileName(f), name, StringComparison.OrdinalIgnoreCase)) return f;
+            return null;
+        }
+
         public static long FreeBytes(string dir)
         {
             if (IsWindows)
@@ -333,11 +345,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             if (o.Incremental && o.CircularLogging)
                 Fail("circular_logging", "type " + o.Type + " needs the logs since the last backup, which circular logging deletes; use type full or copy, or turn circular logging off in the application");
 
-            string chk = Path.Combine(o.SystemPath, o.BaseName + o.ChkExt);
-            string cur = Path.Combine(o.LogPath, o.BaseName + o.LogExt);
-            if (!File.Exists(chk) && !File.Exists(cur))
+            // Names of the log set are matched without regard to case, as Windows does; the engine then uses the
+            // base name as the checkpoint (else the current log) spells it on disk.
+            string chk = PathRules.FindFile(o.SystemPath, o.BaseName + o.ChkExt);
+            string cur = PathRules.FindFile(o.LogPath, o.BaseName + o.LogExt);
+            if (chk == null && cur == null)
                 Fail("base_name", "no " + o.BaseName + o.ChkExt + " in system_path and no " + o.BaseName + o.LogExt + " in log_path: base_name '" + o.BaseName + "' does not match this log set (check base_name, log_path, system_path and legacy_file_names)");
-            if (!File.Exists(chk))
+            o.BaseName = Path.GetFileName(chk ?? cur).Substring(0, 3);
+            if (chk == null)
                 Fail("system_path", "the checkpoint " + o.BaseName + o.ChkExt + " is not in system_path '" + o.SystemPath + "'; set system_path to the folder that holds it (often the log folder)");
 
             // Databases: exist, are ESE databases, not streamed copies, same page size, header matches the logs.
@@ -388,7 +403,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public static Plan ValidateDest(Plan p)
         {
             Options o = p.Opt;
-            string cur = Path.Combine(o.LogPath, o.BaseName + o.LogExt);
+            string cur = PathRules.FindFile(o.LogPath, o.BaseName + o.LogExt) ?? Path.Combine(o.LogPath, o.BaseName + o.LogExt);
             // Destination.
             if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
             if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
@@ -462,9 +477,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public static List<string> LogFiles(Options o)
         {
             List<string> r = new List<string>();
-            foreach (string f in Directory.GetFiles(o.LogPath, o.BaseName + "*" + o.LogExt))
+            foreach (string f in Directory.GetFiles(o.LogPath))
             {
                 string n = Path.GetFileName(f);
+                if (n.Length <= 3 + o.LogExt.Length || !n.EndsWith(o.LogExt, StringComparison.OrdinalIgnoreCase)) continue;
                 string mid = n.Substring(3, n.Length - 3 - o.LogExt.Length);
                 uint g;
                 if ((mid.Length == 5 || mid.Length == 8) && uint.TryParse(mid, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out g)
@@ -506,8 +522,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         private static void CheckLogs(Options o, string db, DbFacts f)
         {
             string sign = DbFacts.HexBytes(f.SignLog);
-            string chk = Path.Combine(o.SystemPath, o.BaseName + o.ChkExt);
-            if (File.Exists(chk))
+            string chk = PathRules.FindFile(o.SystemPath, o.BaseName + o.ChkExt);
+            if (chk != null)
             {
                 byte[] h = ReadPrefix(chk, 4096);
                 if (h != null && DbFacts.HexBytes(DbFacts.Slice(h, 20, 28)) != sign && !DbFacts.AllZero(DbFacts.Slice(h, 20, 28)))
@@ -522,8 +538,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 string mid = Path.GetFileName(lf).Substring(3, Path.GetFileName(lf).Length - 3 - o.LogExt.Length);
                 byGen[uint.Parse(mid, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture)] = lf;
             }
-            string cur = Path.Combine(o.LogPath, o.BaseName + o.LogExt);
-            if (File.Exists(cur))
+            string cur = PathRules.FindFile(o.LogPath, o.BaseName + o.LogExt);
+            if (cur != null)
             {
                 byte[] h = ReadPrefix(cur, 72);
                 if (h != null) { uint g = (uint)BitConverter.ToInt32(h, 4); if (!byGen.ContainsKey(g)) byGen[g] = cur; }

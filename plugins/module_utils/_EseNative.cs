@@ -137,7 +137,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         {
             if (e is DllNotFoundException || e is EntryPointNotFoundException || e is BadImageFormatException) return true;
             ArgumentNullException an = e as ArgumentNullException;
-            return an != null && (an.ParamName == "path1" || PInvokeFrame(e) != null);
+            return an != null && (an.ParamName == "path1" || PInvokeFrame(e) != null || (e.StackTrace ?? "").Contains("managed-to-native"));
         }
 
         // The P/Invoke method at which e was thrown, or null.
@@ -183,7 +183,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         {
             System.Reflection.MethodBase m = PInvokeFrame(e);
             string lib = Library(m, e, defaultLibrary);
-            string call = m != null ? m.Name : "(first call into " + lib + ")";
+            string call = m != null ? m.Name : null;
+            if (call == null)
+            {
+                // Mono shows the P/Invoke stub only in the text: "at (wrapper managed-to-native) Type.Method(...)".
+                System.Text.RegularExpressions.Match w = System.Text.RegularExpressions.Regex.Match(e.StackTrace ?? "", @"managed-to-native\)\s+[\w.+]*?\.(\w+)\s*\(");
+                call = w.Success ? w.Groups[1].Value : "(first call into " + lib + ")";
+            }
             return new JetFailure(lib, Jet.errInvalidParameter, "cannot load " + lib + " for " + call + " ("
                 + e.GetType().Name + ": " + e.Message + "); " + Advice(lib));
         }

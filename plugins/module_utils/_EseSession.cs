@@ -1139,6 +1139,19 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             return null;
         }
 
+        // The begin options of a live session against a new begin's: base names compared without regard to case
+        // (the log set's file names are), everything else as normalised by Params.
+        private static bool SameParams(object journalParams, Dictionary<string, object> prm)
+        {
+            Dictionary<string, object> a = new Dictionary<string, object>(), b = new Dictionary<string, object>(prm);
+            IDictionary jp = journalParams as IDictionary;
+            if (jp == null) return false;
+            foreach (DictionaryEntry e in jp) a[Convert.ToString(e.Key, CultureInfo.InvariantCulture)] = e.Value;
+            foreach (Dictionary<string, object> d in new Dictionary<string, object>[] { a, b })
+                if (d.ContainsKey("base_name") && d["base_name"] is string) d["base_name"] = ((string)d["base_name"]).ToLowerInvariant();
+            return Json.Write(a, false) == Json.Write(b, false);
+        }
+
         private static Dictionary<string, object> Params(Options o)
         {
             Dictionary<string, object> d = new Dictionary<string, object>();
@@ -1179,7 +1192,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     // A live session whose host is busy: the same as an open one, without its answer.
                     r["session"] = Describe(name, j, "busy", busy);
                     r["journal"] = JournalFile.Facts(j);
-                    if (Json.Write(j["params"], false) != Json.Write(prm, false))
+                    if (!SameParams(j["params"], prm))
                         throw new InvalidOption("session", "session '" + name + "' is running with other parameters (" + Json.Write(j["params"], false) + "); end it first or choose another name");
                     r["exists"] = true;
                     ((List<object>)r["warnings"]).Add("session '" + name + "' is open but busy: " + busy);
@@ -1190,7 +1203,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 {
                     r["session"] = live["session"];
                     r["journal"] = live["journal"];
-                    if (Json.Write(j["params"], false) != Json.Write(prm, false))
+                    if (!SameParams(j["params"], prm))
                         throw new InvalidOption("session", "session '" + name + "' is running with other parameters (" + Json.Write(j["params"], false) + "); end it first or choose another name");
                     r["exists"] = true;
                     if (checkMode) { Dictionary<string, object> c0 = new Dictionary<string, object>(); c0["would_begin"] = false; r["check"] = c0; }
