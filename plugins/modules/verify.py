@@ -304,6 +304,8 @@ def main():
     for p in result["problems"]:
         if p["code"] == "DB_NOT_BACKUP_TARGET":
             module.warn("%s is not a backup target: %s" % (p["file"], p["detail"]))
+        elif p["code"] == "SET_KEPT_LOGS":
+            module.warn("%s: %s" % (p["file"], p["detail"]))
     if module.params["fail_on_invalid"] and not result["valid"]:
         codes = sorted(set(p["code"] for p in result["problems"] if p["severity"] == "error"))
         module.fail_json(msg="%s is not valid: %d problem(s): %s"

@@ -87,6 +87,17 @@ def test_temp_database_is_a_warning_and_not_valid(tmp_path):
     assert "not a backup target" in json.dumps(r.get("warnings"))   # a string in older ansible-core, an event in 2.19+
 
 
+def test_kept_logs_folder_is_a_warning_to_keep_it(tmp_path):
+    import ese_synth
+    root = tmp_path / "sets"
+    root.mkdir()
+    ese_synth.make_backup_set(str(root), "a-full", "full", 10, 12)
+    ese_synth.make_kept_logs(str(root), "b-inc", "incremental", gen_low=13, gen_high=14)
+    r = run_module({"path": str(root)}, tmp_path)
+    assert r["valid"] is True and [x["code"] for x in r["problems"]] == ["SET_KEPT_LOGS"]
+    assert ".b-inc.partial" in json.dumps(r.get("warnings")) and "keep it" in json.dumps(r.get("warnings"))
+
+
 def test_unknown_option_fails(tmp_path, dirty_copy):
     r = run_module({"path": dirty_copy, "bogus": 1}, tmp_path)
     assert r["failed"] is True
