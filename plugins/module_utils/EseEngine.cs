@@ -181,6 +181,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return null;
         }
 
+        public static bool IsUnc(string p) { return p != null && p.StartsWith(@"\\", StringComparison.Ordinal) && !p.StartsWith(@"\\?\", StringComparison.Ordinal) && !p.StartsWith(@"\\.\", StringComparison.Ordinal); }
+
+        // What to say when a share answers access denied (or seems not to exist) to a module run over WinRM.
+        public static string DoubleHop(string dest)
+        {
+            if (!IsUnc(dest)) return "";
+            return ". dest is a share: over WinRM with NTLM, or Kerberos without delegation, the module runs in a network logon that cannot "
+                + "authenticate to another server (the double hop), so the share answers access denied or seems missing. Ways out: become "
+                + "(runas with a password) for the task, CredSSP, or Kerberos (constrained) delegation for the connection, or a local dest "
+                + "with the backup server pulling the set";
+        }
+
         public static long FreeBytes(string dir)
         {
             if (IsWindows)
@@ -317,6 +329,27 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public IDictionary ExistingManifest; // set_name names a complete set of this same backup: nothing to do
     }
 
+    // Why a file of the source is in use, and what to do (ESE opens databases and logs exclusively and without
+    // backup semantics, so SeBackupPrivilege does not let this engine's own instance read what a running
+    // service holds: the own-instance source needs the owning service stopped).
+    internal static class InUse
+    {
+        public static bool Is(int err) { return err == Jet.errFileAccessDenied || err == -1019; }
+
+        public static string Database(string db, string call, int err)
+        {
+            return "database '" + db + "' is in use by another process, for example its service (" + call + " returned " + err.ToString(CultureInfo.InvariantCulture)
+                + "): the engine's own instance needs that service stopped (SeBackupPrivilege does not let it open a database another process holds); "
+                + "stop the service, or use an online source (the service's own backup)";
+        }
+
+        public static string LogSet(string logPath, string call, int err)
+        {
+            return "the log set in '" + logPath + "' is in use by another process, for example the service that owns the database (" + call + " returned "
+                + err.ToString(CultureInfo.InvariantCulture) + "): the engine's own instance needs that service stopped; stop the service, or use an online source (the service's own backup)";
+        }
+    }
+
     internal static class Validator
     {
         public const string TestIgnoreFreeSpaceVar = "ESE_BACKUP_TEST_IGNORE_FREE_SPACE";
@@ -366,11 +399,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 if (!seen.Add(full)) Fail("databases", "database '" + db + "' is listed twice");
                 uint ps;
                 int err = api.GetPageSize(full, out ps);
-                if (err == Jet.errFileAccessDenied) Fail("databases", "database '" + db + "' is in use by another process (" + err + "); stop the service that owns it first");
+                if (InUse.Is(err)) Fail("databases", InUse.Database(db, "JetGetDatabaseFileInfoW", err));
                 if (err < 0) Fail("databases", "'" + db + "' is not a readable ESE database (JetGetDatabaseFileInfoW returned " + err + ")");
                 byte[] misc;
                 err = api.GetDbInfoMisc(full, out misc);
-                if (err == Jet.errFileAccessDenied) Fail("databases", "database '" + db + "' is in use by another process (" + err + "); stop the service that owns it first");
+                if (InUse.Is(err)) Fail("databases", InUse.Database(db, "JetGetDatabaseFileInfoW", err));
                 if (err < 0) Fail("databases", "'" + db + "' is not an ESE database (JET_DbInfoMisc returned " + err + ")");
                 DbFacts f = DbFacts.FromMisc(misc);
                 if (DbFacts.U32(f.FullCur, 16) != 0)
@@ -418,13 +451,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 if (File.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' is a file; give a folder for the backup sets");
                 destProbe = Path.GetDirectoryName(PathRules.Normalize(o.Dest));
                 if (destProbe == null || !Directory.Exists(destProbe))
-                    Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)");
+                    Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)" + PathRules.DoubleHop(o.Dest));
             }
             if (o.SetName.IndexOfAny(new char[] { '/', '\\', ':' }) >= 0 || o.SetName == "." || o.SetName == ".." || o.SetName.StartsWith(".", StringComparison.Ordinal)
                 || o.SetName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || o.SetName.Trim().Length == 0 || o.SetName.Length > 120)
                 Fail("set_name", "set_name '" + o.SetName + "' must be a plain folder name without path separators, not starting with '.'");
             p.FinalPath = Path.Combine(PathRules.Normalize(o.Dest), o.SetName);
             p.StagingPath = Path.Combine(PathRules.Normalize(o.Dest), "." + o.SetName + ".partial");
+            CheckPathLength(p);
             if (Directory.Exists(p.FinalPath))
             {
                 p.ExistingManifest = SameBackupSet(p.FinalPath, o, p);
@@ -453,6 +487,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             if (p.FreeBytes >= 0 && p.FreeBytes < need && Environment.GetEnvironmentVariable(TestIgnoreFreeSpaceVar) != "1")
                 Fail("dest", "not enough free space in dest '" + o.Dest + "': about " + need + " bytes needed, " + p.FreeBytes + " available; free space or choose another dest");
             return p;
+        }
+
+        // Windows PowerShell 5.1 runs on .NET Framework, whose file APIs refuse paths of MAX_PATH (260) characters
+        // or more unless the process opted into long paths: the set's longest path is checked before anything is
+        // written (PowerShell 7 has no such limit).
+        public const int MaxPathFramework = 259;
+        private static void CheckPathLength(Plan p)
+        {
+#if !CORECLR
+            if (!PathRules.IsWindows) return;
+            int longest = p.StagingPath.Length + "\\manifest.json".Length;
+            foreach (string n in p.DbSetNames) longest = Math.Max(longest, p.StagingPath.Length + "\\databases\\".Length + n.Length);
+            longest = Math.Max(longest, p.StagingPath.Length + "\\logs\\".Length + p.Opt.LogName(0xFFFFFFFF).Length);
+            if (longest > MaxPathFramework)
+                Fail("dest", "the backup set's paths would be up to " + longest.ToString(CultureInfo.InvariantCulture) + " characters long (for example "
+                    + p.StagingPath + "), over the " + MaxPathFramework.ToString(CultureInfo.InvariantCulture)
+                    + " that Windows PowerShell 5.1 (.NET Framework) can open; choose a shorter dest or set_name, or run the module under PowerShell 7");
+#endif
         }
 
         // The manifest of an existing set when it is a complete set of the same type and databases, else null.
@@ -501,8 +553,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     fs.WriteByte(0);
                 }
             }
-            catch (IOException e) { Fail("dest", "dest '" + dest + "' is not writable: " + e.Message); }
-            catch (UnauthorizedAccessException e) { Fail("dest", "dest '" + dest + "' is not writable: " + e.Message); }
+            catch (IOException e) { Fail("dest", "dest '" + dest + "' is not writable: " + e.Message + PathRules.DoubleHop(dest)); }
+            catch (UnauthorizedAccessException e) { Fail("dest", "dest '" + dest + "' is not writable: " + e.Message + PathRules.DoubleHop(dest)); }
             finally { try { if (File.Exists(probe)) File.Delete(probe); } catch (IOException) { } }
         }
 
@@ -594,7 +646,40 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
         }
 
-        public void Publish() { Directory.Move(Staging, Final); }
+        // Test hook: the first N moves of this process fail as an antivirus holding a file of the set would.
+        public const string TestPublishFailuresVar = "ESE_BACKUP_TEST_PUBLISH_FAILURES";
+        public const int PublishAttempts = 8;
+        private static int publishFailures;
+
+        // The set appears under its final name in one rename. An antivirus scanning a file just written holds it
+        // open: Windows then refuses the move (sharing violation or access denied), so it is retried with backoff.
+        public void Publish()
+        {
+            int delay = 100;
+            for (int attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    string hook = Environment.GetEnvironmentVariable(TestPublishFailuresVar);
+                    int n;
+                    if (!string.IsNullOrEmpty(hook) && int.TryParse(hook, NumberStyles.Integer, CultureInfo.InvariantCulture, out n)
+                        && Interlocked.Increment(ref publishFailures) <= n)
+                        throw new IOException("The process cannot access the file because it is being used by another process (" + TestPublishFailuresVar + ")");
+                    Directory.Move(Staging, Final);
+                    return;
+                }
+                catch (IOException e) { if (attempt >= PublishAttempts || Directory.Exists(Final)) throw Retried(e, attempt); }
+                catch (UnauthorizedAccessException e) { if (attempt >= PublishAttempts || Directory.Exists(Final)) throw Retried(e, attempt); }
+                Thread.Sleep(delay);
+                delay = Math.Min(delay * 2, 2000);
+            }
+        }
+
+        private IOException Retried(Exception e, int attempts)
+        {
+            return new IOException("cannot rename " + Staging + " to " + Final + " (" + attempts.ToString(CultureInfo.InvariantCulture)
+                + " attempts; a program such as an antivirus may hold a file of the set open): " + e.Message, e);
+        }
 
         public void Remove()
         {
@@ -638,7 +723,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             writer = w; dbEntries.Clear();
             try { writer.Create(withDatabases); }
             catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), writer.Staging + ": " + e.Message); }
-            catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, writer.Staging + ": " + e.Message); }
+            catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, writer.Staging + ": " + e.Message + PathRules.DoubleHop(writer.Staging)); }
         }
         internal void PublishSet() { Publish(); }
         internal void Finish() { Teardown(); }
@@ -711,14 +796,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             Set(Jet.ParamRecovery, 0, "On", "JET_paramRecovery");
             Set(Jet.ParamMaxTemporaryTables, 0, null, "JET_paramMaxTemporaryTables");
             Set(Jet.ParamNoInformationEvent, 1, null, "JET_paramNoInformationEvent");
-            JetApi.Check(api.Init(ref inst, Jet.InitLogStreamMustExist), "JetInit3W", "grbit=0x40");
+            int ierr = api.Init(ref inst, Jet.InitLogStreamMustExist);
+            if (InUse.Is(ierr))
+                result["invalid"] = new InvalidOption("log_path", InUse.LogSet(o.LogPath, "JetInit3W", ierr)).ToDict();
+            JetApi.Check(ierr, "JetInit3W", "grbit=0x40");
             JetApi.Check(api.BeginSession(inst, out sesid), "JetBeginSessionW", "");
             sessionOpen = true;
             foreach (string db in plan.DbPaths)
             {
                 int err = api.Attach(sesid, db);
-                if (err == Jet.errFileAccessDenied)
-                    result["invalid"] = new InvalidOption("databases", "database '" + db + "' is in use by another process; stop the service that owns it first").ToDict();
+                if (InUse.Is(err))
+                    result["invalid"] = new InvalidOption("databases", InUse.Database(db, "JetAttachDatabase2W", err)).ToDict();
                 JetApi.Check(err, "JetAttachDatabase2W", "path=" + db);
                 attached.Add(db);
             }

@@ -114,3 +114,48 @@ def test_the_policy_message_names_the_library(lonely_host, clean_set, dest):
     msg = jp.apply("run", r, False)["msg"]
     assert msg.startswith("esent.dll returned") and "cannot load esent.dll for JetGetDatabaseFileInfoW" in msg, msg
     assert json.dumps(r)  # plain data
+
+
+# --- a database or log set that a service holds ---------------------------------------------------------------
+
+def test_a_database_held_by_another_process_says_stop_the_service(clean_set, dest):
+    """The simulator locks an attached database (flock), as Windows' exclusive open does: ESE, and so the own
+    instance, cannot open it, with or without SeBackupPrivilege."""
+    import fcntl
+    with open(os.path.join(clean_set, "SRUDB.dat"), "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        r = run_host("Run", srum_args(clean_set, dest), check_mode=True)
+    msg = r["invalid"]["msg"]
+    assert r["invalid"]["option"] == "databases" and "in use by another process, for example its service" in msg, r
+    assert "returned -1032" in msg and "stop the service, or use an online source" in msg, msg
+
+
+@pytest.mark.parametrize("api,err", [("JetInit3W", -1032), ("JetInit3W", -1019), ("JetAttachDatabase2W", -1032)])
+def test_in_use_at_init_or_attach_says_stop_the_service(clean_set, dest, api, err):
+    r = run_host("Run", srum_args(clean_set, dest), faults=[{"api": api, "call": 1, "err": err}])
+    assert r["failed_call"]["call"] == api and r["failed_call"]["err"] == err, r
+    msg = r["invalid"]["msg"]
+    assert "in use by another process" in msg and "stop the service, or use an online source" in msg, msg
+    assert "%s returned %d" % (api, err) in msg
+    assert not os.listdir(dest)
+
+
+# --- the final rename of a set, against an antivirus lock ------------------------------------------------------
+
+def test_publish_is_retried_while_a_file_of_the_set_is_held(clean_set, dest):
+    r = run_host("Run", srum_args(clean_set, dest, set_name="s"), env={"ESE_BACKUP_TEST_PUBLISH_FAILURES": "3"})
+    assert r["failed_call"] is None and r["backup_set"] == os.path.join(dest, "s"), r
+    assert sorted(os.listdir(dest)) == ["s"]
+
+
+def test_publish_that_keeps_failing_publishes_nothing(clean_set, dest):
+    """A copy backup truncates nothing: its staging folder is removed. A full one truncated the logs before the
+    rename, so its staging folder is kept as the only copy of those logs, and the result says where."""
+    env = {"ESE_BACKUP_TEST_PUBLISH_FAILURES": "100"}
+    r = run_host("Run", srum_args(clean_set, dest, set_name="c", type="copy"), env=env)
+    assert r["backup_set"] is None and r["failed_call"]["call"] == "WriteFile", r
+    assert "cannot rename" in r["failed_call"]["detail"] and "8 attempts" in r["failed_call"]["detail"], r
+    assert os.listdir(dest) == []
+    r = run_host("Run", srum_args(clean_set, dest, set_name="f"), env=env)
+    assert r["backup_set"] is None and r["logs_truncated"] is True, r
+    assert r["kept_staging"] == os.path.join(dest, ".f.partial") and os.listdir(dest) == [".f.partial"]
