@@ -78,6 +78,14 @@ def journal_facts(journal):
     }
 
 
+def choice(value, default):
+    """A choice option's value as the tables spell it: Ansible.Basic accepts choices in any case (``mode: ABORT``)
+    and hands them on as written, so the policy compares them without regard to case."""
+    if value is None or value == "":
+        return default
+    return str(value).strip().lower()
+
+
 def situation(facts, check_mode, **more):
     """The facts every table reads (check mode, an invalid option, the failed call's JET_err) plus ``more``."""
     failed_call = facts.get("failed_call")
@@ -287,7 +295,7 @@ def classify_end(facts, check_mode):
     return {
         "check_mode": bool(check_mode),
         "invalid": bool(facts.get("invalid")),
-        "mode": facts.get("mode") or "normal",
+        "mode": choice(facts.get("mode"), "normal"),
         "err": call.get("err") if call else None,
         "journal": state,
         "journal_problem": bool(journal and (journal["stop_seen"] or journal["incomplete_files"])),
@@ -527,11 +535,11 @@ def _context(facts, call):
         "ended": ended,
         "backup_set": facts.get("backup_set"),
         "target": _target(check, facts),
-        "type": manifest.get("type") or check.get("type") or facts.get("type") or "full",
+        "type": choice(manifest.get("type") or check.get("type") or facts.get("type"), "full"),
         "truncated": "; logs were truncated" if facts.get("logs_truncated") else "",
         "staging": "; the staging directory %s holds the only copy of the truncated logs: keep it with the last "
                    "good backup" % facts["kept_staging"] if facts.get("kept_staging") else "",
-        "mode": facts.get("mode") or "normal",
+        "mode": choice(facts.get("mode"), "normal"),
         "problems": _problems(journal),
         "journal_ending": JOURNAL_ENDINGS[journal["ended"]] if journal else "no journal",
         "journal_state": journal_state,
