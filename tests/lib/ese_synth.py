@@ -1,11 +1,11 @@
 # -*- coding: utf-8 -*-
-# Copyright: contributors to ese.backup
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Synthetic, valid ESE files for tests and benchmarks (numpy required).
 
 Everything written here passes ``ese.backup.verify``: page checksums use the real XOR+ECC
-algorithm (shared/spec/ese-file-format.md section 5), headers the legacy XOR, and all files of one
-stream share a log signature.
+algorithm (``plugins/module_utils/ese_format/checksum.py``, after ESE's checksumu.cxx), headers the
+legacy XOR, and all files of one stream share a log signature.
 
 API (all sizes in bytes, generations are ints, signatures are the 28-byte SIGNATURE bytes):
 

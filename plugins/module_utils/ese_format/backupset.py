@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: contributors to ese.backup
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Backup sets (docs/architecture.md section 3), plain ESE folders, and chains of sets."""
 from __future__ import annotations
 

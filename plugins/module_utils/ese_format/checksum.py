@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: contributors to ese.backup
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ESE page checksums, as Microsoft's ESE computes and checks them.
 
 Sources (github.com/microsoft/Extensible-Storage-Engine): ``dev/ese/src/ese/_osu/checksumu.cxx``
@@ -58,7 +58,7 @@ def parity(v):
 # scalar reference
 # --------------------------------------------------------------------------------------------
 def xor_old(buf):
-    """Legacy XOR checksum (section 5.1): seed 0x89ABCDEF XOR every dword except dword 0."""
+    """Legacy XOR checksum (ChecksumOldFormat): seed 0x89ABCDEF XOR every dword except dword 0."""
     n = len(buf) // 4
     x = XOR_SEED
     for d in struct.unpack_from("<%dI" % n, buf)[1:]:
@@ -71,7 +71,7 @@ def ecc_mask(block_size):
 
 
 def ecc_xor(block, pgno, header_block):
-    """XOR+ECC 64-bit checksum of one block (section 5.2); returns ``(ecc << 32) | (xor ^ pgno)``."""
+    """XOR+ECC 64-bit checksum of one block (ChecksumNewFormat); returns ``(ecc << 32) | (xor ^ pgno)``."""
     n = len(block) // 4
     d = list(struct.unpack_from("<%dI" % n, block))
     if header_block:

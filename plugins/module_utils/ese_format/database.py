@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: contributors to ese.backup
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Database files: header, shadow, trailer and every page's checksum, with flat memory.
 
 ``check_database(path)`` reads the file once in page-aligned chunks (a few MB), checks every data

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
-# Copyright: contributors to ese.backup
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Transaction logs and checkpoints (shared/spec/ese-file-format.md sections 6 and 7)."""
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Transaction logs and checkpoints (LGFILEHDR, LGSEGHDR and CHECKPOINT: see ``structs``; segment checks as
+``dev/ese/src/ese/_log/logread.cxx`` in github.com/microsoft/Extensible-Storage-Engine)."""
 from __future__ import annotations
 
 import hashlib

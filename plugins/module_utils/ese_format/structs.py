@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
-# Copyright: contributors to ese.backup
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ESE on-disk structures (shared/spec/ese-file-format.md sections 2, 3, 6, 7; architecture.md section 5).
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ESE on-disk structures, as Microsoft's ESE declares them (github.com/microsoft/Extensible-Storage-Engine):
+DBFILEHDR and BKINFO in ``dev/ese/src/inc/daedef.hxx``, PATCHHDR (the backup trailer) in
+``dev/ese/src/inc/cpage.hxx``, LGFILEHDR and CHECKPOINT in ``dev/ese/src/inc/log.hxx``, LGSEGHDR in
+``dev/ese/src/inc/_logstream.hxx``; the manifest format is in ``docs/architecture.md``.
 
 Every parser takes bytes and returns a plain dict (JSON-friendly values) so that results can be
 returned by the Ansible module as they are. ``pack_*`` helpers build the same structures; the

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: contributors to ese.backup
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Entry point of the verifier: ``verify(path, checksums=True)`` -> result dict.
 
 ``path`` may be a database, log or checkpoint file; a backup set (a directory with manifest.json);
