@@ -182,14 +182,23 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         public static JetFailure Failure(Exception e, string defaultLibrary)
         {
             System.Reflection.MethodBase m = PInvokeFrame(e);
-            string lib = Library(m, e, defaultLibrary);
             string call = m != null ? m.Name : null;
             if (call == null)
             {
                 // Mono shows the P/Invoke stub only in the text: "at (wrapper managed-to-native) Type.Method(...)".
                 System.Text.RegularExpressions.Match w = System.Text.RegularExpressions.Regex.Match(e.StackTrace ?? "", @"managed-to-native\)\s+[\w.+]*?\.(\w+)\s*\(");
-                call = w.Success ? w.Groups[1].Value : "(first call into " + lib + ")";
+                if (w.Success) call = w.Groups[1].Value;
             }
+            if (m == null && call != null)
+            {
+                // No attribute to read: the engine's own imports tell the library by the call's name.
+                if (call.StartsWith("Jet", StringComparison.Ordinal)) defaultLibrary = "esent.dll";
+                else if (call.StartsWith("EVP_", StringComparison.Ordinal)) defaultLibrary = "libcrypto.so.3";
+                else if (Array.IndexOf(new string[] { "getuid", "chmod", "mkdir", "lstat", "__lxstat", "uname", "open", "dup2", "close", "kill", "statvfs" }, call) >= 0)
+                    defaultLibrary = "libc.so.6";
+            }
+            string lib = Library(m, e, defaultLibrary);
+            if (call == null) call = "(first call into " + lib + ")";
             return new JetFailure(lib, Jet.errInvalidParameter, "cannot load " + lib + " for " + call + " ("
                 + e.GetType().Name + ": " + e.Message + "); " + Advice(lib));
         }
