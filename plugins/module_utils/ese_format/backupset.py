@@ -257,7 +257,8 @@ def verify_set(set_dir, checksums=True, prefix="", kept=False):
         m = None      # a link or a FIFO in the manifest's place: reported with the oddities, not opened
     probs.extend(oddity_problems(odd, display))
     blocked = [rel for rel, _k, _d in odd]
-    present = [r for r in present if r not in (MANIFEST, KEPT)]
+    # a kept folder may also hold the manifest the engine wrote but could not publish
+    present = [r for r in present if r != meta and not (kept and r == MANIFEST)]
     listed = {}
     roles = {}
     if m is not None:
@@ -324,11 +325,13 @@ def verify_set(set_dir, checksums=True, prefix="", kept=False):
     gen_low = stream["gen_low"] if stream else None
     gen_high = stream["gen_high"] if stream else None
     if m is not None and gen_low is None and isinstance(m.get("logs"), dict):
-        gen_low, gen_high = m["logs"].get("gen_low"), m["logs"].get("gen_high")
+        gen_low, gen_high = _int(m["logs"].get("gen_low")), _int(m["logs"].get("gen_high"))
     for d in g["databases"]:
         d.pop("_rel", None)
+    created = (m or {}).get("created")
     out = {
-        "name": name, "path": set_dir, "type": (m or {}).get("type"), "created": (m or {}).get("created"),
+        "name": name, "path": set_dir, "type": _str((m or {}).get("type")),
+        "created": created if isinstance(created, str) else None,
         "status": "kept_logs" if kept else "complete",
         "valid": not any(is_error(x) for x in probs), "gen_low": gen_low, "gen_high": gen_high,
         "sign_log": sign, "databases": g["databases"], "logs": g["logs"], "checkpoints": g["checkpoints"],
@@ -340,11 +343,19 @@ def verify_set(set_dir, checksums=True, prefix="", kept=False):
     return out
 
 
+def _int(v):
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _str(v):
+    return v if isinstance(v, str) else None
+
+
 def _manifest_facts(m, g, listed, display):
     probs = []
     dbmap = dict((d["_rel"], d) for d in g["databases"])
     for e in m.get("databases") or []:
-        if not isinstance(e, dict):
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str):
             continue
         d = dbmap.get(e.get("file"))
         if d is None or d.get("page_size") is None:

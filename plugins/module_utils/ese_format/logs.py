@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import struct
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs

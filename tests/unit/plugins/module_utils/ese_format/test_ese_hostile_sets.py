@@ -296,3 +296,39 @@ def test_empty_path_is_refused(path):
     with pytest.raises(ValueError) as e:
         verify(path)
     assert "path" in str(e.value)
+
+
+# ------------------------------------------------------------------ any JSON type anywhere
+_ODD_VALUES = [None, True, 7, -1, "x", "../x", [], [1], {}, {"a": 1}, 1.5]
+_PATHS = [("format",), ("type",), ("created",), ("files",), ("files", 0), ("files", 0, "name"),
+          ("files", 0, "size"), ("files", 0, "sha256"), ("files", 0, "role"), ("databases",), ("databases", 0),
+          ("databases", 0, "file"), ("databases", 0, "page_size"), ("databases", 0, "sign_log"), ("logs",),
+          ("logs", "gen_low"), ("logs", "gen_high"), ("logs", "base_name"), ("source",), ("source", "base_name")]
+
+
+def test_any_value_anywhere_is_a_result(tmp_path, synth):
+    """Every manifest field replaced by every JSON type: a result with problems, never an exception."""
+    root = tmp_path / "sets"
+    root.mkdir()
+    full = synth.make_backup_set(str(root), "a-full", "full", 3, 4, pages=4, created="2026-11-25T01:00:00Z")
+    inc = synth.make_backup_set(str(root), "b-inc", "incremental", 4, 5, created="2026-11-25T02:00:00Z")
+    tried = 0
+    for s in (full, inc):
+        good = _manifest(s)
+        for path in _PATHS:
+            for value in _ODD_VALUES:
+                m = json.loads(json.dumps(good))
+                node = m
+                try:
+                    for k in path[:-1]:
+                        node = node[k]
+                    node[path[-1]]
+                except (KeyError, IndexError):
+                    continue          # the field does not exist in this set's manifest
+                node[path[-1]] = value
+                _write_manifest(s, m)
+                r = verify(str(root))
+                assert r["kind"] == "sets" and isinstance(r["valid"], bool), (path, value)
+                tried += 1
+        _write_manifest(s, good)
+    assert tried > 300 and verify(str(root))["valid"]
