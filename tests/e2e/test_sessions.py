@@ -247,7 +247,7 @@ def test_every_end_row_for_real(hosts_cleanup):
         session: ../bad
       when: inventory_hostname == 'abort'
       ignore_errors: true
-""" + BEGIN.replace("name: begin", "name: rebegin").replace("'s'", "'s2'")
+""" + BEGIN.replace("name: begin", "name: rebegin").replace("'s'", "'s2'").replace("idle | default(600)", "600")
         + "      when: inventory_hostname in ['killn', 'idle']\n"
         + COPY.replace("name: copy", "name: recopy").replace("'s'", "'s2'").replace("set_prefix | default('set')", "'again'")
         .replace("when: idle is not defined", "when: inventory_hostname in ['killn', 'idle']")
