@@ -15,11 +15,15 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 import ps1_ast
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
+import payload  # noqa: E402  (tests/sim: the .ps1's Invoke-EseEntryPoint call)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PS1 = sorted(glob.glob(os.path.join(ROOT, "plugins", "**", "*.ps1"), recursive=True))
@@ -173,11 +177,18 @@ def test_types_used_have_their_requires_line(path):
 # ---- engine entry points ---------------------------------------------------------------------------
 
 def engine_calls():
+    """(path, type, method, arity, line) of every engine call: ``[Type]::Method(args)``, and each module's
+    ``Invoke-EseEntryPoint -Type ([Type]) -Method M`` (arity None: the util calls (IDictionary, bool) if
+    the engine has it, else (IDictionary))."""
     calls = []
     for path in PS1:
         for type_name, method, arity, line in ps1_ast.static_calls(tree_of(path)):
             if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".")):
                 calls.append((rel(path), type_name, method, arity, line))
+        if path in MODULES:
+            with open(path, encoding="utf-8") as f:
+                entry = payload.module_entry_call(f.read())
+            calls.append((rel(path), entry["type"], entry["method"], None, entry["line"]))
     return calls
 
 
@@ -186,8 +197,15 @@ def test_modules_call_the_engine():
     assert ("plugins/modules/run.ps1", "Run") in called and ("plugins/modules/info.ps1", "Info") in called
     assert ("plugins/modules/restore.ps1", "Run") in called
     for module, entry in (("begin", "Begin"), ("copy", "Copy"), ("truncate", "Truncate"), ("end", "End"),
-                          ("info", "List")):
+                          ("session_host", "HostTask")):
         assert ("plugins/modules/%s.ps1" % module, entry) in called
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_each_module_makes_one_engine_call(path):
+    with open(path, encoding="utf-8") as f:
+        entry = payload.module_entry_call(f.read())
+    assert entry["type"].startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + "."))
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +238,11 @@ def test_engine_entry_point_exists(engine_methods, call):
     overloads = engine_methods.get((type_name, method))
     assert overloads, "%s:%d calls [%s]::%s, which the engine assembly does not have (public static)" % (
         path, line, type_name, method)
-    matching = [o for o in overloads if len(o["params"]) == arity]
+    if arity is None:  # Invoke-EseEntryPoint: (IDictionary, bool) first, else (IDictionary)
+        matching = [o for o in overloads if o["params"] in (ENTRY_POINT_PARAMS["Run"], ENTRY_POINT_PARAMS["Info"])]
+        matching = [o for o in matching if len(o["params"]) == 2] or matching
+    else:
+        matching = [o for o in overloads if len(o["params"]) == arity]
     assert matching, "%s:%d calls %s with %d arguments; the engine has %s" % (
         path, line, method, arity, [o["params"] for o in overloads])
     key = "Restore.Run" if type_name.startswith(RESTORE_NS + ".") and method == "Run" else method
