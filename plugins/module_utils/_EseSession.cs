@@ -1221,6 +1221,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     r["journal"] = JournalFile.Facts(j);
                     return r;
                 }
+                if (!PathRules.IsWindows) SessionPaths.Endpoint(name); // a socket folder is checked now, not in the host
                 return Prepare(name, args, prm, idleSec, r);
             }
             catch (InvalidOption e) { r["invalid"] = e.ToDict(); }

@@ -278,22 +278,32 @@ def test_a_new_session_folder_is_private(sessions, clean_set):
 @needs_root
 def test_a_socket_folder_owned_by_another_account_is_refused(tmp_path, clean_set):
     """A session folder too long for sun_path puts the socket under $TMPDIR/ese.backup-<uid>: another account's
-    folder there is refused, and the host's own result says which folder and how to fix it."""
+    folder there is refused by begin (before any host starts), and by a host started anyway, whose own result
+    says which folder and how to fix it."""
     s = Sessions(tmp_path)
     s.dir = str(tmp_path / ("long-" + "x" * 90) / "sessions")
     os.makedirs(os.path.dirname(s.dir))
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     squat = tmpdir / ("ese.backup-%d" % os.getuid())
-    squat.mkdir(mode=0o700)
-    os.chown(str(squat), NOBODY, NOBODY)
     s.env = {"ESE_BACKUP_SESSION_DIR": s.dir, "TMPDIR": str(tmpdir)}
     try:
-        proc, w = s.begin(clean_set, wait=4)
-        assert w["started"] is False, w
+        r = s.call("Session.Begin", session_args(clean_set))  # still private: begin prepares the host
+        assert r["launch"] and os.stat(str(squat)).st_mode & 0o777 == 0o700, r
+        os.chown(str(squat), NOBODY, NOBODY)
+        refused = s.call("Session.Begin", session_args(clean_set))
+        assert "launch" not in refused and refused["invalid"], refused
+        msg = refused["invalid"]["msg"]
+        assert str(squat) in msg and "socket folder" in msg and "owned by uid %d" % NOBODY in msg, msg
+        proc = subprocess.Popen(["mono", "--debug", HOST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=host_env(s.env), start_new_session=True)
+        proc.stdin.write(json.dumps({"entry": "Session.HostTask",
+                                     "args": {"mode": "serve", "serve_file": r["launch"]["serve_file"]}}).encode())
+        proc.stdin.close()
+        s.procs.append(proc)
         own = own_result(proc)
         assert own["invalid"] and str(squat) in own["invalid"]["msg"], own
-        assert "socket folder" in own["invalid"]["msg"] and "owned by uid %d" % NOBODY in own["invalid"]["msg"]
+        assert not os.path.exists(s.journal_path())
     finally:
         s.close()
 
