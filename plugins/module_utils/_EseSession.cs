@@ -1218,6 +1218,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     c["would_begin"] = true; c["type"] = o.Type; c["databases"] = prm["databases"]; c["idle_timeout"] = idleSec;
                     c["previous"] = Describe(name, j, false);
                     r["check"] = c;
+                    r["session"] = Describe(name, null, false); // {name, state: not_found}: no session of that name runs
                     r["journal"] = JournalFile.Facts(j);
                     return r;
                 }

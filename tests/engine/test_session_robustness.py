@@ -343,3 +343,12 @@ def test_end_mode_that_is_no_choice_is_invalid(sessions):
 def test_session_host_mode_in_any_case(sessions, written):
     r = sessions.call("Session.HostTask", {"mode": written, "session": "nothing", "token": "x", "timeout": 1})
     assert r["invalid"] is None and "did not report within 1 s" in r["failed_call"]["detail"], r
+
+
+def test_begin_in_check_mode_names_the_session(sessions, clean_set):
+    from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
+    r = sessions.call("Session.Begin", session_args(clean_set, name="nightly"), check_mode=True)
+    assert r["check"]["would_begin"] is True and r["session"]["name"] == "nightly", r
+    msg = jp.apply("begin", r, True)["msg"]
+    assert msg == "check mode: a session host would be started for session nightly", msg
+    assert not os.path.exists(sessions.journal_path("nightly"))
