@@ -1460,6 +1460,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     sessions.Add(d);
                     continue;
                 }
+                catch (Exception e)
+                {
+                    // One unreadable journal never hides the others.
+                    Dictionary<string, object> d = new Dictionary<string, object>();
+                    d["name"] = n; d["state"] = "unknown"; d["problem"] = e.GetType().Name + ": " + e.Message;
+                    sessions.Add(d);
+                    continue;
+                }
                 sessions.Add(live != null ? live["session"] : Describe(n, j, busy != null ? "busy" : null, busy));
             }
             return r;

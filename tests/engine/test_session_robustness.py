@@ -352,3 +352,15 @@ def test_begin_in_check_mode_names_the_session(sessions, clean_set):
     msg = jp.apply("begin", r, True)["msg"]
     assert msg == "check mode: a session host would be started for session nightly", msg
     assert not os.path.exists(sessions.journal_path("nightly"))
+
+
+def test_one_bad_journal_does_not_hide_the_others(sessions, clean_set):
+    proc, w = sessions.begin(clean_set)
+    assert w["started"], w
+    with open(os.path.join(sessions.dir, "bad.json"), "w") as f:
+        json.dump({"session": "bad", "ended": None, "state": "open", "pid": "not a pid", "endpoint": "/nowhere"}, f)
+    listing = sessions.info()
+    assert state_of(listing, "s")["state"] == "open"
+    bad = state_of(listing, "bad")
+    assert bad["state"] == "unknown" and "FormatException" in bad["problem"], bad
+    sessions.call("Session.End", {"session": "s", "mode": "abort"})
