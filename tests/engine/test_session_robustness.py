@@ -251,7 +251,7 @@ def test_a_session_folder_owned_by_another_account_is_refused(sessions, clean_se
     assert end["invalid"] and "owned by uid" in end["invalid"]["msg"], end
 
 
-@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777])
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777], ids=["0770", "0707", "0777"])
 def test_a_session_folder_writable_by_others_is_refused(sessions, clean_set, mode):
     os.mkdir(sessions.dir)
     os.chmod(sessions.dir, mode)
