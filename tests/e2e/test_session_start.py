@@ -18,6 +18,7 @@ JOURNALS = "C:\\ProgramData\\ese.backup\\sessions"
 
 
 def host_pids(root):
+    """Engine hosts (Mono) started for this simulation root (its path is in their environment)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -25,10 +26,11 @@ def host_pids(root):
         try:
             with open("/proc/%s/cmdline" % entry, "rb") as f:
                 cmd = f.read().decode("utf-8", "replace")
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                environ = f.read().decode("utf-8", "replace")
         except OSError:
             continue
-        if "mono" in cmd and "EseSimHost" in cmd and root in open("/proc/%s/environ" % entry, "rb").read().decode(
-                "utf-8", "replace"):
+        if "mono" in cmd and root in environ:
             pids.append(int(entry))
     return pids
 
