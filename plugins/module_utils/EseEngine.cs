@@ -340,13 +340,19 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         {
             return "database '" + db + "' is in use by another process, for example its service (" + call + " returned " + err.ToString(CultureInfo.InvariantCulture)
                 + "): the engine's own instance needs that service stopped (SeBackupPrivilege does not let it open a database another process holds); "
-                + "stop the service, or use an online source (the service's own backup)";
+                + "stop the service, or use an online source (the service's own backup)" + Otherwise(err);
+        }
+
+        // -1019 (JET_errPageNotInitialized) is also what a damaged page gives.
+        private static string Otherwise(int err)
+        {
+            return err == -1019 ? ". If no other process holds it, -1019 (JET_errPageNotInitialized) means a damaged page: check the database with esentutl /k" : "";
         }
 
         public static string LogSet(string logPath, string call, int err)
         {
             return "the log set in '" + logPath + "' is in use by another process, for example the service that owns the database (" + call + " returned "
-                + err.ToString(CultureInfo.InvariantCulture) + "): the engine's own instance needs that service stopped; stop the service, or use an online source (the service's own backup)";
+                + err.ToString(CultureInfo.InvariantCulture) + "): the engine's own instance needs that service stopped; stop the service, or use an online source (the service's own backup)" + Otherwise(err);
         }
     }
 

@@ -137,6 +137,7 @@ def test_in_use_at_init_or_attach_says_stop_the_service(clean_set, dest, api, er
     msg = r["invalid"]["msg"]
     assert "in use by another process" in msg and "stop the service, or use an online source" in msg, msg
     assert "%s returned %d" % (api, err) in msg
+    assert ("esentutl /k" in msg) == (err == -1019), msg
     assert not os.listdir(dest)
 
 
