@@ -59,9 +59,13 @@ class Results:
         assert found, "no result for %s / %s in:\n%s" % (host, name, self.stdout[-6000:])
         return found[-1]
 
-    def failures(self):
-        return [r for r in self.records if r["status"] in ("failed", "unreachable")
-                and not r["result"].get("_ansible_ignore_errors") and not r["result"].get("ignore_errors")]
+    def recap(self, host):
+        """The PLAY RECAP counters of ``host`` (ok, changed, unreachable, failed, skipped, ignored...)."""
+        for line in self.stdout.splitlines():
+            words = line.split()
+            if len(words) > 2 and words[0] == host and words[1] == ":":
+                return dict((k, int(v)) for k, v in (w.split("=") for w in words[2:]))
+        raise AssertionError("no recap for %s in:\n%s" % (host, self.stdout[-4000:]))
 
     def explain(self):
         return "rc=%s\n%s\n%s" % (self.rc, self.stdout[-8000:], self.stderr[-3000:])
