@@ -23,6 +23,7 @@ $spec = @{
         legacy_file_names = @{ type = 'int'; default = 3 }
         instance_name = @{ type = 'str'; default = 'ese.backup' }
         idle_timeout = @{ type = 'int'; default = 3600 }
+        start_timeout = @{ type = 'int'; default = 60 }
     }
     supports_check_mode = $true
 }
