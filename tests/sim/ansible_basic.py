@@ -389,8 +389,8 @@ class AnsibleModule:
             del params[key]
         if unsupported and not self.ignore_unknown:
             shown = sorted((k for k in legal if not k.startswith("_ansible_")), key=_ordinal)
-            msg = "Unsupported parameters for (%s) module: %s" % (self.module_name,
-                                                                 ", ".join(sorted(unsupported, key=_ordinal)))
+            given = ", ".join(sorted(unsupported, key=_ordinal))
+            msg = "Unsupported parameters for (%s) module: %s" % (self.module_name, given)
             self.fail_json("%s. Supported parameters include: %s" % (self._ctx(msg), ", ".join(shown)))
         for key in case_diff:  # renamed to the spec's spelling
             value = dict.__getitem__(params, key)
