@@ -615,6 +615,136 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     }
 
     // ------------------------------------------------------------------------------------------------
+    // The proof that a backup is valid. JetEndExternalBackupInstance2 with JET_bitBackupEndNormal returns
+    // JET_errSuccess even when ESE has downgraded the backup (dev/ese/src/ese/backup.cxx,
+    // BACKUP_CONTEXT::ErrBKExternalBackupCleanUp: m_fStopBackup -> JET_errBackupAbortByServer, event 226;
+    // m_fBackupStatus == backupStateDatabases, End before the log phase -> errBackupAbortByCaller, event 215; in
+    // both the header is not updated and only later builds return success). So the engine proves a backup itself:
+    // (a) the sequence is complete (every file read to its reported size, hashed, into a published set), and
+    // (b) after End the header records it, in the one slot that BACKUP_CONTEXT::ErrBKUpdateHdrBackupInfo fills:
+    // rgbkInfo2[fLogOnly][fLogTruncated] = CopyPrev (full, not truncated), FullPrev (full, truncated), DiffPrev
+    // (incremental, not truncated), IncPrev (incremental, truncated), where fLogTruncated is
+    // JET_bitBackupTruncateDone || FBKLogsTruncated(); a full whose database copy was not done
+    // (!FBackupFileCopyDone) records nothing. Its genLow..genHigh is the range JetGetLogInfoInstance2W reported
+    // (ulGenHigh = m_lgenCopyMac - 1, the header's genHigh too). The header is read with JetGetDatabaseFileInfoW
+    // (JET_DbInfoMisc) on the attached path: for a database attached in this process ESE copies the in-memory
+    // header of its FMP (JetGetDatabaseFileInfoEx in dev/ese/src/ese/jetapi.cxx), so it sees what End recorded.
+    // ------------------------------------------------------------------------------------------------
+    internal static class BackupProof
+    {
+        public const string HeaderNotRecorded = "the header does not record this backup: ESE treated it as aborted";
+        public const string CopyNote = "recorded by ESE as a copy backup; incrementals cannot follow it";
+
+        // The slot ESE fills: "full", "copy", "incremental" or "differential" (the names of the result's recorded_as).
+        public static string RecordedAs(bool logsOnly, bool truncated)
+        {
+            if (logsOnly) return truncated ? "incremental" : "differential";
+            return truncated ? "full" : "copy";
+        }
+
+        private static byte[] Slot(DbFacts f, string recordedAs)
+        {
+            if (recordedAs == "full") return f.FullPrev;
+            if (recordedAs == "copy") return f.CopyPrev;
+            if (recordedAs == "incremental") return f.IncPrev;
+            return f.DiffPrev;
+        }
+
+        private static string SlotName(string recordedAs)
+        {
+            if (recordedAs == "full") return "bkinfoFullPrev";
+            if (recordedAs == "copy") return "bkinfoCopyPrev";
+            if (recordedAs == "incremental") return "bkinfoIncPrev";
+            return "bkinfoDiffPrev";
+        }
+
+        // Proof (b), read after a normal End and before detach. True when the slot of every database shows
+        // genLow..genHigh and differs from what it held before the backup began; otherwise adds what is missing.
+        public static bool Header(JetApi api, Plan plan, string recordedAs, long genLow, long genHigh, bool rangeKnown, List<object> missing, List<object> seen)
+        {
+            bool ok = true;
+            for (int i = 0; i < plan.DbPaths.Count; i++)
+            {
+                string db = plan.DbPaths[i];
+                byte[] misc;
+                int err = api.GetDbInfoMisc(db, out misc);
+                if (err < 0)
+                {
+                    ok = false;
+                    missing.Add("the header of " + db + " could not be read after End (JetGetDatabaseFileInfoW returned " + err.ToString(CultureInfo.InvariantCulture) + ")");
+                    continue;
+                }
+                byte[] slot = Slot(DbFacts.FromMisc(misc), recordedAs);
+                byte[] before = i < plan.DbFacts.Count ? Slot(plan.DbFacts[i], recordedAs) : null;
+                long lo = DbFacts.U32(slot, 16), hi = DbFacts.U32(slot, 20);
+                Dictionary<string, object> s = new Dictionary<string, object>();
+                s["database"] = db; s["slot"] = SlotName(recordedAs); s["gen_low"] = lo; s["gen_high"] = hi;
+                s["changed"] = before == null || DbFacts.HexBytes(before) != DbFacts.HexBytes(slot);
+                seen.Add(s);
+                if (rangeKnown && lo == genLow && hi == genHigh && true.Equals(s["changed"])) continue;
+                ok = false;
+                missing.Add(HeaderNotRecorded + " (" + db + ": " + SlotName(recordedAs) + " holds generations " + lo.ToString(CultureInfo.InvariantCulture) + "-"
+                    + hi.ToString(CultureInfo.InvariantCulture) + (rangeKnown ? ", the backup's range is " + genLow.ToString(CultureInfo.InvariantCulture) + "-" + genHigh.ToString(CultureInfo.InvariantCulture)
+                    : ", and the backup never computed its log range") + ")");
+            }
+            return ok;
+        }
+
+        public static Dictionary<string, object> Facts(bool sequenceComplete, bool headerRecorded, List<object> missing, List<object> headers)
+        {
+            Dictionary<string, object> p = new Dictionary<string, object>();
+            p["sequence_complete"] = sequenceComplete; p["header_recorded"] = headerRecorded; p["missing"] = missing;
+            p["headers"] = headers;
+            return p;
+        }
+
+        // <set>/ending.json, written atomically (a temporary file in the set folder, then a rename): how the
+        // session or run that wrote the set ended. Format "ese.backup/ending/1" (docs/sessions.md).
+        public static void WriteEnding(string setDir, Dictionary<string, object> ending)
+        {
+            string final = Path.Combine(setDir, "ending.json");
+            string tmp = Path.Combine(setDir, ".ending.json." + System.Diagnostics.Process.GetCurrentProcess().Id.ToString(CultureInfo.InvariantCulture) + ".tmp");
+            byte[] data = new UTF8Encoding(false).GetBytes(Json.Write(ending, true) + "\n");
+            using (FileStream fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+            {
+                fs.Write(data, 0, data.Length);
+                fs.Flush(true);
+            }
+            try
+            {
+                if (File.Exists(final)) File.Replace(tmp, final, null);
+                else File.Move(tmp, final);
+            }
+            catch (Exception)
+            {
+                try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                throw;
+            }
+        }
+
+        public static Dictionary<string, object> Ending(string session, string ended, bool valid, bool truncated, string recordedAs, Dictionary<string, object> proof, object endCall, string type)
+        {
+            Dictionary<string, object> e = new Dictionary<string, object>();
+            e["format"] = "ese.backup/ending/1";
+            e["session"] = session;
+            e["ended"] = ended;
+            e["backup_valid"] = valid;
+            e["logs_truncated"] = truncated;
+            e["recorded_as"] = recordedAs;
+            Dictionary<string, object> p = new Dictionary<string, object>();
+            p["sequence_complete"] = proof != null && true.Equals(proof["sequence_complete"]);
+            p["header_recorded"] = proof != null && true.Equals(proof["header_recorded"]);
+            p["missing"] = proof != null ? proof["missing"] : (object)new List<object> { "the backup was not ended normally (" + ended + ")" };
+            e["proof"] = p;
+            e["end_call"] = endCall;
+            e["time"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+            e["type"] = type;
+            e["note"] = valid && type == "full" && recordedAs == "copy" ? CopyNote : null;
+            return e;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
     // Layers 3 and 5: the backup sequence and the backup set writer.
     // ------------------------------------------------------------------------------------------------
     internal sealed class BackupSetWriter
@@ -743,7 +873,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 StartSet(new BackupSetWriter(plan.StagingPath, plan.FinalPath), !o.Incremental);
                 DoBackup();
                 Teardown();
-                Publish();
+                if (true.Equals(result["backup_valid"])) Publish();
+                else DiscardStaging(); // no set: the header does not record the backup (kept when the logs were truncated)
             }
             catch (JetFailure f)
             {
@@ -840,10 +971,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 truncated = true;
             }
             JetApi.Check(api.EndBackup(inst, Jet.BackupEndNormal), "JetEndExternalBackupInstance2", "grbit=0x1");
+            object endCall = api.Trace.Entries[api.Trace.Entries.Count - 1];
             backupOpen = false;
             result["ended"] = "normal";
             result["logs_truncated"] = truncated;
+            // The proof (BackupProof): every file above was read to its reported size into the staging set (a short
+            // read throws), so the sequence is complete; the header is read now, before detach.
+            List<object> missing = new List<object>(), headers = new List<object>();
+            string recordedAs = BackupProof.RecordedAs(o.Incremental, truncated);
+            bool recorded = BackupProof.Header(api, plan, recordedAs, genLow, genHigh, genLow != 0, missing, headers);
+            Dictionary<string, object> proof = BackupProof.Facts(true, recorded, missing, headers);
+            result["recorded_as"] = recordedAs;
+            result["proof"] = proof;
+            result["backup_valid"] = recorded;
+            if (recorded) ending = BackupProof.Ending(null, "normal", true, truncated, recordedAs, proof, endCall, o.Type);
         }
+
+        // The run's ending record, written into the staging set just before its manifest (sessions write theirs at end).
+        private Dictionary<string, object> ending;
 
         internal void BeginBackup()
         {
@@ -1085,6 +1230,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             m["trace"] = api.Trace.Snapshot();
             try
             {
+                if (ending != null) BackupProof.WriteEnding(writer.Staging, ending);
                 writer.WriteManifest(m);
                 writer.Publish();
             }
@@ -1096,6 +1242,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
             result["backup_set"] = plan.FinalPath;
             result["manifest"] = m;
+            if (ending != null) result["ending"] = ending;
         }
 
         // Any failure: End2(Abort); if End fails, JetTerm2(StopBackup) so no backup is left open.
@@ -1157,6 +1304,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             r["backup_set"] = null;
             r["manifest"] = null;
             r["check"] = null;
+            r["proof"] = null;
+            r["recorded_as"] = null;
             r["warnings"] = new List<object>();
             return r;
         }

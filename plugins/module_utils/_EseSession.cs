@@ -360,6 +360,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             f["pid"] = j.ContainsKey("pid") ? j["pid"] : null;
             f["logs_truncated"] = j.ContainsKey("truncated") && true.Equals(j["truncated"]);
             f["missing_logs"] = MissingLogs(j);
+            f["proof"] = j.ContainsKey("proof") ? j["proof"] : null;
+            f["backup_valid"] = j.ContainsKey("backup_valid") ? j["backup_valid"] : null;
+            f["recorded_as"] = j.ContainsKey("recorded_as") ? j["recorded_as"] : null;
+            f["type"] = j.ContainsKey("params") && j["params"] is IDictionary ? ((IDictionary)j["params"])["type"] : null;
             f["path"] = SessionPaths.Journal(Convert.ToString(j["session"], CultureInfo.InvariantCulture));
             return f;
         }
@@ -375,7 +379,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 foreach (object o in files)
                 {
                     IDictionary f = o as IDictionary;
-                    if (f != null && "log".Equals(f["role"])) done.Add(Convert.ToString(f["name"], CultureInfo.InvariantCulture));
+                    string set = f != null ? f["set"] as string : null;
+                    if (f != null && "log".Equals(f["role"]) && set != null && !set.StartsWith("(discarded", StringComparison.Ordinal))
+                        done.Add(Convert.ToString(f["name"], CultureInfo.InvariantCulture)); // a copy in a published set only
                 }
             List<object> missing = new List<object>();
             foreach (object n in (IList)range["names"])
@@ -1018,6 +1024,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             string mode = Args.Choice(args, "mode", "normal", "normal", "abort");
             bool truncateDone = Args.Bool(args, "truncate_done", false);
             r["mode"] = mode;
+            // JET_bitBackupTruncateDone makes ESE record the backup as truncating (FullPrev or IncPrev,
+            // ErrBKUpdateHdrBackupInfo in dev/ese/src/ese/backup.cxx): a copy or differential would then claim to be
+            // a full or an incremental.
+            if (truncateDone && !plan.Opt.Truncate)
+                throw new InvalidOption("truncate_done", "truncate_done makes ESE record session '" + name + "' as a " + (plan.Opt.Incremental ? "incremental" : "full")
+                    + " backup, but it is a " + plan.Opt.Type + " backup, which never truncates logs; end it without truncate_done");
             if (check)
             {
                 Dictionary<string, object> c = new Dictionary<string, object>();
@@ -1040,8 +1052,119 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             journal["ended_at"] = Now();
             journal["state"] = "ended";
             r["ended"] = journal["ended"];
+            bool truncated = true.Equals(journal["truncated"]) || truncateDone;
+            string recordedAs = BackupProof.RecordedAs(plan.Opt.Incremental, truncated);
+            Dictionary<string, object> proof = null;
+            bool valid = false;
+            if (err >= 0 && mode == "normal")
+            {
+                // The proof (BackupProof in EseEngine.cs): the journal's sequence, then the header, read before detach.
+                List<object> missing = new List<object>(), headers = new List<object>();
+                bool complete = SequenceComplete(missing);
+                IDictionary range = journal["log_range"] as IDictionary;
+                long lo = range != null ? Convert.ToInt64(range["gen_low"], CultureInfo.InvariantCulture) : 0;
+                long hi = range != null ? Convert.ToInt64(range["gen_high"], CultureInfo.InvariantCulture) : 0;
+                bool recorded = BackupProof.Header(api, plan, recordedAs, lo, hi, range != null, missing, headers);
+                proof = BackupProof.Facts(complete, recorded, missing, headers);
+                valid = complete && recorded && !true.Equals(journal["stop_seen"]) && Incomplete().Count == 0;
+            }
+            journal["proof"] = proof;
+            journal["backup_valid"] = valid;
+            journal["recorded_as"] = err >= 0 && mode == "normal" && valid ? recordedAs : null;
+            r["proof"] = proof;
+            r["backup_valid"] = valid;
+            r["recorded_as"] = journal["recorded_as"];
+            r["session_type"] = plan.Opt.Type;
+            WriteEndings((string)journal["ended"], valid, (string)journal["recorded_as"], proof, journal["end_call"], r);
             seq.Finish();
             done = true;
+        }
+
+        // Proof (a): every database of the attach list (full, copy) and every log of the JetGetLogInfoInstance2W range
+        // was read to its reported size into a published set of this session, with that hash in the set's manifest.
+        private bool SequenceComplete(List<object> missing)
+        {
+            List<IDictionary> published = new List<IDictionary>();
+            foreach (object o in Files())
+            {
+                IDictionary f = (IDictionary)o;
+                string set = f["set"] as string;
+                if (set != null && !set.StartsWith("(discarded", StringComparison.Ordinal)) published.Add(f);
+            }
+            if (published.Count == 0) { missing.Add("no file was copied"); return false; }
+            bool ok = true;
+            Dictionary<string, IDictionary> manifests = new Dictionary<string, IDictionary>(StringComparer.Ordinal);
+            List<IDictionary> needed = new List<IDictionary>();
+            if (!plan.Opt.Incremental)
+                foreach (string db in plan.DbPaths)
+                {
+                    IDictionary hit = null;
+                    foreach (IDictionary f in published)
+                        if ("database".Equals(f["role"]) && string.Equals(f["source"] as string, db, PathRules.Cmp)) hit = f;
+                    if (hit == null) { ok = false; missing.Add("the database " + db + " was not copied"); }
+                    else needed.Add(hit);
+                }
+            IDictionary range = journal["log_range"] as IDictionary;
+            if (range == null) { ok = false; missing.Add("the logs were not copied"); }
+            else
+            {
+                List<string> absent = new List<string>();
+                foreach (object n in (IList)range["names"])
+                {
+                    IDictionary hit = null;
+                    foreach (IDictionary f in published)
+                        if ("log".Equals(f["role"]) && string.Equals(f["name"] as string, (string)n, StringComparison.OrdinalIgnoreCase)) hit = f;
+                    if (hit == null) absent.Add((string)n); else needed.Add(hit);
+                }
+                if (absent.Count > 0) { ok = false; missing.Add("the logs were not copied completely: " + string.Join(", ", absent.ToArray())); }
+            }
+            foreach (IDictionary f in needed)
+            {
+                string set = (string)f["set"];
+                IDictionary m;
+                if (!manifests.TryGetValue(set, out m))
+                {
+                    try { m = Json.Parse(File.ReadAllText(System.IO.Path.Combine(set, "manifest.json"), Encoding.UTF8)) as IDictionary; }
+                    catch (Exception e) { m = null; missing.Add("the manifest of set " + set + " cannot be read: " + e.Message); ok = false; }
+                    manifests[set] = m ?? new Dictionary<string, object>();
+                    if (m == null) continue;
+                }
+                bool listed = false;
+                IList mf = m.Contains("files") ? m["files"] as IList : null;
+                if (mf != null)
+                    foreach (object o in mf)
+                    {
+                        IDictionary e = o as IDictionary;
+                        if (e != null && Equals(e["name"], f["file"]) && Equals(e["sha256"], f["sha256"])) listed = true;
+                    }
+                if (!listed && m.Count > 0) { ok = false; missing.Add("the manifest of set " + set + " does not list " + f["file"] + " with the hash of its copy"); }
+            }
+            return ok;
+        }
+
+        // The ending record of every set this session published (ending.json, BackupProof.WriteEnding). A set that
+        // cannot take it is named in a warning; verify then reports it as not restorable (no ending record).
+        private void WriteEndings(string ended, bool valid, string recordedAs, Dictionary<string, object> proof, object endCall, Dictionary<string, object> r)
+        {
+            HashSet<string> sets = new HashSet<string>(StringComparer.Ordinal);
+            foreach (object o in Files())
+            {
+                string set = ((IDictionary)o)["set"] as string;
+                if (set != null && !set.StartsWith("(discarded", StringComparison.Ordinal)) sets.Add(set);
+            }
+            Dictionary<string, object> ending = BackupProof.Ending(name, ended, valid, true.Equals(journal["truncated"]), recordedAs, proof, endCall, plan.Opt.Type);
+            List<object> written = new List<object>();
+            foreach (string set in sets)
+            {
+                try { BackupProof.WriteEnding(set, ending); written.Add(System.IO.Path.Combine(set, "ending.json")); }
+                catch (Exception e)
+                {
+                    ((List<object>)r["warnings"]).Add("the ending record of set " + set + " could not be written (" + e.GetType().Name + ": " + e.Message + "); verify reports the set as not restorable");
+                }
+            }
+            journal["ending_records"] = written;
+            r["ending"] = ending;
+            r["ending_records"] = written;
         }
     }
 

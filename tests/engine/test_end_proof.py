@@ -1,0 +1,95 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The end verdict rests on proof (Mono host, esent simulator, both profiles): the journal's sequence and the header
+slot that ESE's ErrBKUpdateHdrBackupInfo fills; every published set gets its ending record."""
+import json
+import os
+
+import pytest
+
+from engine_host import run_host
+from test_session_robustness import Sessions
+
+PROFILES = ["esent10", "xp"]
+
+
+@pytest.fixture(params=PROFILES)
+def profile(request):
+    return request.param
+
+
+@pytest.fixture
+def sess(tmp_path, profile):
+    s = Sessions(tmp_path)
+    s.env["ESESIM_PROFILE"] = profile
+    yield s
+    s.close()
+
+
+def header(s, set_dir):
+    r = run_host("Engine.Info", {"databases": [os.path.join(set_dir, "SRUDB.dat")]}, env=s.env)
+    d = r["databases"][0]
+    return {k: d[k] for k in ("last_full", "last_incremental", "last_copy", "last_differential")}
+
+
+def ending_of(set_path):
+    with open(os.path.join(set_path, "ending.json")) as f:
+        return json.load(f)
+
+
+def end(s, **kw):
+    a = {"session": "s", "mode": "normal"}
+    a.update(kw)
+    return s.call("Session.End", a)
+
+
+def test_begin_then_end_is_not_valid_and_changes_no_header(sess, clean_set, profile):
+    before = header(sess, clean_set)
+    sess.begin(clean_set)
+    r = end(sess)
+    assert r["end_call"]["err"] == (-800 if profile == "xp" else 0)
+    if profile == "esent10":
+        assert r["backup_valid"] is False
+        assert r["proof"]["sequence_complete"] is False and r["proof"]["header_recorded"] is False
+        assert "no file was copied" in r["proof"]["missing"]
+        assert any(m.startswith("the header does not record this backup: ESE treated it as aborted")
+                   for m in r["proof"]["missing"])
+    assert header(sess, clean_set) == before
+
+
+def test_databases_only_copy_then_end_is_not_valid(sess, clean_set, dest, profile):
+    sess.begin(clean_set)
+    c = sess.call("Session.Copy", {"session": "s", "dest": dest, "set_name": "db", "logs": False})
+    assert c["failed_call"] is None, c
+    r = end(sess)
+    e = ending_of(os.path.join(dest, "db"))
+    assert e["backup_valid"] is False and e["session"] == "s"
+    if profile == "esent10":
+        assert r["end_call"]["err"] == 0
+        assert "the logs were not copied" in r["proof"]["missing"]
+        assert r["proof"]["header_recorded"] is False
+        assert e["ended"] == "normal" and e["proof"]["sequence_complete"] is False
+    else:
+        assert r["end_call"]["err"] == -800
+        assert e["ended"] == "abort"
+
+
+def test_copy_truncate_end_is_valid_with_both_proofs(sess, clean_set, dest):
+    sess.begin(clean_set)
+    c = sess.call("Session.Copy", {"session": "s", "dest": dest, "set_name": "full"})
+    assert c["failed_call"] is None, c
+    t = sess.call("Session.Truncate", {"session": "s"})
+    assert t["failed_call"] is None, t
+    r = end(sess)
+    assert r["end_call"]["err"] == 0
+    assert r["backup_valid"] is True, r["proof"]
+    assert r["proof"]["sequence_complete"] is True and r["proof"]["header_recorded"] is True
+    assert r["recorded_as"] == "full"
+    e = ending_of(os.path.join(dest, "full"))
+    assert e["format"] == "ese.backup/ending/1"
+    assert e["logs_truncated"] is True and e["backup_valid"] is True and e["recorded_as"] == "full"
+    h = header(sess, clean_set)["last_full"]
+    m = json.load(open(os.path.join(dest, "full", "manifest.json")))
+    assert (h["gen_low"], h["gen_high"]) == (m["logs"]["gen_low"], m["logs"]["gen_high"])
+    # no ending.json.tmp left behind
+    assert sorted(os.listdir(os.path.join(dest, "full"))) == ["databases", "ending.json", "logs", "manifest.json"]
