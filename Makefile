@@ -48,7 +48,7 @@ test: build
 
 # The lowest supported ansible-core builds every module's payload and runs the end-to-end playbooks too.
 test-min: build $(VENV_MIN)/.done
-	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests/static/test_payload.py tests/e2e
+	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests/static/test_payload.py tests/lanes tests/e2e
 
 sanity: setup
 	tools/sanity.sh $(VENV)
