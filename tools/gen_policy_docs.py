@@ -109,7 +109,8 @@ def render():
     add("Computed by running the tables on synthetic facts, for each code the backup path produces")
     add("(ese-backup-semantics.md §3) and the ones the end table names. run: the call fails during the")
     add("backup (logs not yet truncated) / after truncation. end: End returns the code, mode normal, a")
-    add("journal of a complete session (for JET_errNoBackup: a journal that says it ended normally).\n")
+    add("journal of a complete session, both proofs holding (for JET_errNoBackup: a journal that says it ended")
+    add("normally with a valid backup).\n")
     add("| error | run: changed / failed | run after truncation | end: row | end: changed / failed |")
     add("|---|---|---|---|---|")
     codes = sorted(set(jet_errors.ADVICE) | jet_policy.explicit_errs(jet_policy.END_TABLE), reverse=True)
@@ -123,8 +124,10 @@ def render():
                 cells.append("%s / %s" % (str(res["changed"]).lower(), str(res["failed"]).lower()))
         else:
             cells += ["(success)", "(success)"]
-        journal = {"ended": "normal" if value == -520 else None, "stop_seen": False, "incomplete_files": []}
-        res = jet_policy.apply("end", {"trace": [], "mode": "normal", "journal": journal,
+        proof = {"sequence_complete": True, "header_recorded": True, "missing": []}
+        journal = {"ended": "normal" if value == -520 else None, "stop_seen": False, "incomplete_files": [],
+                   "backup_valid": True if value == -520 else None, "proof": proof if value == -520 else None}
+        res = jet_policy.apply("end", {"trace": [], "mode": "normal", "journal": journal, "proof": proof,
                                        "end_call": {"call": "JetEndExternalBackupInstance2", "err": value}}, False)
         cells += ["`%s`" % res["policy_row"], "%s / %s" % (str(res["changed"]).lower(), str(res["failed"]).lower())]
         add("| %s |" % " | ".join(_cell(c) for c in cells))

@@ -75,7 +75,17 @@ def journal_facts(journal):
         "ended": ended,
         "stop_seen": bool(journal.get("stop_seen", False)),
         "incomplete_files": list(journal.get("incomplete_files") or []),
+        # The end's verdict as the host recorded it (None in journals of sessions that have not ended normally).
+        "backup_valid": journal.get("backup_valid"),
+        "proof": journal.get("proof"),
     }
+
+
+def proven(proof):
+    """Both proofs of a valid backup hold (docs/sessions.md, "The proof"); ``None`` when no proof was reported."""
+    if not isinstance(proof, dict):
+        return None
+    return bool(proof.get("sequence_complete")) and bool(proof.get("header_recorded"))
 
 
 def choice(value, default):
@@ -116,6 +126,7 @@ def classify_run(facts, check_mode):
         ended=facts.get("ended"),
         logs_truncated=bool(facts.get("logs_truncated")),
         published=facts.get("backup_set") is not None,
+        proven=proven(facts.get("proof")),
         exists=bool(facts.get("already_exists")))
 
 
@@ -143,6 +154,14 @@ RUN_TABLE = (
     row("failed_not_started", "a JET call failed before the backup began",
         {"failed": True}, False, True,
         "{call} returned {jet_err}{detail}: {advice}; no backup was started"),
+    row("not_recorded_truncated", "End returned JET_errSuccess after the logs were truncated, but the header does "
+        "not record the backup; no set was published", {"ended": "normal", "published": False, "proven": False,
+                                                         "logs_truncated": True}, True, True,
+        "the backup ended but is not valid: {problems}; no backup set was published. The logs were already truncated, "
+        "so the backup chain is broken: take a new full backup as soon as the cause is fixed{staging}"),
+    row("not_recorded", "End returned JET_errSuccess, but the header does not record the backup; no set was published",
+        {"ended": "normal", "published": False, "proven": False}, False, True,
+        "the backup ended but is not valid: {problems}; no backup set was published"),
     row("created", "every call succeeded and the set was published",
         {"published": True, "ended": "normal"}, True, False,
         "created {type} backup set {backup_set}{truncated}"),
@@ -153,7 +172,7 @@ RUN_TABLE = (
 )
 
 RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated", "kept_staging",
-            "already_exists")
+            "already_exists", "proof", "recorded_as", "ending")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,6 +311,7 @@ def classify_end(facts, check_mode):
         state = "absent"
     else:
         state = journal["ended"] or "open"
+    session_type = choice(facts.get("session_type") or (facts.get("journal") or {}).get("type"), None)
     return {
         "check_mode": bool(check_mode),
         "invalid": bool(facts.get("invalid")),
@@ -299,11 +319,15 @@ def classify_end(facts, check_mode):
         "err": call.get("err") if call else None,
         "journal": state,
         "journal_problem": bool(journal and (journal["stop_seen"] or journal["incomplete_files"])),
+        "proven": proven(facts.get("proof")),
+        "full_as_copy": session_type == "full" and facts.get("recorded_as") == "copy",
+        "journal_valid": journal["backup_valid"] if journal else None,
         "would_end": bool(check.get("would_end")),
     }
 
 
 _ENDED_OTHERWISE = ("abort", "idle_timeout", "host_crash", "open")
+COPY_NOTE = "recorded by ESE as a copy backup; incrementals cannot follow it"
 
 END_TABLE = (
     row("invalid", "an option is invalid", {"invalid": True}, False, True,
@@ -314,19 +338,30 @@ END_TABLE = (
     row("check_nothing", "check mode: no backup is in progress",
         {"check_mode": True, "would_end": False}, False, False,
         "check mode: no backup is in progress; nothing would be ended", "not_found", None),
-    row("ended_complete", "End returned JET_errSuccess after a complete sequence (mode normal)",
-        {"err": 0, "mode": "normal", "journal_problem": False}, True, False,
+    row("ended_copy", "End returned JET_errSuccess, both proofs hold, but a full session did not truncate: ESE "
+        "recorded it in the header's CopyPrev slot", {"err": 0, "mode": "normal", "journal_problem": False,
+                                                      "proven": True, "full_as_copy": True}, True, False,
+        "{call} returned {jet_err}: the backup ended normally and is valid, " + COPY_NOTE, "ended", True,
+        warn="session {session} is a full backup whose logs were not truncated: " + COPY_NOTE + ". Truncate the logs "
+             "before end (ese.backup.truncate), or pass truncate_done when another program truncated them"),
+    row("ended_complete", "End returned JET_errSuccess, the journal proves the sequence complete and the header "
+        "records the backup in the slot ESE fills for this session (mode normal)",
+        {"err": 0, "mode": "normal", "journal_problem": False, "proven": True}, True, False,
         "{call} returned {jet_err}: the backup ended normally and is valid", "ended", True),
-    row("ended_not_valid", "End returned JET_errSuccess, but the journal shows a server stop (-801) or a database or "
-        "log that was not read completely", {"err": 0, "mode": "normal", "journal_problem": True}, True, True,
+    row("ended_not_valid", "End returned JET_errSuccess without both proofs (a file or log not copied, the header "
+        "not recording the backup: ESE downgraded it to an abort), or the journal shows a server stop (-801) or a "
+        "file not read completely", {"err": 0, "mode": "normal"}, True, True,
         "backup ended but is not valid: {problems}; take a new backup", "ended", False),
     row("ended_abort", "End returned JET_errSuccess with mode abort",
         {"err": 0, "mode": "abort"}, True, False,
         "{call} returned {jet_err}: the backup was ended with abort; its files are not a usable backup",
         "aborted", False),
-    row("rerun_ended", "JET_errNoBackup, and the journal says this session already ended normally (a re-run)",
-        {"err": -520, "journal": "normal"}, False, False,
+    row("rerun_ended", "JET_errNoBackup, and the journal says this session already ended normally with a valid "
+        "backup (a re-run)", {"err": -520, "journal": "normal", "journal_valid": (True, None)}, False, False,
         "the backup session already ended normally; nothing to do", "ended", "journal"),
+    row("rerun_not_valid", "JET_errNoBackup, and the journal says this session already ended normally without a "
+        "valid backup (a re-run)", {"err": -520, "journal": "normal"}, False, True,
+        "the backup session already ended but is not valid: {problems}; take a new backup", "ended", False),
     row("gone_normal", "JET_errNoBackup, and the journal says the session ended by abort, idle timeout or a host "
         "crash (mode normal)", {"err": -520, "journal": _ENDED_OTHERWISE, "mode": "normal"}, False, True,
         "cannot end the backup normally: {journal_ending}; the backup is not valid, take a new one",
@@ -349,7 +384,7 @@ END_TABLE = (
         "the engine returned no End call; report it with the task's trace", "unknown", False),
 )
 
-END_KEYS = ("trace", "journal", "check", "mode", "session")
+END_KEYS = ("trace", "journal", "check", "mode", "session", "proof", "recorded_as", "ending", "ending_records")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -495,12 +530,19 @@ class _Lenient(dict):
         return "<%s unknown>" % key
 
 
-def _problems(journal):
+def _problems(journal, proof=None):
     parts = []
     if journal and journal["stop_seen"]:
         parts.append("the server stopped the backup during the session (JET_errBackupAbortByServer -801 was seen)")
     if journal and journal["incomplete_files"]:
         parts.append("not read completely: %s" % ", ".join(str(f) for f in journal["incomplete_files"]))
+    if not isinstance(proof, dict) and journal:
+        proof = journal.get("proof")
+    if isinstance(proof, dict):
+        parts.extend(str(m) for m in proof.get("missing") or [] if str(m) not in parts)
+    else:
+        parts.append("no proof of the backup was recorded (the engine read neither the journal's sequence nor the "
+                     "header)")
     return "; ".join(parts) or "no problem recorded"
 
 
@@ -540,7 +582,7 @@ def _context(facts, call):
         "staging": "; the staging directory %s holds the only copy of the truncated logs: keep it with the last "
                    "good backup" % facts["kept_staging"] if facts.get("kept_staging") else "",
         "mode": choice(facts.get("mode"), "normal"),
-        "problems": _problems(journal),
+        "problems": _problems(journal, facts.get("proof")),
         "journal_ending": JOURNAL_ENDINGS[journal["ended"]] if journal else "no journal",
         "journal_state": journal_state,
         "databases": len(facts.get("databases") or []),
@@ -594,6 +636,7 @@ def apply(module, facts, check_mode):
     if decided.backup_valid is not None or module == "end":
         valid = decided.backup_valid
         if valid == "journal":
-            valid = not situation.get("journal_problem", False)
+            recorded = situation.get("journal_valid")
+            valid = recorded if recorded is not None else not situation.get("journal_problem", False)
         result["backup_valid"] = bool(valid)
     return result

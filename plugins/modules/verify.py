@@ -147,6 +147,12 @@ notes:
   - "C(KEPT_LOGS_INVALID) (error) - kept-logs.json is not valid JSON, has an unknown format or lacks its file
     list."
   - "C(SET_EMPTY) (error) - a backup set holds no database and no log."
+  - "C(SET_ENDING_MISSING) (warning) - a backup set has no ending.json: its session has not ended, or ended without
+    recording how; its copies may be valid, but it is not restorable."
+  - "C(SET_ENDING_NOT_VALID) (error) - the set's ending.json says its session or run did not end with a valid backup
+    (not copied completely, or not recorded in the database header): not restorable."
+  - "C(SET_ENDING_INVALID) (error) - ending.json is not valid JSON, is larger than the JSON limits, or has an unknown
+    format: not restorable."
   - "C(CHAIN_NO_BASE) (error) - an incremental or differential set has no earlier full set."
   - "C(CHAIN_GAP) (error) - a set does not start where the previous set of its chain ended."
   - "C(CHAIN_SIGNATURE_MISMATCH) (error) - a set's log signature differs from the previous set of its chain."
@@ -206,6 +212,16 @@ valid:
   returned: always
   type: bool
   sample: true
+restorable:
+  description:
+    - True when every backup set verified is valid and its C(ending.json) says that its session (or run) ended with a
+      valid backup, proven by the engine (every file copied, the backup recorded in the database header).
+    - False for a set without an ending record (a session not yet ended: verify copies before truncate and end with
+      O(fail_on_invalid), then check this after end), with an ending that is not valid, and for kept-logs folders.
+    - Null when O(path) holds no backup set.
+  returned: always
+  type: bool
+  sample: true
 kind:
   description:
     - What O(path) was taken to be (C(database), C(log), C(checkpoint), C(set), C(kept_logs), C(folder), C(sets),
@@ -260,6 +276,8 @@ sets:
   description:
     - For a set or a directory of sets, one summary per set (name, type, valid, generation range).
     - C(status) is C(complete), or C(kept_logs) for a kept-logs staging folder (with its C(reason)).
+    - C(restorable) and C(ending) (from the set's C(ending.json) - C(session), C(ended), C(backup_valid),
+      C(logs_truncated), C(recorded_as), C(time), C(note); null when it has none).
   returned: always
   type: list
   elements: dict
@@ -304,7 +322,7 @@ def main():
     for p in result["problems"]:
         if p["code"] == "DB_NOT_BACKUP_TARGET":
             module.warn("%s is not a backup target: %s" % (p["file"], p["detail"]))
-        elif p["code"] == "SET_KEPT_LOGS":
+        elif p["code"] in ("SET_KEPT_LOGS", "SET_ENDING_MISSING"):
             module.warn("%s: %s" % (p["file"], p["detail"]))
     if module.params["fail_on_invalid"] and not result["valid"]:
         codes = sorted(set(p["code"] for p in result["problems"] if p["severity"] == "error"))

@@ -278,9 +278,10 @@ def _sha(path):
 
 def make_backup_set(dest, name, set_type="full", gen_low=10, gen_high=12, sign_log=None, sign_db=None,
                     base="edb", db_name="test.edb", page_size=4096, pages=32, created=None, seed=1,
-                    prev_create_time=None):
+                    prev_create_time=None, ending=True):
     """Write ``<dest>/<name>/`` as the engine does: databases/ (streamed DB for full and copy sets),
-    logs/ (generations ``gen_low..gen_high``) and manifest.json. Returns the set's path.
+    logs/ (generations ``gen_low..gen_high``), manifest.json and, with ``ending`` (True: a valid ending; a dict:
+    those keys over it; False: none), the ending record ending.json. Returns the set's path.
 
     For a chain, give each set the same ``sign_log`` and ``seed`` so that overlapping logs are
     byte-identical, as real overlapping sets are.
@@ -319,6 +320,17 @@ def make_backup_set(dest, name, set_type="full", gen_low=10, gen_high=12, sign_l
     }
     with open(os.path.join(root, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
+    if ending:
+        truncated = set_type in ("full", "incremental")
+        record = {"format": "ese.backup/ending/1", "session": None, "ended": "normal", "backup_valid": True,
+                  "logs_truncated": truncated, "recorded_as": set_type,
+                  "proof": {"sequence_complete": True, "header_recorded": True, "missing": []},
+                  "end_call": {"call": "JetEndExternalBackupInstance2", "err": 0}, "time": manifest["created"],
+                  "type": set_type}
+        if isinstance(ending, dict):
+            record.update(ending)
+        with open(os.path.join(root, "ending.json"), "w") as f:
+            json.dump(record, f, indent=2)
     return root
 
 
@@ -330,7 +342,7 @@ def make_kept_logs(dest, name, set_type="full", reason="logs truncated on the ho
     ``kw`` goes to ``make_backup_set``. Returns the folder's path.
     """
     staging = "." + name + ".partial"
-    root = make_backup_set(dest, staging, set_type, **kw)
+    root = make_backup_set(dest, staging, set_type, ending=False, **kw)
     with open(os.path.join(root, "manifest.json")) as f:
         manifest = json.load(f)
     os.remove(os.path.join(root, "manifest.json"))

@@ -19,7 +19,13 @@ MANIFEST_FORMAT = "ese.backup/1"
 # logs were truncated on the host before the set could be published (docs/verify.md, "Kept-logs folders").
 KEPT = "kept-logs.json"
 KEPT_FORMAT = "ese.backup/kept-logs/1"
+# How the session or run that wrote a set ended (docs/sessions.md, "The ending record"): written by the engine at
+# end (sessions) or before publishing (run), atomically. A set without it, or whose ending is not valid, is not
+# restorable.
+ENDING = "ending.json"
+ENDING_FORMAT = "ese.backup/ending/1"
 SET_TYPES = ("full", "copy", "incremental", "differential")
+RECORDED_AS = ("full", "copy", "incremental", "differential", None)
 _HEX56 = re.compile(r"^[0-9a-fA-F]{56}$")
 _BASE_NAME = re.compile(r'^[^\\/:*?"<>|.\x00-\x1f]{3}$')
 
@@ -230,6 +236,39 @@ def _self_contained(m, listed, roles, display, meta):
     return probs
 
 
+def load_ending(set_dir, display):
+    """Read ``ending.json``: ``(ending or None, restorable, problems)``."""
+    path = os.path.join(set_dir, ENDING)
+    kind = fs.lkind(path)
+    if kind is None:
+        return None, False, [problem("SET_ENDING_MISSING", display(ENDING),
+                                     "the set has no ending record: the session that wrote it has not ended, or "
+                                     "ended without recording how (a crash); its copies may be valid, but it is "
+                                     "not known to be a backup ESE recorded")]
+    if kind != "file":
+        code = "FILE_SYMLINK" if kind == "symlink" else "FILE_NOT_REGULAR"
+        return None, False, [problem(code, display(ENDING), "the ending record is a %s: not opened" % kind)]
+    try:
+        e = fs.load_json(path)
+    except fs.JsonLimitError as err:
+        return None, False, [problem("SET_ENDING_INVALID", display(ENDING), "not read: %s" % err)]
+    except (IOError, OSError, ValueError, UnicodeDecodeError) as err:
+        return None, False, [problem("SET_ENDING_INVALID", display(ENDING), "cannot read it: %s" % err)]
+    if not isinstance(e, dict) or e.get("format") != ENDING_FORMAT or not isinstance(e.get("backup_valid"), bool) \
+            or e.get("recorded_as") not in RECORDED_AS or not isinstance(e.get("proof"), dict):
+        return None, False, [problem("SET_ENDING_INVALID", display(ENDING),
+                                     "not an ending record of format %r with backup_valid, recorded_as and proof"
+                                     % ENDING_FORMAT)]
+    if not e["backup_valid"]:
+        missing = e["proof"].get("missing")
+        why = "; ".join(str(m) for m in missing) if isinstance(missing, list) and missing else "no proof recorded"
+        return e, False, [problem("SET_ENDING_NOT_VALID", display(ENDING),
+                                  "the session%s ended %s without a valid backup: %s"
+                                  % (" %s" % e.get("session") if isinstance(e.get("session"), str) else "",
+                                     e.get("ended"), why))]
+    return e, True, []
+
+
 def _role(n, e):
     r = e.get("role")
     if isinstance(r, str) and r:
@@ -258,7 +297,7 @@ def verify_set(set_dir, checksums=True, prefix="", kept=False):
     probs.extend(oddity_problems(odd, display))
     blocked = [rel for rel, _k, _d in odd]
     # a kept folder may also hold the manifest the engine wrote but could not publish
-    present = [r for r in present if r != meta and not (kept and r == MANIFEST)]
+    present = [r for r in present if r != meta and not (kept and r == MANIFEST) and r != ENDING]
     listed = {}
     roles = {}
     if m is not None:
@@ -308,6 +347,10 @@ def verify_set(set_dir, checksums=True, prefix="", kept=False):
     if not g["databases"] and not any(s["count"] for s in g["logs"]):
         probs.append(problem("SET_EMPTY", display(meta) if m is not None else prefix or name,
                              "the set holds no database and no log"))
+    ending, ending_ok = None, False
+    if not kept:
+        ending, ending_ok, p = load_ending(set_dir, display)
+        probs.extend(p)
     reason = None
     if kept:
         reason = (m or {}).get("reason")
@@ -334,6 +377,9 @@ def verify_set(set_dir, checksums=True, prefix="", kept=False):
         "created": created if isinstance(created, str) else None,
         "status": "kept_logs" if kept else "complete",
         "valid": not any(is_error(x) for x in probs), "gen_low": gen_low, "gen_high": gen_high,
+        "restorable": ending_ok and not any(is_error(x) for x in probs),
+        "ending": None if ending is None else dict((k, ending.get(k)) for k in (
+            "session", "ended", "backup_valid", "logs_truncated", "recorded_as", "time", "note")),
         "sign_log": sign, "databases": g["databases"], "logs": g["logs"], "checkpoints": g["checkpoints"],
         "problems": probs,
         "_log_sha": dict((n.rsplit("/", 1)[-1], sha.get(n)) for n in logs),

@@ -99,6 +99,12 @@ CODES = {
                                "truncated on the host: it is verified, and must be kept"),
     "KEPT_LOGS_INVALID": (ERROR, "kept-logs.json is not valid JSON, has an unknown format or lacks its file list"),
     "SET_EMPTY": (ERROR, "a backup set holds no database and no log"),
+    "SET_ENDING_MISSING": (WARNING, "a backup set has no ending.json: its session has not ended, or ended without "
+                                    "recording how; its copies may be valid, but it is not restorable"),
+    "SET_ENDING_NOT_VALID": (ERROR, "the set's ending.json says its session or run did not end with a valid backup "
+                                    "(not copied completely, or not recorded in the database header): not restorable"),
+    "SET_ENDING_INVALID": (ERROR, "ending.json is not valid JSON, is larger than the JSON limits, or has an unknown "
+                                  "format: not restorable"),
     "CHAIN_NO_BASE": (ERROR, "an incremental or differential set has no earlier full set"),
     "CHAIN_GAP": (ERROR, "a set does not start where the previous set of its chain ended"),
     "CHAIN_SIGNATURE_MISMATCH": (ERROR, "a set's log signature differs from the previous set of its chain"),

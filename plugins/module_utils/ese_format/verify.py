@@ -137,6 +137,10 @@ def verify(path, checksums=True, workers=None):
     else:
         raise IOError("path does not exist: %s" % path)
     res["notes"] = notes + res["notes"] + [d["note"] for d in res["databases"] if d.get("note")]
+    # restorable: every backup set verified is valid and its ending record says its session ended with a valid
+    # backup (kept-logs folders are never restorable); None when the path holds no backup set
+    sets = [x for x in res["sets"]]
+    res["restorable"] = all(x.get("restorable") for x in sets) if sets else None
     res["checksums"] = bool(checksums)
     res["numpy"] = ck.HAS_NUMPY
     res["seconds"] = round(time.time() - t0, 3)
@@ -147,7 +151,8 @@ def _set_summary(s):
     out = {"name": s["name"], "path": s["path"], "type": s["type"], "created": s["created"],
            "status": s["status"], "valid": s["valid"], "gen_low": s["gen_low"], "gen_high": s["gen_high"],
            "sign_log": s["sign_log"], "problem_count": len(s["problems"]),
-           "databases": [d["file"] for d in s["databases"]]}
+           "databases": [d["file"] for d in s["databases"]],
+           "restorable": bool(s.get("restorable")), "ending": s.get("ending")}
     if s["status"] == "kept_logs":
         out["reason"] = s.get("reason")
     return out

@@ -25,17 +25,24 @@ def failed(call, err, **over):
     return run_facts(**base)
 
 
+PROVEN = {"sequence_complete": True, "header_recorded": True, "missing": []}
+NOT_COPIED = {"sequence_complete": False, "header_recorded": False,
+              "missing": ["no file was copied", "the header does not record this backup: ESE treated it as aborted"]}
+
+
 def end_facts(err, mode="normal", journal="absent", **over):
     facts = {"trace": [{"call": END, "err": err}], "invalid": None, "mode": mode,
-             "end_call": {"call": END, "err": err}}
+             "end_call": {"call": END, "err": err}, "proof": PROVEN}
     if journal != "absent":
         facts["journal"] = journal
     facts.update(over)
     return facts
 
 
-def journal(ended=None, stop_seen=False, incomplete_files=()):
-    return {"ended": ended, "stop_seen": stop_seen, "incomplete_files": list(incomplete_files)}
+def journal(ended=None, stop_seen=False, incomplete_files=(), **more):
+    j = {"ended": ended, "stop_seen": stop_seen, "incomplete_files": list(incomplete_files)}
+    j.update(more)
+    return j
 
 
 # (id, module, facts, check_mode, row, changed, failed, substrings of msg)
@@ -86,6 +93,14 @@ CASES = [
     ("run again in check mode", "run",
      run_facts(already_exists=True, backup_started=False, ended=None, trace=[]), True, "exists", False, False,
      ["nothing to do"]),
+    ("run not recorded", "run", run_facts(backup_set=None, manifest=None, logs_truncated=False, proof={
+        "sequence_complete": True, "header_recorded": False,
+        "missing": ["the header does not record this backup: ESE treated it as aborted (C:\\db: bkinfoCopyPrev)"]}),
+     False, "not_recorded", False, True, ["the backup ended but is not valid", "ESE treated it as aborted",
+                                          "no backup set was published"]),
+    ("run not recorded after truncation", "run", run_facts(backup_set=None, manifest=None, kept_staging="D:\\s",
+                                                           proof=NOT_COPIED),
+     False, "not_recorded_truncated", True, True, ["no file was copied", "backup chain is broken", "D:\\s holds"]),
     ("run not ended", "run", run_facts(backup_started=False, ended=None, logs_truncated=False),
      False, "inconsistent", False, True, ["inconsistent result"]),
     # ---- info ----
@@ -108,6 +123,21 @@ CASES = [
     ("end complete", "end", end_facts(0, journal=journal()), False, "ended_complete", True, False,
      ["ended normally and is valid"]),
     ("end complete no journal", "end", end_facts(0), False, "ended_complete", True, False, ["valid"]),
+    ("end nothing copied", "end", end_facts(0, journal=journal(), proof=NOT_COPIED), False, "ended_not_valid", True,
+     True, ["backup ended but is not valid", "no file was copied", "ESE treated it as aborted"]),
+    ("end no proof", "end", end_facts(0, journal=journal(), proof=None), False, "ended_not_valid", True, True,
+     ["no proof of the backup was recorded"]),
+    ("end logs not copied", "end", end_facts(0, proof={"sequence_complete": False, "header_recorded": True,
+                                                       "missing": ["the logs were not copied"]}),
+     False, "ended_not_valid", True, True, ["the logs were not copied"]),
+    ("end full recorded as copy", "end", end_facts(0, journal=journal(), recorded_as="copy", session_type="full",
+                                                   session={"name": "nightly"}),
+     False, "ended_copy", True, False, ["is valid, recorded by ESE as a copy backup; incrementals cannot follow it"]),
+    ("end copy session recorded as copy", "end", end_facts(0, recorded_as="copy", session_type="copy"),
+     False, "ended_complete", True, False, ["is valid"]),
+    ("end rerun not valid", "end", end_facts(-520, journal=journal("normal", backup_valid=False, proof=NOT_COPIED),
+                                             proof=None),
+     False, "rerun_not_valid", False, True, ["already ended but is not valid", "no file was copied"]),
     ("end stop seen", "end", end_facts(0, journal=journal(stop_seen=True)), False, "ended_not_valid", True, True,
      ["backup ended but is not valid", "-801"]),
     ("end incomplete", "end", end_facts(0, journal=journal(incomplete_files=["SRU0005C.log"])), False,
@@ -347,4 +377,5 @@ def test_tables_end_with_a_catch_all():
 def test_journal_shape_is_checked():
     with pytest.raises(ValueError):
         jp.journal_facts({"ended": "exploded"})
-    assert jp.journal_facts({"ended": "normal"}) == {"ended": "normal", "stop_seen": False, "incomplete_files": []}
+    assert jp.journal_facts({"ended": "normal"}) == {"ended": "normal", "stop_seen": False, "incomplete_files": [],
+                                                     "backup_valid": None, "proof": None}

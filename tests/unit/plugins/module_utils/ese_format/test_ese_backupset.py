@@ -126,7 +126,7 @@ def test_empty_set(tmp_path):
     s = tmp_path / "empty"
     s.mkdir()
     _write_manifest(str(s), {"format": "ese.backup/1", "type": "incremental", "files": []})
-    assert codes(verify(str(s))) == ["SET_EMPTY"]
+    assert codes(verify(str(s))) == ["SET_EMPTY", "SET_ENDING_MISSING"]
 
 
 def test_just_created_database_in_a_set(tmp_path, synth):
@@ -259,3 +259,52 @@ def test_sample_set_laid_out_as_a_backup_set(tmp_path, testdata):
     _write_manifest(str(s), m)
     r = verify(str(s))
     assert r["valid"], r["problems"]
+
+
+# ---- the ending record (ending.json) ----
+
+def test_a_set_with_a_valid_ending_is_restorable_and_its_ending_is_no_unlisted_file(full_set):
+    r = verify(full_set)
+    assert r["valid"] and r["restorable"] is True and r["sets"][0]["restorable"] is True, r["problems"]
+    assert r["sets"][0]["ending"]["recorded_as"] == "full" and not r["problems"]
+
+
+def test_a_set_without_an_ending_is_valid_but_not_restorable(full_set):
+    os.remove(os.path.join(full_set, "ending.json"))
+    r = verify(full_set)
+    assert r["valid"] is True and r["restorable"] is False and r["sets"][0]["restorable"] is False
+    assert codes(r) == ["SET_ENDING_MISSING"] and r["problems"][0]["severity"] == "warning"
+    assert r["problems"][0]["file"] == "ending.json"
+
+
+def test_a_set_whose_session_did_not_end_validly_is_not_restorable(tmp_path, synth):
+    s = synth.make_backup_set(str(tmp_path), "db-only", "full", ending={
+        "session": "nightly", "backup_valid": False, "recorded_as": None,
+        "proof": {"sequence_complete": False, "header_recorded": False, "missing": ["the logs were not copied"]}})
+    r = verify(s)
+    assert r["valid"] is False and r["restorable"] is False
+    assert codes(r) == ["SET_ENDING_NOT_VALID"] and r["problems"][0]["severity"] == "error"
+    assert "nightly" in r["problems"][0]["detail"] and "the logs were not copied" in r["problems"][0]["detail"]
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"format": "ese.backup/ending/2", "backup_valid": true}',
+                                  '{"format": "ese.backup/ending/1", "backup_valid": "yes", "proof": {}}'])
+def test_an_unreadable_ending_is_not_restorable(full_set, text):
+    with open(os.path.join(full_set, "ending.json"), "w") as f:
+        f.write(text)
+    r = verify(full_set)
+    assert codes(r) == ["SET_ENDING_INVALID"] and r["restorable"] is False and r["valid"] is False
+
+
+def test_a_directory_of_sets_is_restorable_only_when_every_set_is(tmp_path, synth):
+    synth.make_backup_set(str(tmp_path), "a-full", "full", gen_low=10, gen_high=12)
+    synth.make_backup_set(str(tmp_path), "b-inc", "incremental", gen_low=12, gen_high=14, ending=False)
+    r = verify(str(tmp_path))
+    assert [(x["name"], x["restorable"]) for x in r["sets"]] == [("a-full", True), ("b-inc", False)]
+    assert r["restorable"] is False
+
+
+def test_a_kept_logs_folder_is_never_restorable(tmp_path, synth):
+    k = synth.make_kept_logs(str(tmp_path), "nightly")
+    r = verify(k)
+    assert r["restorable"] is False and "SET_ENDING_MISSING" not in codes(r)
