@@ -8,6 +8,8 @@ using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 using System.Runtime.InteropServices;
+using System.Security.AccessControl;
+using System.Security.Principal;
 using System.Text;
 using ansible_collections.ese.backup.plugins.module_utils._EseNative;
 using ansible_collections.ese.backup.plugins.module_utils.EseEngine;
@@ -52,20 +54,31 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             s.Path = PathRules.Normalize(path);
             s.Name = System.IO.Path.GetFileName(s.Path);
             string mf = System.IO.Path.Combine(s.Path, "manifest.json");
-            if (!File.Exists(mf)) throw new RestoreRefused("not_a_set", s.Path, "'" + s.Path + "' (" + option + ") is not a backup set: it has no manifest.json");
+            string kind = SetEntry.Kind(mf);
+            if (kind == SetEntry.Missing) throw new RestoreRefused("not_a_set", s.Path, "'" + s.Path + "' (" + option + ") is not a backup set: it has no manifest.json");
+            SetEntry.RequireRegular(s.Path, mf, kind);
+            if (new FileInfo(mf).Length > SetEntry.MaxRecordBytes)
+                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is larger than 16 MiB: it is not read");
             IDictionary m;
             try { m = Json.Parse(File.ReadAllText(mf, Encoding.UTF8)) as IDictionary; }
-            catch (FormatException e) { throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " cannot be read: " + e.Message); }
+            catch (Exception e)
+            {
+                if (!(e is FormatException || e is InvalidOperationException || e is ArgumentException || e is InsufficientExecutionStackException || e is OverflowException)) throw;
+                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " cannot be read: " + e.Message);
+            }
             if (m == null || !"ese.backup/1".Equals(m["format"]))
                 throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is not in the ese.backup/1 format");
             s.Manifest = m;
             s.Type = Convert.ToString(m["type"], CultureInfo.InvariantCulture);
             s.Source = m["source"] as IDictionary;
             IDictionary logs = m["logs"] as IDictionary;
-            if (logs == null || L(logs["gen_low"]) <= 0 || L(logs["gen_high"]) < L(logs["gen_low"]))
+            if (logs == null || L(logs["gen_low"]) <= 0 || L(logs["gen_high"]) < L(logs["gen_low"]) || L(logs["gen_high"]) > uint.MaxValue - 1)
                 throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " has no valid log generation range");
             s.GenLow = (uint)L(logs["gen_low"]); s.GenHigh = (uint)L(logs["gen_high"]);
-            s.BaseName = Convert.ToString(logs["base_name"], CultureInfo.InvariantCulture);
+            s.BaseName = logs["base_name"] as string;
+            SetEntry.RequireBaseName(mf, "logs.base_name", s.BaseName);
+            if (s.Source != null && s.Source.Contains("base_name") && s.Source["base_name"] != null)
+                SetEntry.RequireBaseName(mf, "source.base_name", s.Source["base_name"] as string);
             IList dbs = m["databases"] as IList;
             if (dbs != null) foreach (object o in dbs) if (o is IDictionary) s.Databases.Add((IDictionary)o);
             IList files = m["files"] as IList;
@@ -80,9 +93,20 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 sf.Sha256 = Convert.ToString(f["sha256"], CultureInfo.InvariantCulture);
                 sf.Size = L(f["size"]);
                 sf.Generation = f.Contains("generation") ? L(f["generation"]) : 0;
-                try { sf.FullPath = PathRules.SafeJoin(s.Path, sf.Name); }
-                catch (InvalidOperationException e) { throw new RestoreRefused("unsafe_name", mf, "manifest " + mf + ": " + e.Message); }
+                sf.FullPath = SetEntry.Join(s.Path, mf, "files[].name", sf.Name);
                 s.Files.Add(sf);
+            }
+            // databases[].file: a database file of this set, never a path out of it or another role's file.
+            foreach (IDictionary d in s.Databases)
+            {
+                if (d["file"] == null) continue;
+                string rel = d["file"] as string;
+                string full = SetEntry.Join(s.Path, mf, "databases[].file", rel ?? Convert.ToString(d["file"], CultureInfo.InvariantCulture));
+                SetFile listed = null;
+                foreach (SetFile f in s.Files) if (string.Equals(f.FullPath, full, PathRules.Cmp)) listed = f;
+                if (listed == null || listed.Role != "database")
+                    throw new RestoreRefused("db_file_role", mf, "manifest " + mf + ": databases[].file '" + rel + "' is "
+                        + (listed == null ? "not a file listed in the set" : "listed as a " + listed.Role + ", not a database file of the set"));
             }
             return s;
         }
@@ -92,8 +116,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         {
             foreach (SetFile f in Files)
             {
-                if (!File.Exists(f.FullPath))
+                string kind = SetEntry.KindInside(Path, f.FullPath);
+                if (kind == SetEntry.Missing)
                     throw new RestoreRefused("missing_file", f.FullPath, "backup set " + Path + " is missing " + f.Name + " (listed in its manifest)");
+                SetEntry.RequireRegular(Path, f.FullPath, kind);
                 long size = new FileInfo(f.FullPath).Length;
                 if (size != f.Size)
                     throw new RestoreRefused("hash_mismatch", f.FullPath, "backup set " + Path + ": " + f.Name + " has " + size.ToString(CultureInfo.InvariantCulture)
@@ -135,12 +161,246 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         }
     }
 
+    // A backup share is input that others may write: every file of a set is looked at without following a
+    // link before it is opened, and only regular files inside the set are read (docs/security.md).
+    internal static class SetEntry
+    {
+        public const string Missing = "missing", Regular = "regular", Directory_ = "directory", Link = "symlink", Other = "other";
+        public const long MaxRecordBytes = 16L << 20;
+        private static readonly string[] Devices = { "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
+            "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "CONIN$", "CONOUT$" };
+
+        // The kind of a path, without following a symbolic link (or junction) at its last component.
+        public static string Kind(string path)
+        {
+            if (!PathRules.IsWindows)
+            {
+                try
+                {
+                    byte[] st = new byte[256]; // struct statx: stx_mode (u16) at offset 28 on every architecture
+                    if (Unix.statx(-100, path, 0x100, 0x1, st) == 0) // AT_FDCWD, AT_SYMLINK_NOFOLLOW, STATX_TYPE
+                    {
+                        int mode = BitConverter.ToUInt16(st, 28) & 0xF000;
+                        return mode == 0x8000 ? Regular : mode == 0x4000 ? Directory_ : mode == 0xA000 ? Link : Other;
+                    }
+                    int errno = Marshal.GetLastWin32Error();
+                    if (errno == 2 || errno == 20) return Missing; // ENOENT, ENOTDIR
+                }
+                catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; }
+            }
+            FileAttributes a;
+            try { a = File.GetAttributes(path); }
+            catch (FileNotFoundException) { return Missing; }
+            catch (DirectoryNotFoundException) { return Missing; }
+            if ((a & FileAttributes.ReparsePoint) != 0) return Link;
+            if ((a & FileAttributes.Directory) != 0) return Directory_;
+            if ((a & FileAttributes.Device) != 0) return Other;
+            return Regular;
+        }
+
+        // The kind of a file of a set, and of every folder between the set and it: a folder that is a link
+        // (logs/ pointing elsewhere) makes the file a link too.
+        public static string KindInside(string setPath, string fullPath)
+        {
+            string root = PathRules.Normalize(setPath);
+            List<string> chain = new List<string>();
+            for (string d = System.IO.Path.GetDirectoryName(fullPath); d != null && d.Length > root.Length && PathRules.SameOrInside(d, root); d = System.IO.Path.GetDirectoryName(d))
+                chain.Add(d);
+            chain.Reverse();
+            foreach (string d in chain)
+            {
+                string k = Kind(d);
+                if (k == Missing) return Missing;
+                if (k == Link) throw new RestoreRefused("symlink", d, "backup set " + setPath + ": folder " + d + " is a symbolic link (or junction): restore does not follow it; a set must hold its own folders and regular files");
+                if (k != Directory_) throw new RestoreRefused("not_regular", d, "backup set " + setPath + ": " + d + " is not a folder");
+            }
+            return Kind(fullPath);
+        }
+
+        public static void RequireRegular(string setPath, string path, string kind)
+        {
+            if (kind == Regular) return;
+            if (kind == Link)
+                throw new RestoreRefused("symlink", path, "backup set " + setPath + ": " + path + " is a symbolic link: restore does not follow it; a set must hold its own regular files");
+            throw new RestoreRefused("not_regular", path, "backup set " + setPath + ": " + path + " is a " + (kind == Directory_ ? "folder" : "FIFO, socket or device") + ", not a regular file: it is not opened");
+        }
+
+        // A name of the manifest joined under the set: relative, '/'-separated, no '..', drive, backslash, device name.
+        public static string Join(string setPath, string manifest, string field, string name)
+        {
+            string why = null;
+            if (string.IsNullOrEmpty(name)) why = "is empty";
+            else
+            {
+                foreach (char c in name) if (c < 0x20) { why = "has a control character"; break; }
+                if (why == null)
+                    foreach (string part in name.Split('/'))
+                    {
+                        string stem = part.Split('.')[0].TrimEnd(' ');
+                        foreach (string dev in Devices) if (string.Equals(stem, dev, StringComparison.OrdinalIgnoreCase)) why = "names the device " + dev;
+                        if (part.EndsWith(".", StringComparison.Ordinal) && part != "." && part != "..") why = "has a part ending in a dot";
+                    }
+            }
+            if (why == null)
+            {
+                try { return PathRules.SafeJoin(setPath, name); }
+                catch (InvalidOperationException e) { why = e.Message; }
+                catch (ArgumentException e) { why = e.Message; }
+                catch (NotSupportedException e) { why = e.Message; }
+            }
+            throw new RestoreRefused("unsafe_name", manifest, "manifest " + manifest + ": " + field + " '" + name + "' " + (why.StartsWith("unsafe", StringComparison.Ordinal) || why.StartsWith("name", StringComparison.Ordinal) ? "is unsafe (" + why + ")" : why)
+                + ": a name of a set must stay inside it (relative, '/'-separated, no '..', drive, root or backslash)");
+        }
+
+        // logs.base_name and source.base_name: exactly 3 characters, none of them a separator, dot or control character.
+        public static void RequireBaseName(string manifest, string field, string b)
+        {
+            bool ok = b != null && b.Length == 3;
+            if (ok) foreach (char c in b) if (c < 0x20 || "\\/:*?\"<>|.".IndexOf(c) >= 0) ok = false;
+            if (!ok)
+                throw new RestoreRefused("unsafe_base_name", manifest, "manifest " + manifest + ": " + field + " '" + b + "' is not a 3-character log base name "
+                    + "(no path separator, dot or control character): the restored log names would not stay in the log folder");
+        }
+
+        private static class Unix
+        {
+            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
+            internal static extern int statx(int dirfd, string path, int flags, uint mask, [Out] byte[] buf);
+        }
+    }
+
+    // The ending record of a set (<set>/ending.json, format ese.backup/ending/1): how its backup session ended.
+    internal static class Ending
+    {
+        public const string FileName = "ending.json", Format = "ese.backup/ending/1";
+
+        // Null when the set ended validly; else why not. facts gets what the record says.
+        public static string Problem(ChainSet s, Dictionary<string, object> facts, out string problem)
+        {
+            string path = System.IO.Path.Combine(s.Path, FileName);
+            facts["path"] = path;
+            problem = null;
+            string kind = SetEntry.Kind(path);
+            if (kind == SetEntry.Missing) { problem = "no_ending"; facts["status"] = "missing"; return "has no ending record (" + FileName + "): whether its backup session ended validly is unknown"; }
+            if (kind != SetEntry.Regular) { problem = "ending_unreadable"; facts["status"] = kind; return "has an ending record " + path + " that is a " + kind + ", not a regular file: it is not read"; }
+            IDictionary e = null;
+            if (new FileInfo(path).Length <= 1L << 20)
+            {
+                try { e = Json.Parse(File.ReadAllText(path, Encoding.UTF8)) as IDictionary; }
+                catch (Exception x) { if (!(x is FormatException || x is InvalidOperationException || x is ArgumentException || x is InsufficientExecutionStackException || x is OverflowException)) throw; }
+            }
+            if (e == null || !Format.Equals(e["format"])) { problem = "ending_unreadable"; facts["status"] = "unreadable"; return "has an ending record " + path + " that is not valid " + Format + " JSON (at most 1 MiB)"; }
+            object ended = e["ended"], valid = e["backup_valid"];
+            facts["ended"] = ended; facts["backup_valid"] = valid; facts["session"] = e["session"];
+            IDictionary proof = e["proof"] as IDictionary;
+            List<string> why = new List<string>();
+            if (!"normal".Equals(ended)) why.Add("ended: " + Convert.ToString(ended ?? "null", CultureInfo.InvariantCulture));
+            if (!true.Equals(valid)) why.Add("backup_valid: " + Convert.ToString(valid ?? "null", CultureInfo.InvariantCulture).ToLowerInvariant());
+            if (proof != null && false.Equals(proof["sequence_complete"])) why.Add("sequence_complete: false");
+            if (proof != null && false.Equals(proof["header_recorded"])) why.Add("header_recorded: false");
+            IList missing = proof != null ? proof["missing"] as IList : null;
+            if (why.Count > 0 && missing != null && missing.Count > 0)
+            {
+                List<string> m = new List<string>();
+                foreach (object o in missing) { if (m.Count == 5) { m.Add("..."); break; } m.Add(Convert.ToString(o, CultureInfo.InvariantCulture)); }
+                why.Add("missing: " + string.Join(", ", m.ToArray()));
+            }
+            if (why.Count == 0) { facts["status"] = "valid"; return null; }
+            problem = "backup_not_valid"; facts["status"] = "not_valid";
+            return "records that its backup session did not end validly (" + string.Join("; ", why.ToArray()) + ")";
+        }
+    }
+
+    // Where a restore may write when the operator confirmed the manifest's original paths (to_original_paths).
+    internal static class OriginalPaths
+    {
+        public const string WindowsDirVar = "ESE_BACKUP_TEST_WINDOWS_DIR";
+        // ESE data folders under the Windows directory that a restore may write to.
+        public static readonly string[] KnownEse = { @"System32\CertLog", @"System32\sru", @"System32\dhcp", @"System32\wins", @"System32\LogFiles\Sum",
+            @"System32\catroot2", "NTDS", @"SoftwareDistribution\DataStore", @"Security\Database" };
+        private static readonly string[] UnixSystem = { "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr" };
+
+        public static List<string> WindowsDirs()
+        {
+            List<string> l = new List<string>();
+            if (PathRules.IsWindows)
+            {
+                string w = Environment.GetFolderPath(Environment.SpecialFolder.Windows);
+                if (string.IsNullOrEmpty(w)) w = Environment.GetEnvironmentVariable("SystemRoot");
+                if (!string.IsNullOrEmpty(w)) l.Add(PathRules.Normalize(w));
+            }
+            else
+            {
+                string v = Environment.GetEnvironmentVariable(WindowsDirVar);
+                if (!string.IsNullOrEmpty(v)) foreach (string d in v.Split(System.IO.Path.PathSeparator)) if (d.Length > 0) l.Add(PathRules.Normalize(d));
+            }
+            return l;
+        }
+
+        // Null when a restore may write at p (a file or a folder the manifest records); else why not.
+        public static string Problem(string p)
+        {
+            if (string.IsNullOrEmpty(p)) return "is not recorded";
+            foreach (char c in p) if (c < 0x20) return "has a control character";
+            if (p.StartsWith(@"\\", StringComparison.Ordinal) || p.StartsWith("//", StringComparison.Ordinal)) return "is a UNC or device path, not a local one";
+            if (!PathRules.IsAbsolute(p)) return "is not an absolute path";
+            foreach (string part in p.Split('\\', '/')) if (part == "..") return "has a '..' part";
+            if (PathRules.IsWindows && p.IndexOf(':', 2) >= 0) return "names an alternate data stream";
+            string n = PathRules.Normalize(p);
+            foreach (string w in WindowsDirs())
+            {
+                if (!PathRules.SameOrInside(n, w)) continue;
+                bool known = false;
+                foreach (string k in KnownEse)
+                    if (PathRules.SameOrInside(n, System.IO.Path.Combine(w, k.Replace('\\', System.IO.Path.DirectorySeparatorChar)))) known = true;
+                if (!known) return "lies under the Windows directory " + w + ", outside its ESE data folders (" + string.Join(", ", KnownEse) + ")";
+            }
+            if (!PathRules.IsWindows)
+                foreach (string u in UnixSystem) if (PathRules.SameOrInside(n, u)) return "lies under the system directory " + u;
+            return null;
+        }
+    }
+
+    // Restored files hold what the sets hold: the same protection (owner-only on Unix, the private ACL on Windows;
+    // folders restore creates are PrivateDirectory folders, so files in them inherit it).
+    internal static class Protect
+    {
+        public static void File_(string path)
+        {
+            if (!File.Exists(path)) return;
+            if (!PathRules.IsWindows)
+            {
+                if (Unix.chmod(path, 0x180) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0600)");
+                return;
+            }
+            FileSecurity sec = new FileSecurity();
+            sec.SetAccessRuleProtection(true, false);
+            IdentityReference[] owners = {
+                new SecurityIdentifier(WellKnownSidType.LocalSystemSid, null),
+                new SecurityIdentifier(WellKnownSidType.BuiltinAdministratorsSid, null),
+                new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null),
+                WindowsIdentity.GetCurrent().User };
+            foreach (IdentityReference who in owners) sec.AddAccessRule(new FileSystemAccessRule(who, FileSystemRights.FullControl, AccessControlType.Allow));
+#if CORECLR
+            System.IO.FileSystemAclExtensions.SetAccessControl(new FileInfo(path), sec);
+#else
+            File.SetAccessControl(path, sec);
+#endif
+        }
+
+        private static class Unix
+        {
+            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
+            internal static extern int chmod(string path, uint mode);
+        }
+    }
+
     internal sealed class RestoreOptions
     {
         public string BackupSet, LogPath, SystemPath, Scratch, Service, InstanceName;
         public List<string> Incrementals = new List<string>();
         public List<KeyValuePair<string, string>> Map = new List<KeyValuePair<string, string>>();
-        public bool Force, Drill;
+        public bool Force, Drill, ToOriginal;
 
         public static RestoreOptions Parse(IDictionary args)
         {
@@ -154,6 +414,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             o.InstanceName = Args.Str(args, "instance_name", "ese.backup.restore");
             o.Force = Args.Bool(args, "force", false);
             o.Drill = Args.Bool(args, "drill", false);
+            o.ToOriginal = Args.Bool(args, "to_original_paths", false);
             if (o.BackupSet == null) throw new InvalidOption("backup_set", "backup_set is required: the path of a full backup set");
             Abs("backup_set", o.BackupSet);
             foreach (string i in o.Incrementals) Abs("incrementals", i);
@@ -174,8 +435,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     o.Map.Add(new KeyValuePair<string, string>(src, PathRules.Normalize(dst)));
                 }
             }
-            if (o.Drill && (o.Map.Count > 0 || o.LogPath != null || o.SystemPath != null || o.Force))
-                throw new InvalidOption("drill", "a drill restores into its scratch directory only; restore_map, log_path, system_path and force do not apply");
+            if (o.Drill && (o.Map.Count > 0 || o.LogPath != null || o.SystemPath != null || o.ToOriginal))
+                throw new InvalidOption("drill", "a drill restores into its scratch directory only; restore_map, log_path, system_path and to_original_paths do not apply");
             return o;
         }
 
@@ -190,6 +451,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
     {
         public string Source, SetFile, Path, Sha256;
         public uint PageSize;
+        public long SetSize;
+        public bool Original;
     }
 
     // The files a restore writes, so that a failure can say exactly what changed and undo it.
@@ -204,7 +467,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             List<string> missing = new List<string>();
             for (string d = PathRules.Normalize(dir); d != null && !Directory.Exists(d); d = System.IO.Path.GetDirectoryName(d)) missing.Add(d);
             missing.Reverse();
-            foreach (string d in missing) { Directory.CreateDirectory(d); CreatedDirs.Add(d); }
+            foreach (string d in missing) { PrivateDirectory.Create(d); CreatedDirs.Add(d); }
         }
 
         // force: an existing file is renamed aside first and put back if the restore fails.
@@ -276,6 +539,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 result["drill"] = o.Drill;
                 chain = LoadChain(o);
                 result["chain"] = ChainFacts(chain);
+                CheckEndings(chain, o.Force, result);
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); return result; }
             catch (RestoreRefused e) { result["refused"] = e.ToDict(); return result; }
@@ -344,10 +608,25 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 chain.Add(s);
             }
             foreach (ChainSet s in chain) s.CheckFiles();
-            string signLog = null, signDb = null;
+            string signLog = null;
+            HashSet<string> signDbs = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
             foreach (IDictionary d in full.Databases)
-                if (d["file"] != null) { signLog = Convert.ToString(d["sign_log"], CultureInfo.InvariantCulture); signDb = Convert.ToString(d["sign_db"], CultureInfo.InvariantCulture); break; }
+                if (d["file"] != null)
+                {
+                    if (signLog == null) signLog = Convert.ToString(d["sign_log"], CultureInfo.InvariantCulture);
+                    signDbs.Add(Convert.ToString(d["sign_db"], CultureInfo.InvariantCulture));
+                }
             if (signLog == null) throw new RestoreRefused("not_a_full_set", full.Path, "backup set " + full.Path + " holds no streamed database");
+            // Identity before order: an incremental of another database is named as such, whatever its generations.
+            for (int i = 1; i < chain.Count; i++)
+                foreach (IDictionary d in chain[i].Databases)
+                {
+                    string src = Convert.ToString(d["source"], CultureInfo.InvariantCulture);
+                    string sdb = Convert.ToString(d["sign_db"], CultureInfo.InvariantCulture), slog = d["sign_log"] as string;
+                    if (!signDbs.Contains(sdb ?? "") || (slog != null && !string.Equals(slog, signLog, StringComparison.OrdinalIgnoreCase)))
+                        throw new RestoreRefused("signature_mismatch", chain[i].Path, "incremental " + chain[i].Path + " belongs to another database (" + src + " has "
+                            + (signDbs.Contains(sdb ?? "") ? "another log signature" : "a different database signature") + " than the databases of " + full.Path + ")");
+                }
             uint high = full.GenHigh;
             ChainSet lastInc = null;
             Dictionary<string, string> byName = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
@@ -358,17 +637,23 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     throw new RestoreRefused("chain_broken", s.Path, "backup set " + s.Path + " has log base name " + s.BaseName + ", the full set " + full.BaseName);
                 if (i > 0)
                 {
+                    string later = ListedLater(chain, i);
+                    if (later != null)
+                        throw new RestoreRefused("chain_order", s.Path, "the incrementals are in the wrong order: " + s.Path + " (generations " + s.Range + ") was taken after "
+                            + later + ", which is listed after it; list the incrementals oldest first");
                     if (s.GenLow > high + 1)
                         throw new RestoreRefused("chain_gap", s.Path, "the chain has a gap: no set holds log generations " + (high + 1).ToString(CultureInfo.InvariantCulture) + "-"
                             + (s.GenLow - 1).ToString(CultureInfo.InvariantCulture) + " between " + chain[i - 1].Path + " and " + s.Path + " (an incremental is missing)");
                     if (s.GenHigh <= high)
-                        throw new RestoreRefused("chain_order", s.Path, "incremental " + s.Path + " (generations " + s.Range + ") is not newer than the chain before it (up to generation "
+                    {
+                        string twice = null;
+                        for (int j = 0; j < i; j++) if (string.Equals(chain[j].Path, s.Path, PathRules.Cmp)) twice = chain[j].Path;
+                        throw new RestoreRefused("chain_order", s.Path, twice != null ? "incremental " + s.Path + " is listed twice in the chain"
+                            : "the incrementals are in the wrong order: " + s.Path + " (generations " + s.Range + ") is not newer than the chain before it (up to generation "
                             + high.ToString(CultureInfo.InvariantCulture) + "); list the incrementals oldest first");
+                    }
                     foreach (IDictionary d in s.Databases)
                     {
-                        string src = Convert.ToString(d["source"], CultureInfo.InvariantCulture);
-                        if (!string.Equals(Convert.ToString(d["sign_db"], CultureInfo.InvariantCulture), signDb, StringComparison.OrdinalIgnoreCase) && full.Databases.Count == 1)
-                            throw new RestoreRefused("signature_mismatch", s.Path, "incremental " + s.Path + " belongs to another database (" + src + " has a different database signature)");
                         IDictionary lf = d["last_full"] as IDictionary, li = d["last_incremental"] as IDictionary;
                         if (lf != null && full.Type == "full" && !ChainSet.SameRange(lf, full.GenLow, full.GenHigh))
                             throw new RestoreRefused("chain_broken", s.Path, "incremental " + s.Path + " follows the full backup of generations " + ChainSet.RangeOf(lf)
@@ -396,6 +681,39 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 }
             }
             return chain;
+        }
+
+        // The path of an incremental listed after chain[i] that chain[i]'s manifest says was taken before it.
+        private static string ListedLater(List<ChainSet> chain, int i)
+        {
+            foreach (IDictionary d in chain[i].Databases)
+            {
+                IDictionary li = d["last_incremental"] as IDictionary;
+                if (li == null || ChainSet.RangeOf(li) == "none") continue;
+                for (int j = i + 1; j < chain.Count; j++)
+                    if (chain[j].Type == "incremental" && ChainSet.SameRange(li, chain[j].GenLow, chain[j].GenHigh))
+                        return chain[j].Path + " (generations " + chain[j].Range + ")";
+            }
+            return null;
+        }
+
+        // Each set's ending record says its backup session ended validly; force accepts a set without one (warning).
+        private static void CheckEndings(List<ChainSet> chain, bool force, Dictionary<string, object> result)
+        {
+            List<object> facts = (List<object>)result["chain"];
+            for (int i = 0; i < chain.Count; i++)
+            {
+                Dictionary<string, object> e = new Dictionary<string, object>();
+                string problem;
+                string why = Ending.Problem(chain[i], e, out problem);
+                if (i < facts.Count) ((Dictionary<string, object>)facts[i])["ending"] = e;
+                if (why == null) continue;
+                string what = "backup set " + chain[i].Path + " " + why;
+                if (!force)
+                    throw new RestoreRefused(problem, (string)e["path"], what + "; it may not restore to a consistent state: verify it, take a new backup, "
+                        + "or set force: true to restore it anyway");
+                ((List<object>)result["warnings"]).Add(what + "; restored anyway (force: true)");
+            }
         }
 
         private static void CheckLogHeader(ChainSet s, SetFile f, uint gen, string signLog)
@@ -437,13 +755,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 x.Source = Convert.ToString(d["source"], CultureInfo.InvariantCulture);
                 x.SetFile = PathRules.SafeJoin(full.Path, Convert.ToString(d["file"], CultureInfo.InvariantCulture));
                 x.PageSize = (uint)(d["page_size"] is long ? (long)d["page_size"] : 4096);
-                foreach (SetFile f in full.Files) if (f.FullPath == x.SetFile) x.Sha256 = f.Sha256;
+                foreach (SetFile f in full.Files) if (f.FullPath == x.SetFile) { x.Sha256 = f.Sha256; x.SetSize = f.Size; }
+                if (x.PageSize != 2048 && x.PageSize != 4096 && x.PageSize != 8192 && x.PageSize != 16384 && x.PageSize != 32768)
+                    throw new RestoreRefused("manifest_unreadable", x.SetFile, "manifest of " + full.Path + ": databases[].page_size " + x.PageSize.ToString(CultureInfo.InvariantCulture) + " is not an ESE page size");
+                CheckHasPages(full, x);
                 if (dbDir != null) x.Path = System.IO.Path.Combine(dbDir, System.IO.Path.GetFileName(x.SetFile));
                 else
                 {
-                    x.Path = PathRules.Normalize(x.Source);
                     foreach (KeyValuePair<string, string> kv in o.Map)
-                        if (string.Equals(PathRules.Normalize(kv.Key), x.Path, PathRules.Cmp) || string.Equals(kv.Key, x.Source, PathRules.Cmp)) x.Path = kv.Value;
+                        if (string.Equals(kv.Key, x.Source, PathRules.Cmp) || (PathRules.IsAbsolute(kv.Key) && PathRules.IsAbsolute(x.Source)
+                            && string.Equals(PathRules.Normalize(kv.Key), PathRules.Normalize(x.Source), PathRules.Cmp))) x.Path = kv.Value;
+                    if (x.Path == null)
+                    {
+                        if (!o.ToOriginal)
+                            throw new RestoreRefused("unconfirmed_target", x.Source, "backup set " + full.Path + " holds database '" + x.Source + "', and no target is confirmed for it: "
+                                + "name it in restore_map (source: '" + x.Source + "', target: <where to write it>), or set to_original_paths: true to restore it to the path its manifest records");
+                        x.Path = Original(x.Source, "databases[].source", full);
+                        x.Original = true;
+                    }
                 }
                 if (!used.Add(x.Path)) throw new InvalidOption("restore_map", "two databases would be restored to " + x.Path);
                 t.Add(x);
@@ -451,10 +780,57 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             foreach (KeyValuePair<string, string> kv in o.Map)
             {
                 bool known = false;
-                foreach (Target x in t) if (string.Equals(kv.Key, x.Source, PathRules.Cmp) || string.Equals(PathRules.Normalize(kv.Key), PathRules.Normalize(x.Source), PathRules.Cmp)) known = true;
+                foreach (Target x in t) if (string.Equals(kv.Key, x.Source, PathRules.Cmp) || (PathRules.IsAbsolute(kv.Key) && PathRules.IsAbsolute(x.Source)
+                    && string.Equals(PathRules.Normalize(kv.Key), PathRules.Normalize(x.Source), PathRules.Cmp))) known = true;
                 if (!known) throw new InvalidOption("restore_map", "restore_map source '" + kv.Key + "' is not a database of backup set " + full.Path);
             }
             return t;
+        }
+
+        // A path the manifest records, as a target the operator confirmed with to_original_paths.
+        private static string Original(string p, string field, ChainSet full)
+        {
+            string why = OriginalPaths.Problem(p);
+            if (why != null)
+                throw new RestoreRefused("unsafe_target", p ?? full.Path, "the manifest of " + full.Path + " records " + field + " '" + p + "', which " + why
+                    + ": to_original_paths writes only to absolute local paths outside the system directories; name the target instead ("
+                    + (field == "databases[].source" ? "restore_map" : "log_path, system_path") + ")");
+            return PathRules.Normalize(p);
+        }
+
+        // A database of only its header pages (and the trailer of a streamed copy) holds no data: nothing to restore.
+        private static void CheckHasPages(ChainSet full, Target x)
+        {
+            long cb = x.PageSize;
+            long pages = x.SetSize / cb - 2;
+            byte[] h = x.SetSize >= 4096 ? ReadPrefix(x.SetFile, 4096) : null;
+            bool streamed = h != null && DbFacts.U32(h, 200) != 0; // bkinfoFullCur.genLow
+            if (streamed) pages--;
+            if (pages <= 0)
+                throw new RestoreRefused("no_pages", x.SetFile, "backup set " + full.Path + ": database " + x.SetFile + " holds only its header pages" + (streamed ? " and trailer" : "")
+                    + " (" + x.SetSize.ToString(CultureInfo.InvariantCulture) + " bytes), no data page: there is nothing to restore");
+        }
+
+        // An existing file at an original path is replaced (force) only when it is this database (same signDb),
+        // or, for the current log and checkpoint, an ESE file: an edited manifest cannot aim force at another file.
+        private static void CheckOriginalIsOurs(string path, string signDb, bool database)
+        {
+            if (!File.Exists(path)) return;
+            string kind = SetEntry.Kind(path);
+            byte[] h = kind == SetEntry.Regular ? ReadPrefix(path, 4096) : null;
+            bool ok = h != null && DbFacts.U32(h, 0) == XorOld(h, 4096) && (!database || string.Equals(DbFacts.HexBytes(DbFacts.Slice(h, 24, 28)), signDb, StringComparison.OrdinalIgnoreCase));
+            if (!ok)
+                throw new RestoreRefused("target_not_ours", path, "to_original_paths would replace " + path + ", which is not "
+                    + (database ? "this database (its header does not carry the database signature of the backup)" : "an ESE log or checkpoint")
+                    + ": it is not replaced, even with force; name the target in " + (database ? "restore_map" : "log_path, system_path") + " if you mean it");
+        }
+
+        private static string SignDbOf(ChainSet full, string source)
+        {
+            foreach (IDictionary d in full.Databases)
+                if (d["file"] != null && string.Equals(Convert.ToString(d["source"], CultureInfo.InvariantCulture), source, PathRules.Cmp))
+                    return Convert.ToString(d["sign_db"], CultureInfo.InvariantCulture);
+            return null;
         }
 
         // A database that esent or another process holds open cannot be restored over.
@@ -498,13 +874,21 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             ChainSet full = chain[0], last = chain[chain.Count - 1];
             string srcLog = full.Source != null ? Convert.ToString(full.Source["log_path"], CultureInfo.InvariantCulture) : null;
             string srcSys = full.Source != null ? Convert.ToString(full.Source["system_path"], CultureInfo.InvariantCulture) : null;
-            string logPath = PathRules.Normalize(o.LogPath ?? srcLog);
-            string sysPath = PathRules.Normalize(o.SystemPath ?? (o.LogPath != null ? o.LogPath : (srcSys ?? srcLog)));
             List<Target> targets = Targets(o, full, null);
+            if (o.LogPath == null && !o.ToOriginal)
+                throw new RestoreRefused("unconfirmed_target", full.Path, "the restored log stream needs a confirmed folder: give log_path (and system_path for the checkpoint, "
+                    + "if not the same), or set to_original_paths: true to use the log path the manifest of " + full.Path + " records ('" + srcLog + "')");
+            string logPath = o.LogPath != null ? PathRules.Normalize(o.LogPath) : Original(srcLog, "source.log_path", full);
+            string sysPath = o.SystemPath != null ? PathRules.Normalize(o.SystemPath) : (o.LogPath != null ? logPath : Original(srcSys ?? srcLog, "source.system_path", full));
             string curLog = Path.Combine(logPath, LogName(full.BaseName, ".log"));
             string chk = Path.Combine(sysPath, LogName(full.BaseName, ".chk"));
             CheckService(o.Service);
             foreach (Target t in targets) CheckNotInUse(api, t.Path);
+            string signDb = null;
+            foreach (IDictionary d in full.Databases) if (d["file"] != null) { signDb = Convert.ToString(d["sign_db"], CultureInfo.InvariantCulture); break; }
+            foreach (Target t in targets) if (t.Original) CheckOriginalIsOurs(t.Path, SignDbOf(full, t.Source) ?? signDb, true);
+            if (o.ToOriginal && o.LogPath == null) CheckOriginalIsOurs(curLog, null, false);
+            if (o.ToOriginal && o.LogPath == null && o.SystemPath == null) CheckOriginalIsOurs(chk, null, false);
             List<string> existing = new List<string>();
             foreach (Target t in targets) if (File.Exists(t.Path)) existing.Add(t.Path);
             foreach (string f in new string[] { curLog, chk }) if (File.Exists(f)) existing.Add(f);
@@ -531,6 +915,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 }
                 changes.Commit();
                 result["written"] = Written(changes, curLog, chk);
+                foreach (object f in (List<object>)result["written"]) Protect.File_((string)f);
                 ((List<object>)result["warnings"]).AddRange(OtherLogs(logPath, full.BaseName, last.GenHigh));
             }
             catch (Exception e)
@@ -800,7 +1185,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             foreach (Target t in targets)
             {
                 long pages = 0, empty = 0;
-                List<object> bad = new List<object>();
+                List<object> bad = new List<object>(), correctable = new List<object>();
                 int cb = (int)t.PageSize;
                 byte[] page = new byte[cb];
                 using (FileStream fs = new FileStream(t.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20))
@@ -808,8 +1193,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     long index = 0;
                     while (ReadFull(fs, page))
                     {
-                        if (DbFacts.AllZero(page)) empty++;
-                        else if (index < 2 ? DbFacts.U32(page, 0) != XorOld(page, cb) : !PageOk(page, cb, (uint)(index - 1)))
+                        string verdict = DbFacts.AllZero(page) ? PageZero : index < 2 ? (DbFacts.U32(page, 0) == XorOld(page, cb) ? PageOkay : PageBad) : PageStatus(page, cb, (uint)(index - 1));
+                        if (verdict == PageZero) empty++;
+                        else if (verdict == PageCorrectable) { if (correctable.Count < 20) correctable.Add(index - 1); }
+                        else if (verdict != PageOkay)
                         {
                             if (bad.Count < 20) bad.Add(index < 2 ? (object)("header copy " + index.ToString(CultureInfo.InvariantCulture)) : (object)(index - 1));
                             else if (bad.Count == 20) bad.Add("...");
@@ -820,8 +1207,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 bool ok = bad.Count == 0;
                 all = all && ok;
                 Dictionary<string, object> c = Check("page_checksums", ok, t.Path + ": " + pages.ToString(CultureInfo.InvariantCulture) + " pages, "
-                    + empty.ToString(CultureInfo.InvariantCulture) + " unused, " + bad.Count.ToString(CultureInfo.InvariantCulture) + " bad");
-                c["pages"] = pages; c["unused_pages"] = empty; c["bad_pages"] = bad;
+                    + empty.ToString(CultureInfo.InvariantCulture) + " unused, " + bad.Count.ToString(CultureInfo.InvariantCulture) + " bad"
+                    + (correctable.Count > 0 ? ", " + correctable.Count.ToString(CultureInfo.InvariantCulture) + " with a single-bit error that ESE corrects" : ""));
+                c["pages"] = pages; c["unused_pages"] = empty; c["bad_pages"] = bad; c["correctable_pages"] = correctable;
                 checks.Add(c);
             }
             return all;
@@ -880,17 +1268,74 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             return ((ulong)ecc << 32) | (x ^ pgno);
         }
 
-        private static bool PageOk(byte[] page, int cb, uint pgno)
+        public const string PageOkay = "ok", PageZero = "zero", PageBad = "bad", PageCorrectable = "correctable", PageBadPgno = "bad_pgno";
+
+        // The verdict for one data page, as ESE checks it (checksumu.cxx; the same rules as ese_format.checksum.page_status):
+        // without flag 0x2000 the old XOR on every page size (and zero checksum slots 40-63 on 16/32 KiB pages),
+        // with it XOR+ECC (one block up to 8 KiB, four blocks above, page number at offset 64); a single-bit
+        // error that ESE's ECC corrects is "correctable".
+        internal static string PageStatus(byte[] page, int cb, uint pgno)
         {
-            if (cb >= 16384)
+            if (DbFacts.AllZero(page)) return PageZero;
+            if ((BitConverter.ToUInt32(page, 36) & 0x2000) == 0)
             {
-                int blk = cb / 4;
-                for (int k = 1; k < 4; k++)
-                    if (BitConverter.ToUInt64(page, 40 + 8 * (k - 1)) != EccXor(page, k * blk, blk, pgno, false)) return false;
-                return BitConverter.ToUInt64(page, 0) == EccXor(page, 0, blk, pgno, true) && BitConverter.ToUInt32(page, 64) == pgno;
+                if (BitConverter.ToUInt32(page, 0) != XorOld(page, cb)) return PageBad;
+                if (BitConverter.ToUInt32(page, 4) != pgno) return PageBadPgno;
+                if (cb > 8192) for (int i = 40; i < 64; i++) if (page[i] != 0) return PageBad;
+                return PageOkay;
             }
-            if ((BitConverter.ToUInt32(page, 36) & 0x2000) != 0) return BitConverter.ToUInt64(page, 0) == EccXor(page, 0, cb, pgno, true);
-            return BitConverter.ToUInt32(page, 0) == XorOld(page, cb) && BitConverter.ToUInt32(page, 4) == pgno;
+            if (cb <= 8192)
+            {
+                ulong stored = BitConverter.ToUInt64(page, 0), got = EccXor(page, 0, cb, pgno, true);
+                if (stored == got) return PageOkay;
+                return CorruptedBit(got, stored, cb, true) >= 0 ? PageCorrectable : PageBad;
+            }
+            int bs = cb / 4, errors = 0;
+            ulong[] slots = { BitConverter.ToUInt64(page, 0), BitConverter.ToUInt64(page, 40), BitConverter.ToUInt64(page, 48), BitConverter.ToUInt64(page, 56) };
+            for (int k = 0; k < 4; k++)
+            {
+                ulong got = EccXor(page, k * bs, bs, pgno, k == 0);
+                if (slots[k] == got) continue;
+                long ibit = CorruptedBit(got, slots[k], bs, k == 0);
+                if (ibit < 0) return PageBad;
+                errors++;
+                if (k == 0 && errors == 1 && ibit >= 40 * 8 && ibit < 64 * 8)
+                {
+                    long j = ibit - 40 * 8; // TryFixPage: the bit is in another block's stored checksum
+                    slots[1 + j / 64] ^= 1UL << (int)(j % 64);
+                }
+            }
+            if (errors > 0) return PageCorrectable;
+            return BitConverter.ToUInt32(page, 64) != pgno ? PageBadPgno : PageOkay;
+        }
+
+        // FECCErrorIsCorrectable and FTryFixBlock: the bit ESE would flip, or -1.
+        private static long CorruptedBit(ulong expected, ulong actual, int blockSize, bool headerBlock)
+        {
+            uint diff = (uint)(((expected ^ actual) >> 32) & 0xFFFFFFFF), xdiff = (uint)((expected ^ actual) & 0xFFFFFFFF);
+            uint nbits = (uint)(blockSize * 8 - 1);
+            if ((((diff >> 16) ^ diff) & nbits) != nbits || xdiff == 0 || (xdiff & (xdiff - 1)) != 0) return -1;
+            long ibit = diff & 0xFFFF;
+            if (ibit >= blockSize * 8 || (headerBlock && ibit == 9 * 32 + 13)) return -1;
+            return ibit;
+        }
+
+        // Test entry: the verdict of every data page of a file ({path, page_size}); the header pages are skipped.
+        public static Dictionary<string, object> PageVerdicts(IDictionary args)
+        {
+            string path = Args.Str(args, "path", null);
+            long? ps = Args.Long(args, "page_size");
+            int cb = ps.HasValue ? (int)ps.Value : 4096;
+            List<object> v = new List<object>();
+            byte[] page = new byte[cb];
+            using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            {
+                long index = 0;
+                while (ReadFull(fs, page)) { if (index >= 2) v.Add(PageStatus(page, cb, (uint)(index - 1))); index++; }
+            }
+            Dictionary<string, object> r = new Dictionary<string, object>();
+            r["verdicts"] = v;
+            return r;
         }
 
         // ---- small helpers ----
@@ -913,6 +1358,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
                 using (FileStream outp = copyTo != null ? new FileStream(copyTo, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16) : null)
                 {
+                    if (copyTo != null) Protect.File_(copyTo); // before a byte of the database is in it
                     int n;
                     while ((n = fs.Read(buf, 0, buf.Length)) > 0)
                     {

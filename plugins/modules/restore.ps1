@@ -24,6 +24,7 @@ $spec = @{
         }
         log_path = @{ type = 'path' }
         system_path = @{ type = 'path' }
+        to_original_paths = @{ type = 'bool'; default = $false }
         force = @{ type = 'bool'; default = $false }
         service = @{ type = 'str' }
         drill = @{ type = 'bool'; default = $false }

@@ -82,16 +82,16 @@ def test_running_service_is_refused(chain, tmp_path):
     assert not os.path.exists(str(tmp_path / "t"))
 
 
-def test_drill_reports_a_bad_page_and_removes_its_scratch(chain, tmp_path):
-    """A page damaged in the set (manifest updated to match) restores, but the drill's page pass fails."""
+def _damage_page(full, bits):
+    """Flips ``bits`` (offsets in one data page) of the full set's database; the manifest is updated to match."""
     import hashlib
     import json
-    full = chain["sets"][0]
     db = os.path.join(full, "databases", "SRUDB.dat")
     with open(db, "rb") as f:
         data = bytearray(f.read())
     pgno = next(i for i in range(3, len(data) // 4096 - 1) if any(data[(i + 1) * 4096:(i + 2) * 4096]))
-    data[(pgno + 1) * 4096 + 200] ^= 0x10
+    for off in bits:
+        data[(pgno + 1) * 4096 + off] ^= 0x10
     with open(db, "wb") as f:
         f.write(data)
     mf = os.path.join(full, "manifest.json")
@@ -100,12 +100,33 @@ def test_drill_reports_a_bad_page_and_removes_its_scratch(chain, tmp_path):
         if e["name"] == "databases/SRUDB.dat":
             e["sha256"] = hashlib.sha256(data).hexdigest()
     json.dump(m, open(mf, "w"))
+    return pgno
+
+
+def _drill(chain, tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    r = run_host("Restore.Run", {"backup_set": full, "incrementals": chain["sets"][1:], "drill": True,
+    r = run_host("Restore.Run", {"backup_set": chain["sets"][0], "incrementals": chain["sets"][1:], "drill": True,
                                  "scratch": str(scratch)})
-    rep = r["drill_report"]
-    assert rep["passed"] is False and rep["scratch_removed"] is True
-    pages = [c for c in rep["checks"] if c["check"] == "page_checksums"][0]
-    assert pages["ok"] is False and pages["bad_pages"] == [pgno]
     assert os.listdir(scratch) == []
+    rep = r["drill_report"]
+    assert rep["scratch_removed"] is True
+    return rep, [c for c in rep["checks"] if c["check"] == "page_checksums"][0]
+
+
+def test_drill_reports_a_bad_page_and_removes_its_scratch(chain, tmp_path):
+    """A page damaged in the set (manifest updated to match) restores, but the drill's page pass fails."""
+    pgno = _damage_page(chain["sets"][0], (200, 300))
+    rep, pages = _drill(chain, tmp_path)
+    assert rep["passed"] is False
+    assert pages["ok"] is False and pages["bad_pages"] == [pgno]
+
+
+def test_drill_passes_a_page_that_esent_corrects(chain, tmp_path):
+    """A single-bit error that ESE's ECC corrects when it reads the page is no damage (the verifier's
+    DB_PAGE_CORRECTABLE warning): the drill lists it and passes."""
+    pgno = _damage_page(chain["sets"][0], (200,))
+    rep, pages = _drill(chain, tmp_path)
+    assert rep["passed"] is True, pages
+    assert pages["ok"] is True and pages["bad_pages"] == [] and pages["correctable_pages"] == [pgno]
+    assert "single-bit error" in pages["detail"]
