@@ -571,8 +571,9 @@ ADVICE = {
     -532: "the checkpoint file does not match the logs: check system_path and base_name, then run esentutl /mk",
     -533: "the checkpoint file is corrupt: run esentutl /mk on it; recovery may be needed (esentutl /r)",
     -542: "the checkpoint file was not found: check system_path and base_name (the .chk file lives there)",
-    -560: "an incremental or differential backup needs a previous full (non-VSS) streaming backup: take a full "
-          "backup first",
+    -560: "an incremental or differential backup needs a previous full (non-VSS) streaming backup recorded in every "
+          "database header (a full whose logs were not truncated is recorded as a copy and does not count): take a "
+          "full backup that truncates the logs first",
     -569: "a file the backup needs disappeared (a log deleted or moved underneath): take a new full backup",
     -612: "a log file failed its checksum: run esentutl /ml on the logs, take a new full backup as soon as the "
           "logs are clean, and keep the last good backup",

@@ -82,7 +82,8 @@ CASES = [
      False, "failed_not_started", False, True,
      ["JetBeginExternalBackupInstance returned JET_errBackupInProgress (-505)", "no backup was started"]),
     ("run missing full", "run", failed(BEGIN, -560, backup_started=False, ended=None),
-     False, "failed_not_started", False, True, ["take a full backup first"]),
+     False, "failed_not_started", False, True, ["recorded as a copy and does not count", "take a full backup that "
+                                                "truncates the logs first"]),
     ("run created", "run", run_facts(), False, "created", True, False, ["created full backup set " + SET,
                                                                         "logs were truncated"]),
     ("run created copy", "run", run_facts(logs_truncated=False, manifest={"type": "copy"}), False, "created", True,
