@@ -60,7 +60,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             if (new FileInfo(mf).Length > SetEntry.MaxRecordBytes)
                 throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is larger than 16 MiB: it is not read");
             IDictionary m;
-            try { m = Json.Parse(File.ReadAllText(mf, Encoding.UTF8)) as IDictionary; }
+            string text = File.ReadAllText(mf, Encoding.UTF8);
+            if (SetEntry.Nesting(text) > SetEntry.MaxNesting)
+                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is nested deeper than 64 levels: it is not parsed");
+            try { m = Json.Parse(text) as IDictionary; }
             catch (Exception e)
             {
                 if (!(e is FormatException || e is InvalidOperationException || e is ArgumentException || e is InsufficientExecutionStackException || e is OverflowException)) throw;
@@ -167,6 +170,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
     {
         public const string Missing = "missing", Regular = "regular", Directory_ = "directory", Link = "symlink", Other = "other";
         public const long MaxRecordBytes = 16L << 20;
+        public const int MaxNesting = 64;
+
+        // The deepest nesting of arrays and objects in a JSON text (strings skipped), so that a hostile
+        // manifest is refused before a recursive parser could overflow the stack.
+        public static int Nesting(string text)
+        {
+            int depth = 0, max = 0;
+            bool inString = false;
+            for (int i = 0; i < text.Length; i++)
+            {
+                char c = text[i];
+                if (inString) { if (c == '\\') i++; else if (c == '"') inString = false; continue; }
+                if (c == '"') inString = true;
+                else if (c == '[' || c == '{') { if (++depth > max) max = depth; }
+                else if (c == ']' || c == '}') depth--;
+            }
+            return max;
+        }
         private static readonly string[] Devices = { "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
             "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "CONIN$", "CONOUT$" };
 
@@ -284,9 +305,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             if (kind == SetEntry.Missing) { problem = "no_ending"; facts["status"] = "missing"; return "has no ending record (" + FileName + "): whether its backup session ended validly is unknown"; }
             if (kind != SetEntry.Regular) { problem = "ending_unreadable"; facts["status"] = kind; return "has an ending record " + path + " that is a " + kind + ", not a regular file: it is not read"; }
             IDictionary e = null;
-            if (new FileInfo(path).Length <= 1L << 20)
+            string text = new FileInfo(path).Length <= 1L << 20 ? File.ReadAllText(path, Encoding.UTF8) : null;
+            if (text != null && SetEntry.Nesting(text) <= SetEntry.MaxNesting)
             {
-                try { e = Json.Parse(File.ReadAllText(path, Encoding.UTF8)) as IDictionary; }
+                try { e = Json.Parse(text) as IDictionary; }
                 catch (Exception x) { if (!(x is FormatException || x is InvalidOperationException || x is ArgumentException || x is InsufficientExecutionStackException || x is OverflowException)) throw; }
             }
             if (e == null || !Format.Equals(e["format"])) { problem = "ending_unreadable"; facts["status"] = "unreadable"; return "has an ending record " + path + " that is not valid " + Format + " JSON (at most 1 MiB)"; }

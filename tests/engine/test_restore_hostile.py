@@ -377,3 +377,24 @@ def test_page_verdicts_agree_with_the_verifier(tmp_path, cb):
     assert got == want
     assert want[:5] == [ck.OK, ck.OK, ck.CORRECTABLE, ck.BAD, ck.BAD] and want[6:8] == [ck.ZERO, ck.BAD_PGNO]
     assert want[5] == (ck.BAD if cb > 8192 else ck.OK) and want[8] == (ck.CORRECTABLE if cb > 8192 else ck.OK)
+
+
+# ------------------------------------------------------------------ records nested too deep
+@pytest.mark.parametrize("record", ["manifest.json", "ending.json"])
+def test_deeply_nested_records_are_refused_not_fatal(sets, tmp_path, record):
+    path = os.path.join(sets["full"], record)
+    with open(path) as f:
+        rec = json.load(f)
+    rec["deep"] = "@"
+    text = json.dumps(rec).replace('"@"', "[" * 200000 + "]" * 200000)
+    with open(path, "w") as f:
+        f.write(text)
+    target = str(tmp_path / "t")
+    with open(os.path.join(sets["inc1"], "manifest.json")) as f:
+        source = json.load(f)["databases"][0]["source"]
+    r = restore(sets, target, names=("full",), mapped=False, log_path=target,
+                restore_map=[{"source": source, "target": os.path.join(target, SRU_DB)}])
+    if record == "manifest.json":
+        assert_refused(r, "manifest_unreadable", "nested deeper than 64 levels")
+    else:
+        assert_refused(r, "ending_unreadable", "not valid ese.backup/ending/1")
