@@ -294,6 +294,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
     internal static class Ending
     {
         public const string FileName = "ending.json", Format = "ese.backup/ending/1";
+        private static readonly string[] RecordedAs = { "full", "copy", "incremental", "differential" };
 
         // Null when the set ended validly; else why not. facts gets what the record says.
         public static string Problem(ChainSet s, Dictionary<string, object> facts, out string problem)
@@ -312,20 +313,30 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 catch (Exception x) { if (!(x is FormatException || x is InvalidOperationException || x is ArgumentException || x is InsufficientExecutionStackException || x is OverflowException)) throw; }
             }
             if (e == null || !Format.Equals(e["format"])) { problem = "ending_unreadable"; facts["status"] = "unreadable"; return "has an ending record " + path + " that is not valid " + Format + " JSON (at most 1 MiB)"; }
-            object ended = e["ended"], valid = e["backup_valid"];
-            facts["ended"] = ended; facts["backup_valid"] = valid; facts["session"] = e["session"];
+            object ended = e["ended"], valid = e["backup_valid"], recorded = e["recorded_as"];
             IDictionary proof = e["proof"] as IDictionary;
-            List<string> why = new List<string>();
-            if (!"normal".Equals(ended)) why.Add("ended: " + Convert.ToString(ended ?? "null", CultureInfo.InvariantCulture));
-            if (!true.Equals(valid)) why.Add("backup_valid: " + Convert.ToString(valid ?? "null", CultureInfo.InvariantCulture).ToLowerInvariant());
-            if (proof != null && false.Equals(proof["sequence_complete"])) why.Add("sequence_complete: false");
-            if (proof != null && false.Equals(proof["header_recorded"])) why.Add("header_recorded: false");
-            IList missing = proof != null ? proof["missing"] as IList : null;
-            if (why.Count > 0 && missing != null && missing.Count > 0)
+            if (!(valid is bool) || proof == null || (recorded != null && Array.IndexOf(RecordedAs, recorded as string) < 0))
             {
-                List<string> m = new List<string>();
-                foreach (object o in missing) { if (m.Count == 5) { m.Add("..."); break; } m.Add(Convert.ToString(o, CultureInfo.InvariantCulture)); }
-                why.Add("missing: " + string.Join(", ", m.ToArray()));
+                problem = "ending_unreadable"; facts["status"] = "unreadable";
+                return "has an ending record " + path + " that is not valid " + Format + " JSON (backup_valid, recorded_as and proof)";
+            }
+            facts["ended"] = ended; facts["backup_valid"] = valid; facts["session"] = e["session"]; facts["recorded_as"] = recorded;
+            List<string> why = new List<string>();
+            // backup_valid is the engine's verdict (both proofs: the complete sequence and the header slot ESE filled),
+            // the rule ese.backup.verify applies too (SET_ENDING_NOT_VALID).
+            if (!true.Equals(valid))
+            {
+                why.Add("ended: " + Convert.ToString(ended ?? "null", CultureInfo.InvariantCulture));
+                why.Add("backup_valid: false");
+                if (false.Equals(proof["sequence_complete"])) why.Add("sequence_complete: false");
+                if (false.Equals(proof["header_recorded"])) why.Add("header_recorded: false");
+                IList missing = proof["missing"] as IList;
+                if (missing != null && missing.Count > 0)
+                {
+                    List<string> m = new List<string>();
+                    foreach (object o in missing) { if (m.Count == 5) { m.Add("..."); break; } m.Add(Convert.ToString(o, CultureInfo.InvariantCulture)); }
+                    why.Add("missing: " + string.Join(", ", m.ToArray()));
+                }
             }
             if (why.Count == 0) { facts["status"] = "valid"; return null; }
             problem = "backup_not_valid"; facts["status"] = "not_valid";

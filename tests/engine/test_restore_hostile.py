@@ -305,12 +305,13 @@ def test_a_set_without_an_ending_record_needs_force(sets, tmp_path):
     ({"backup_valid": False, "proof": {"sequence_complete": False, "header_recorded": True, "missing": ["begin"]}},
      "sequence_complete: false"),
     ({"format": "something/else"}, "not valid ese.backup/ending/1"),
+    ({"backup_valid": "yes"}, "not valid ese.backup/ending/1"),
 ])
 def test_a_set_whose_session_did_not_end_validly_is_refused(sets, tmp_path, ending, words):
     write_ending(sets["full"], **ending)
     target = str(tmp_path / "t")
     r = restore(sets, target, names=("full",))
-    problem = "ending_unreadable" if "format" in ending else "backup_not_valid"
+    problem = "backup_not_valid" if ending.get("backup_valid") is False else "ending_unreadable"
     assert_refused(r, problem, sets["full"], words)
     assert not os.path.exists(target)
 
