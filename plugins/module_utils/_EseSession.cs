@@ -854,6 +854,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             journal["end_reason"] = "no request for " + (idleMs / 1000).ToString(CultureInfo.InvariantCulture) + " s (idle_timeout); the session host ended the backup with abort";
             journal["ended_at"] = Now();
             journal["state"] = "ended";
+            journal["backup_valid"] = false; journal["proof"] = null; journal["recorded_as"] = null;
+            WriteEndings("idle_timeout", false, null, null, journal["end_call"], r);
             Record("idle_timeout", trace.Snapshot());
             Save();
         }

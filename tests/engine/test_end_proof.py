@@ -93,3 +93,17 @@ def test_copy_truncate_end_is_valid_with_both_proofs(sess, clean_set, dest):
     assert (h["gen_low"], h["gen_high"]) == (m["logs"]["gen_low"], m["logs"]["gen_high"])
     # no ending.json.tmp left behind
     assert sorted(os.listdir(os.path.join(dest, "full"))) == ["databases", "ending.json", "logs", "manifest.json"]
+
+
+def test_an_idle_timeout_records_the_ending_of_its_sets(sess, clean_set, dest):
+    import time
+    sess.begin(clean_set, idle_timeout=3)
+    c = sess.call("Session.Copy", {"session": "s", "dest": dest, "set_name": "idle"})
+    assert c["failed_call"] is None, c
+    deadline = time.time() + 30
+    while sess.journal()["ended"] is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert sess.journal()["ended"] == "idle_timeout"
+    e = ending_of(os.path.join(dest, "idle"))
+    assert (e["ended"], e["backup_valid"], e["recorded_as"]) == ("idle_timeout", False, None), e
+    assert e["proof"]["missing"] == ["the backup was not ended normally (idle_timeout)"]
