@@ -16,6 +16,7 @@ the next waiting ``Receive`` without an answer.
 
 Every request is counted (requests, bytes in and out on the wire: request line, headers and body)
 per action and per shell; ansible-core opens one shell per task and host, so a shell is a task.
+Receives answered with the timeout fault are counted as the action ``Receive:TimedOut``.
 :meth:`WinRS.stats` returns the counts; the command line writes them to a JSON file.
 
 In a test::
@@ -606,6 +607,8 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         except Fault as f:
+            if f.wsman_code == FAULT_TIMED_OUT:
+                self._action = "Receive:TimedOut"  # counted apart: their number depends on time, not content
             self._reply(f.status, self._fault(message_id, f))
             return
         except ET.ParseError as e:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from winrm_lane import REPO, checked_manifest, synth_source, wire
+from winrm_lane import REPO, checked_manifest, figures, synth_source, wire
 
 SIZES = {"w01m": 1, "w64m": 64}  # host -> database size in MiB (names of equal length: equal messages)
 
@@ -41,32 +41,34 @@ def test_backup_playbook_sets_are_verified_on_the_controller(played):
     assert played.rc == 0, played.stdout[-4000:]
     with open(os.path.join(played.root, "report.json")) as f:
         report = dict((entry["host"], entry) for entry in json.load(f))
+    verify = played.task("localhost", "Verify each host's backup sets and their chain")["result"]["results"]
     for host, mib in SIZES.items():
         assert report[host]["status"] == "ok", report[host]
-        assert report[host]["verified"] == {"valid": True, "problems": 0}, report[host]
+        assert report[host]["verified"] == {"valid": True, "problems": 0}, [
+            (r["item"], r.get("problems")) for r in verify]
         backup_set = played.task(host, "Take the backup into the share")["result"]["backup_set"]
         assert backup_set == report[host]["backup_set"]
         set_dir = os.path.join(played.server, host, os.path.basename(backup_set))
         manifest = checked_manifest(set_dir)
         db = [f for f in manifest["files"] if f["role"] == "database"]
         assert db[0]["size"] >= mib * 1048576, db
-        verified = [r for r in played.task("localhost", "Verify each host's backup sets and their chain")
-                    ["result"]["results"] if r["item"] == host]
+        verified = [r for r in verify if r["item"] == host]
         assert verified and verified[0]["valid"] is True, verified
     assert played.open_shells == [] and played.running == []
 
 
 def test_backup_bytes_never_cross_winrm(played):
     """The same full backup of 1 MiB and of 64 MiB costs the same WS-Man bytes (within 5 %): the database
-    streams to the share on the host; only the module, its arguments and its result cross WinRM."""
+    streams to the share on the host; only the module, its arguments and its result cross WinRM.
+    (Receives that timed out carry no data and are left out: how many there are depends on the load.)"""
     assert played.rc == 0, played.stdout[-4000:]
     runs = {}
     for host in SIZES:
         shells = played.shells(host)
         assert len(shells) == 2, shells  # info, run
         runs[host] = shells[1]
-        print("%s run: requests %d, sent %d, received %d" % (
-            host, shells[1]["requests"], shells[1]["bytes_in"], shells[1]["bytes_out"]))
+        for task, shell in zip(("info", "run"), shells):
+            print(figures("%s %s" % (host, task), shell))
     small, big = wire(runs["w01m"]), wire(runs["w64m"])
     assert abs(big - small) < 0.05 * small, (small, big)
     assert big < 64 * 1048576 / 16  # far below the 64 MiB the backup wrote

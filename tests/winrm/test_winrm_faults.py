@@ -71,8 +71,8 @@ def test_a_long_receive_times_out_and_is_asked_again(lane):
     assert res.rc == 0, res.stdout[-4000:]
     assert res.task("win01", "sleep")["result"]["stdout"].strip() == "slept"
     assert res.stats["timeouts"] >= 2, res.stats
-    receives = res.shells("win01")[0]["actions"]["Receive"]["requests"]
-    assert receives == res.stats["timeouts"] + 1
+    acts = res.shells("win01")[0]["actions"]
+    assert acts["Receive:TimedOut"]["requests"] == res.stats["timeouts"] and acts["Receive"]["requests"] == 1, acts
 
 
 def _cut_off_run(lane, inject):
@@ -149,8 +149,9 @@ def test_killed_run_message_names_the_exit_code(killed):
     assert re.search(r"-9\b", msg) and re.search(r"no output|exit", msg, re.I), msg
 
 
-@pytest.mark.xfail(strict=True, reason="the engine does not yet name esent.dll when it cannot be loaded")
 def test_a_host_without_esent_dll_is_told_which_library_and_call(tmp_path, pwsh):
+    """The simulator is not on the library path of the host's commands: the engine's message names the
+    library, the call, and what to check (off Windows: LD_LIBRARY_PATH)."""
     lane = Lane(tmp_path / "lane", pwsh, esent=False)
     try:
         src = synth_source(str(tmp_path / "src"), 1)
@@ -169,5 +170,5 @@ def test_a_host_without_esent_dll_is_told_which_library_and_call(tmp_path, pwsh)
     assert rec["status"] == "failed", rec
     msg = rec["result"]["msg"]
     print("message without esent.dll:", msg)
-    assert re.search(r"esent(\.dll)?", msg, re.I) and re.search(r"\bJet\w+", msg), msg
-    assert "path1" not in msg, msg
+    assert re.search(r"cannot load esent\.dll for JetGetDatabaseFileInfoW\b", msg), msg
+    assert "LD_LIBRARY_PATH" in msg, msg

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from winrm_lane import checked_manifest, synth_source, tree
+from winrm_lane import checked_manifest, figures, synth_source, tree
 
 TASKS = ("info", "run in check mode", "run", "run again", "run with bad input", "drill", "begin")
 PLAY = """
@@ -41,7 +41,10 @@ PLAY = """
       ese.backup.run: *backup
     - name: run with bad input
       ese.backup.run:
-        <<: *backup
+        databases: ['{src}/SRUDB.dat']
+        log_path: '{src}'
+        base_name: SRU
+        dest: '{dest}'
         set_name: bad
         buffer_size: 5000
       ignore_errors: true
@@ -90,9 +93,7 @@ def test_each_task_is_one_winrm_shell_running_powershell_with_the_payload_on_std
         # Pipelining: the module and its utils arrive on stdin (hundreds of KB), no temp files are copied.
         assert first["stdin_bytes"] > 100000 and first["exit_code"] == 0, (name, first)
         assert acts["Send"]["requests"] >= 2 and acts["Signal"]["requests"] == len(shell["commands"]), (name, acts)
-        print("%-20s requests %3d  sent %8d  received %7d  %s" % (
-            name, shell["requests"], shell["bytes_in"], shell["bytes_out"],
-            " ".join("%s=%d" % (a, v["requests"]) for a, v in sorted(acts.items()))))
+        print(figures(name, shell))
     # begin starts a second command (the async session host), the others one each.
     assert [len(s["commands"]) for s in shells] == [1, 1, 1, 1, 1, 1, 2]
     assert played.open_shells == [] and played.running == []

@@ -25,7 +25,7 @@ for _p in (os.path.join(REPO, "tests", "sim"), os.path.join(REPO, "tests", "lib"
 from winrs import WinRS  # noqa: E402
 
 SIM_LIB = os.path.join(REPO, "build", "sim")
-PLAYBOOK_TIMEOUT = 600
+PLAYBOOK_TIMEOUT = 1200  # a hang guard; a loaded CI machine can take minutes per playbook
 
 
 def password(host):
@@ -53,7 +53,7 @@ class Results:
 class Lane:
     """A WinRS stand-in plus the inventory and environment to drive it with ansible-playbook."""
 
-    def __init__(self, root, pwsh, lifetime=900, esent=True, **winrs_options):
+    def __init__(self, root, pwsh, lifetime=1800, esent=True, **winrs_options):
         self.root = str(root)
         os.makedirs(self.root, exist_ok=True)
         self.hosts = {}
@@ -159,12 +159,18 @@ def tree(path):
 
 
 def checked_manifest(set_dir):
-    """The set's manifest.json, after asserting it lists exactly the files on disk with their sizes and hashes."""
+    """The set's manifest.json, after asserting it lists exactly the files on disk with their sizes and hashes,
+    and that the set's ending record (ending.json, written after the manifest) says the backup ended valid."""
     with open(os.path.join(set_dir, "manifest.json")) as f:
         manifest = json.load(f)
+    with open(os.path.join(set_dir, "ending.json")) as f:
+        ending = json.load(f)
+    assert (ending["ended"], ending["backup_valid"]) == ("normal", True), ending
     on_disk = tree(set_dir)
     on_disk.pop("manifest.json")
-    assert sorted(on_disk) == sorted(f["name"] for f in manifest["files"])
+    on_disk.pop("ending.json")
+    listed = sorted(f["name"] for f in manifest["files"])
+    assert sorted(on_disk) == listed, (sorted(on_disk), listed)
     for entry in manifest["files"]:
         path = os.path.join(set_dir, entry["name"])
         assert os.path.getsize(path) == entry["size"] and on_disk[entry["name"]] == entry["sha256"]
@@ -185,6 +191,23 @@ def synth_source(directory, size_mib, seed=7):
     return db
 
 
-def wire(shell):
-    """Bytes of a shell (task) on the wire, both directions."""
-    return shell["bytes_in"] + shell["bytes_out"]
+def wire(shell, timed_out=False):
+    """Bytes of a shell (task) on the wire, both directions; without the Receives that timed out (how many
+    there are depends on how long the task ran, not on what it carried) unless ``timed_out``."""
+    total = shell["bytes_in"] + shell["bytes_out"]
+    if not timed_out:
+        t = shell["actions"].get("Receive:TimedOut", {"bytes_in": 0, "bytes_out": 0})
+        total -= t["bytes_in"] + t["bytes_out"]
+    return total
+
+
+def figures(name, shell):
+    """One line of per-task figures: requests and bytes sent (controller to host) and received, with and
+    without the Receives that timed out, and the requests per action."""
+    t = shell["actions"].get("Receive:TimedOut", {"requests": 0, "bytes_in": 0, "bytes_out": 0})
+    return "%-22s requests %3d (%2d timed out)  sent %8d (%8d without)  received %6d (%6d without)  " \
+           "stdin %s  %s" % (
+               name, shell["requests"], t["requests"], shell["bytes_in"], shell["bytes_in"] - t["bytes_in"],
+               shell["bytes_out"], shell["bytes_out"] - t["bytes_out"],
+               "+".join(str(c["stdin_bytes"]) for c in shell["commands"]),
+               " ".join("%s=%d" % (a, v["requests"]) for a, v in sorted(shell["actions"].items())))
