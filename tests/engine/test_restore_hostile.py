@@ -80,12 +80,6 @@ def point_at(set_dir, db, log_dir):
     edit(set_dir, change)
 
 
-def new_paths(target, **kw):
-    a = {"log_path": os.path.join(target, "logs")}
-    a.update(kw)
-    return a
-
-
 def restore(sets, target, names=("full", "inc1", "inc2"), mapped=True, **kw):
     a = {"backup_set": sets[names[0]], "incrementals": [sets[n] for n in names[1:]]}
     if mapped:
@@ -98,7 +92,8 @@ def restore(sets, target, names=("full", "inc1", "inc2"), mapped=True, **kw):
 
 
 def assert_refused(r, problem, *words):
-    assert r["refused"] is not None and r["refused"]["problem"] == problem, (r["refused"], r["invalid"], r["failed_call"])
+    assert r["refused"] is not None and r["refused"]["problem"] == problem, \
+        (r["refused"], r["invalid"], r["failed_call"])
     for w in words:
         assert w in r["refused"]["msg"], (w, r["refused"]["msg"])
     assert r["written"] == [] and r["restored"] == []

@@ -71,8 +71,9 @@ def test_the_manifest_cannot_choose_where_restore_writes(sim, monkeypatch):
 
     tasks = (restore("force only", "edited", "        force: true\n")
              + restore("original paths", "edited", "        force: true\n        to_original_paths: true\n")
-             + restore("linked logs", "linked", "        restore_map: [{source: '%s', target: 'D:\\Restore\\SRUDB.dat'}]\n"
-                                               "        log_path: 'D:\\Restore\\logs'\n" % DB))
+             + restore("linked logs", "linked",
+                       "        restore_map: [{source: '%s', target: 'D:\\Restore\\SRUDB.dat'}]\n"
+                       "        log_path: 'D:\\Restore\\logs'\n" % DB))
     before = sim.snapshot("web01")
     res = sim.run(play(tasks))
     assert sim.snapshot("web01") == before
