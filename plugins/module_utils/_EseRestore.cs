@@ -1034,8 +1034,15 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             PrivateDirectory.Create(rlogs);
             try
             {
-                foreach (KeyValuePair<uint, string> kv in ChainLogs(chain))
-                    File.Copy(kv.Value, Path.Combine(rlogs, Path.GetFileName(kv.Value)), true);
+                // Each log is hashed while it is copied: a file swapped on the share after the checks is not replayed.
+                SortedDictionary<uint, SetFile> logs = new SortedDictionary<uint, SetFile>();
+                foreach (ChainSet s in chain) for (uint g = s.GenLow; g <= s.GenHigh; g++) logs[g] = s.LogFile(g);
+                foreach (SetFile f in logs.Values)
+                {
+                    string sha = Sha256Of(f.FullPath, Path.Combine(rlogs, Path.GetFileName(f.FullPath)));
+                    if (!string.Equals(sha, f.Sha256, StringComparison.OrdinalIgnoreCase))
+                        throw new RestoreRefused("hash_mismatch", f.FullPath, "log " + f.FullPath + " changed after it was checked (SHA-256 " + sha + " while it was copied)");
+                }
                 api.Trace.Add("CopyFile", 0, "logs " + low.ToString(CultureInfo.InvariantCulture) + "-" + high.ToString(CultureInfo.InvariantCulture) + " -> " + rlogs);
                 List<KeyValuePair<string, string>> map = new List<KeyValuePair<string, string>>();
                 foreach (Target t in targets) map.Add(new KeyValuePair<string, string>(t.Source, t.Path));
