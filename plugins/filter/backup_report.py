@@ -34,7 +34,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: One entry per host with C(host), C(status) (ok, failed, not run), C(backup_set),
+  description: One entry per host with C(host), C(status) (ok, failed, not run; failed also when a task
+    before the backup failed and the play kept its message in C(ese_backup_failure)), C(backup_set),
     C(type), C(log_generations), C(jet_err), C(message) and C(verified) (true, false or null).
   type: list
   elements: dict
@@ -49,13 +50,17 @@ def backup_report(hosts, hostvars, verify_results=None):
                                          "problems": len(res.get("problems") or [])}
     report = []
     for host in hosts:
-        backup = dict(hostvars[host].get("ese_backup") or {})
+        facts = hostvars[host]
+        backup = dict(facts.get("ese_backup") or {})
         manifest = backup.get("manifest") or {}
         logs = manifest.get("logs") or {}
-        if not backup:
-            status = "not run"
-        elif backup.get("failed"):
+        # A task before the backup (reading the headers, reaching the host) failed: the play's rescue
+        # keeps its message in ese_backup_failure.
+        failure = facts.get("ese_backup_failure")
+        if backup.get("failed") or (not backup and failure):
             status = "failed"
+        elif not backup:
+            status = "not run"
         else:
             status = "ok"
         report.append({
@@ -65,7 +70,7 @@ def backup_report(hosts, hostvars, verify_results=None):
             "type": manifest.get("type"),
             "log_generations": [logs["gen_low"], logs["gen_high"]] if logs else None,
             "jet_err": backup.get("jet_err"),
-            "message": backup.get("msg", ""),
+            "message": backup.get("msg") or failure or "",
             "verified": verified.get(host),
         })
     return report

@@ -17,3 +17,11 @@ def test_report_has_one_entry_per_host_with_status_and_verification():
     assert report[0]["verified"] == {"valid": True, "problems": 0}
     assert report[1]["verified"] is None and report[1]["jet_err"]["code"] == -1018
     assert report[2]["backup_set"] is None
+
+
+def test_a_host_that_failed_before_its_backup_is_reported_failed_with_its_message():
+    hostvars = {"web04": {"ese_backup_failure": "ese.backup.info failed before the engine returned its facts: boom"},
+                "web05": {}}
+    report = backup_report(["web04", "web05"], hostvars, [])
+    assert [r["status"] for r in report] == ["failed", "not run"]
+    assert "boom" in report[0]["message"] and report[1]["message"] == ""
