@@ -472,6 +472,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
             if (Directory.Exists(p.FinalPath) || File.Exists(p.FinalPath))
                 Fail("set_name", "'" + p.FinalPath + "' already exists and is not a complete " + o.Type + " backup set of these databases; choose another set_name or remove it");
+            if (File.Exists(Path.Combine(p.StagingPath, BackupSequence.KeptLogsFile)))
+                Fail("set_name", "the kept-logs folder '" + p.StagingPath + "' from an earlier run holds the only copy of logs truncated on the host: keep it with the last good "
+                    + "backup (ese.backup.verify checks it) until a later full backup is verified, and choose another set_name");
             if (Directory.Exists(p.StagingPath) || File.Exists(p.StagingPath)) Fail("set_name", "an incomplete set '" + p.StagingPath + "' exists from an earlier run; remove it or choose another set_name");
             ProbeWritable(destProbe);
 
@@ -967,6 +970,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             bool truncated = false;
             if (o.Truncate)
             {
+                // After truncation the staging folder may hold the only copy of these logs: mark it first, so that a
+                // failure before publishing leaves a folder that verify, info and a re-run know as kept logs.
+                WriteKeptLogs();
                 TruncateLogs();
                 truncated = true;
             }
@@ -985,6 +991,38 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             result["proof"] = proof;
             result["backup_valid"] = recorded;
             if (recorded) ending = BackupProof.Ending(null, "normal", true, truncated, recordedAs, proof, endCall, o.Type);
+        }
+
+        public const string KeptLogsFile = "kept-logs.json";
+
+        // <staging>/kept-logs.json (docs/verify.md, "Kept-logs folders"): written atomically just before
+        // JetTruncateLogInstance, deleted just before the manifest is written and the set published.
+        private void WriteKeptLogs()
+        {
+            Dictionary<string, object> k = new Dictionary<string, object>();
+            k["format"] = "ese.backup/kept-logs/1";
+            k["set_name"] = o.SetName; k["type"] = o.Type;
+            k["reason"] = "the logs were truncated on the host before the set " + plan.FinalPath + " was published; this folder holds the only copy of them";
+            k["created"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+            k["logs_truncated"] = true;
+            Dictionary<string, object> logs = new Dictionary<string, object>();
+            logs["gen_low"] = (long)genLow; logs["gen_high"] = (long)genHigh; logs["base_name"] = o.BaseName;
+            k["logs"] = logs;
+            k["databases"] = dbEntries;
+            k["files"] = writer.Files;
+            string final = Path.Combine(writer.Staging, KeptLogsFile), tmp = final + ".tmp";
+            try
+            {
+                byte[] data = new UTF8Encoding(false).GetBytes(Json.Write(k, true) + "\n");
+                using (FileStream fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+                {
+                    fs.Write(data, 0, data.Length);
+                    fs.Flush(true);
+                }
+                File.Move(tmp, final);
+            }
+            catch (IOException e) { throw new JetFailure("WriteFile", MapIo(e), KeptLogsFile + " (written before the logs are truncated; they were not): " + e.Message); }
+            catch (UnauthorizedAccessException e) { throw new JetFailure("WriteFile", Jet.errFileAccessDenied, KeptLogsFile + " (written before the logs are truncated; they were not): " + e.Message); }
         }
 
         // The run's ending record, written into the staging set just before its manifest (sessions write theirs at end).
@@ -1231,6 +1269,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             try
             {
                 if (ending != null) BackupProof.WriteEnding(writer.Staging, ending);
+                string kept = Path.Combine(writer.Staging, KeptLogsFile);
+                if (File.Exists(kept)) File.Delete(kept); // the set is about to be complete: no longer a kept-logs folder
                 writer.WriteManifest(m);
                 writer.Publish();
             }
@@ -1420,7 +1460,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                         s["name"] = name; s["path"] = dir;
                         if (name.StartsWith(".", StringComparison.Ordinal))
                         {
-                            if (name.EndsWith(".partial", StringComparison.Ordinal)) { s["status"] = "incomplete"; sets.Add(s); }
+                            if (name.EndsWith(".partial", StringComparison.Ordinal))
+                            {
+                                // a kept-logs folder holds the only copy of logs truncated on the host: never "incomplete"
+                                s["status"] = File.Exists(Path.Combine(dir, BackupSequence.KeptLogsFile)) ? "kept_logs" : "incomplete";
+                                sets.Add(s);
+                            }
                             continue;
                         }
                         string mf = Path.Combine(dir, "manifest.json");

@@ -32,7 +32,14 @@ def assert_manifest_matches(r):
     assert m["tool"]["name"] == "ese.backup"
     on_disk = {p for p in tree(set_dir) if os.path.isfile(os.path.join(set_dir, p))}
     listed = {e["name"] for e in m["files"]}
-    assert on_disk == listed | {"manifest.json"}
+    assert on_disk == listed | {"manifest.json", "ending.json"}  # no kept-logs.json left in a published set
+    with open(os.path.join(set_dir, "ending.json"), encoding="utf-8") as f:
+        ending = json.load(f)
+    assert ending == r["ending"] and (ending["format"], ending["session"], ending["ended"], ending["backup_valid"]) == (
+        "ese.backup/ending/1", None, "normal", True)
+    assert ending["recorded_as"] == {("full", True): "full", ("copy", False): "copy", ("incremental", True): "incremental",
+                                     ("differential", False): "differential"}[(m["type"], m["logs_truncated"])]
+    assert r["proof"]["sequence_complete"] is True and r["proof"]["header_recorded"] is True and not r["proof"]["missing"]
     for e in m["files"]:
         assert not e["name"].startswith("/") and ".." not in e["name"].split("/") and "\\" not in e["name"]
         p = os.path.join(set_dir, *e["name"].split("/"))

@@ -107,3 +107,38 @@ def test_an_idle_timeout_records_the_ending_of_its_sets(sess, clean_set, dest):
     e = ending_of(os.path.join(dest, "idle"))
     assert (e["ended"], e["backup_valid"], e["recorded_as"]) == ("idle_timeout", False, None), e
     assert e["proof"]["missing"] == ["the backup was not ended normally (idle_timeout)"]
+
+
+# --- kept-logs folders: the staging folder is marked before the logs are truncated ---------------------------
+
+def test_a_run_that_fails_after_truncation_leaves_a_kept_logs_folder_that_nothing_advises_removing(clean_set, dest):
+    from engine_host import srum_args
+    from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify
+    args = srum_args(clean_set, dest, set_name="nightly")
+    r = run_host("Engine.Run", args, faults=[{"api": "JetEndExternalBackupInstance2", "call": 1, "err": -1090}])
+    assert r["logs_truncated"] is True and r["backup_set"] is None and r["failed_call"]["err"] == -1090, r
+    staging = os.path.join(dest, ".nightly.partial")
+    assert r["kept_staging"] == staging
+    with open(os.path.join(staging, "kept-logs.json")) as f:
+        kept = json.load(f)
+    assert (kept["format"], kept["set_name"], kept["type"], kept["logs_truncated"]) == (
+        "ese.backup/kept-logs/1", "nightly", "full", True)
+    on_disk = sorted(os.path.relpath(os.path.join(d, n), staging) for d, _, ns in os.walk(staging) for n in ns)
+    assert sorted(f["name"] for f in kept["files"]) == [n for n in on_disk if n != "kept-logs.json"]
+    v = verify(staging)
+    assert v["kind"] == "kept_logs" and v["valid"] is True and v["restorable"] is False, v["problems"]
+    info = run_host("Engine.Info", {"backup_path": dest})
+    assert [(s["name"], s["status"]) for s in info["backup_sets"]] == [(".nightly.partial", "kept_logs")]
+    again = run_host("Engine.Run", args)
+    assert again["invalid"]["option"] == "set_name", again
+    msg = again["invalid"]["msg"]
+    assert "holds the only copy of logs truncated on the host" in msg and "remove" not in msg, msg
+    assert os.path.isdir(staging)
+
+
+def test_a_published_run_set_holds_no_kept_logs_file(clean_set, dest):
+    from engine_host import srum_args
+    r = run_host("Engine.Run", srum_args(clean_set, dest, set_name="ok"))
+    assert r["backup_set"] and r["logs_truncated"] is True, r
+    assert sorted(os.listdir(r["backup_set"])) == ["databases", "ending.json", "logs", "manifest.json"]
+    assert "WriteFile" not in [c["call"] for c in r["trace"]]
