@@ -522,7 +522,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             string path = Path.Combine(dir, "manifest.json");
             if (!File.Exists(path)) return null;
             IDictionary m;
-            try { m = Json.Parse(File.ReadAllText(path, Encoding.UTF8)) as IDictionary; }
+            try { m = Json.ReadFile(path) as IDictionary; }
             catch (FormatException) { return null; }
             catch (IOException) { return null; }
             if (m == null || !"ese.backup/1".Equals(m["format"]) || !o.Type.Equals(m["type"])) return null;
@@ -1472,7 +1472,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                         if (!File.Exists(mf)) continue;
                         try
                         {
-                            IDictionary m = Json.Parse(File.ReadAllText(mf, Encoding.UTF8)) as IDictionary;
+                            IDictionary m = Json.ReadFile(mf) as IDictionary; // size and depth limits: FormatException
                             if (m == null || !"ese.backup/1".Equals(m["format"])) { s["status"] = "unknown_format"; sets.Add(s); continue; }
                             s["status"] = "complete";
                             s["type"] = m["type"]; s["created"] = m["created"];

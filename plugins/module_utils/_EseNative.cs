@@ -883,10 +883,25 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
             sb.Append('"');
         }
 
+        // Limits for documents read from a backup set or a session folder (as the verifier's, ese_format/files.py): a
+        // hostile manifest cannot exhaust the stack (nesting) or memory (size). FormatException names the limit.
+        public const int MaxDepth = 64;
+        public const long MaxFileBytes = 16L << 20;
+
+        // A JSON file of at most MaxFileBytes (checked before it is read), parsed with the depth limit.
+        public static object ReadFile(string path)
+        {
+            long len = new FileInfo(path).Length;
+            if (len > MaxFileBytes)
+                throw new FormatException(path + " is " + len.ToString(CultureInfo.InvariantCulture) + " bytes, larger than the "
+                    + MaxFileBytes.ToString(CultureInfo.InvariantCulture) + " bytes ese.backup reads from a JSON file");
+            return Parse(File.ReadAllText(path, Encoding.UTF8));
+        }
+
         public static object Parse(string text)
         {
             int i = 0;
-            object v = ParseValue(text, ref i);
+            object v = ParseValue(text, ref i, 0);
             SkipWs(text, ref i);
             if (i != text.Length) throw new FormatException("trailing characters at " + i);
             return v;
@@ -897,11 +912,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
             while (i < t.Length && (t[i] == ' ' || t[i] == '\t' || t[i] == '\r' || t[i] == '\n' || t[i] == '\uFEFF')) i++;
         }
 
-        private static object ParseValue(string t, ref int i)
+        private static object ParseValue(string t, ref int i, int depth)
         {
             SkipWs(t, ref i);
             if (i >= t.Length) throw new FormatException("unexpected end of JSON");
             char c = t[i];
+            if ((c == '{' || c == '[') && depth >= MaxDepth)
+                throw new FormatException("JSON nested deeper than " + MaxDepth.ToString(CultureInfo.InvariantCulture) + " levels at " + i.ToString(CultureInfo.InvariantCulture));
             if (c == '{')
             {
                 Dictionary<string, object> d = new Dictionary<string, object>();
@@ -915,7 +932,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
                     SkipWs(t, ref i);
                     if (i >= t.Length || t[i] != ':') throw new FormatException("expected ':' at " + i);
                     i++;
-                    d[k] = ParseValue(t, ref i);
+                    d[k] = ParseValue(t, ref i, depth + 1);
                     SkipWs(t, ref i);
                     if (i < t.Length && t[i] == ',') { i++; continue; }
                     if (i < t.Length && t[i] == '}') { i++; return d; }
@@ -929,7 +946,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
                 if (i < t.Length && t[i] == ']') { i++; return l; }
                 while (true)
                 {
-                    l.Add(ParseValue(t, ref i));
+                    l.Add(ParseValue(t, ref i, depth + 1));
                     SkipWs(t, ref i);
                     if (i < t.Length && t[i] == ',') { i++; continue; }
                     if (i < t.Length && t[i] == ']') { i++; return l; }

@@ -1126,7 +1126,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 IDictionary m;
                 if (!manifests.TryGetValue(set, out m))
                 {
-                    try { m = Json.Parse(File.ReadAllText(System.IO.Path.Combine(set, "manifest.json"), Encoding.UTF8)) as IDictionary; }
+                    try { m = Json.ReadFile(System.IO.Path.Combine(set, "manifest.json")) as IDictionary; }
                     catch (Exception e) { m = null; missing.Add("the manifest of set " + set + " cannot be read: " + e.Message); ok = false; }
                     manifests[set] = m ?? new Dictionary<string, object>();
                     if (m == null) continue;

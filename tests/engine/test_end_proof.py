@@ -142,3 +142,29 @@ def test_a_published_run_set_holds_no_kept_logs_file(clean_set, dest):
     assert r["backup_set"] and r["logs_truncated"] is True, r
     assert sorted(os.listdir(r["backup_set"])) == ["databases", "ending.json", "logs", "manifest.json"]
     assert "WriteFile" not in [c["call"] for c in r["trace"]]
+
+
+# --- the engine's JSON reader: depth and size limits --------------------------------------------------------
+
+def test_info_reports_a_hostile_manifest_as_that_one_set_unreadable(clean_set, dest):
+    from engine_host import srum_args
+    ok = run_host("Engine.Run", srum_args(clean_set, dest, set_name="a-good"))
+    assert ok["backup_set"], ok
+    deep = os.path.join(dest, "b-deep")
+    os.makedirs(deep)
+    with open(os.path.join(deep, "manifest.json"), "w") as f:
+        f.write('{"format": "ese.backup/1", "x": ' + "[" * 200000 + "]" * 200000 + "}")
+    big = os.path.join(dest, "c-big")
+    os.makedirs(big)
+    with open(os.path.join(big, "manifest.json"), "w") as f:
+        f.write('{"format": "ese.backup/1", "pad": "' + "x" * (16 << 20) + '"}')
+    edge = os.path.join(dest, "d-edge")         # 64 levels are read
+    os.makedirs(edge)
+    with open(os.path.join(edge, "manifest.json"), "w") as f:
+        f.write('{"format": "ese.backup/1", "type": "full", "x": ' + "[" * 63 + "]" * 63 + "}")
+    r = run_host("Engine.Info", {"backup_path": dest})
+    assert r["failed_call"] is None and r["invalid"] is None, r
+    by = dict((s["name"], s) for s in r["backup_sets"])
+    assert by["a-good"]["status"] == "complete" and by["d-edge"]["status"] == "complete"
+    assert by["b-deep"]["status"] == "unreadable_manifest" and "deeper than 64" in by["b-deep"]["error"]
+    assert by["c-big"]["status"] == "unreadable_manifest" and "larger than" in by["c-big"]["error"]
