@@ -155,8 +155,8 @@ RUN_TABLE = (
         {"failed": True}, False, True,
         "{call} returned {jet_err}{detail}: {advice}; no backup was started"),
     row("not_recorded_truncated", "End returned JET_errSuccess after the logs were truncated, but the header does "
-        "not record the backup; no set was published", {"ended": "normal", "published": False, "proven": False,
-                                                         "logs_truncated": True}, True, True,
+        "not record the backup; no set was published",
+        {"ended": "normal", "published": False, "proven": False, "logs_truncated": True}, True, True,
         "the backup ended but is not valid: {problems}; no backup set was published. The logs were already truncated, "
         "so the backup chain is broken: take a new full backup as soon as the cause is fixed{staging}"),
     row("not_recorded", "End returned JET_errSuccess, but the header does not record the backup; no set was published",
