@@ -168,3 +168,34 @@ def test_info_reports_a_hostile_manifest_as_that_one_set_unreadable(clean_set, d
     assert by["a-good"]["status"] == "complete" and by["d-edge"]["status"] == "complete"
     assert by["b-deep"]["status"] == "unreadable_manifest" and "deeper than 64" in by["b-deep"]["error"]
     assert by["c-big"]["status"] == "unreadable_manifest" and "larger than" in by["c-big"]["error"]
+
+
+@pytest.mark.parametrize("kind,truncate,slot", [("incremental", True, "last_incremental"),
+                                                ("incremental", False, "last_differential"),
+                                                ("differential", False, "last_differential")])
+def test_an_incremental_after_a_recorded_full_is_proven_in_its_own_slot(sess, clean_set, dest, kind, truncate, slot):
+    sess.begin(clean_set)
+    assert sess.call("Session.Copy", {"session": "s", "dest": dest, "set_name": "full"})["failed_call"] is None
+    assert sess.call("Session.Truncate", {"session": "s"})["failed_call"] is None
+    assert end(sess)["backup_valid"] is True
+    sess.begin(clean_set, name="i", type=kind)
+    c = sess.call("Session.Copy", {"session": "i", "dest": dest, "set_name": "inc"})
+    assert c["failed_call"] is None and c["invalid"] is None, c
+    if truncate:
+        assert sess.call("Session.Truncate", {"session": "i"})["failed_call"] is None
+    r = end(sess, session="i")
+    want = {"last_incremental": "incremental", "last_differential": "differential"}[slot]
+    assert (r["backup_valid"], r["recorded_as"]) == (True, want), r["proof"]
+    h = header(sess, clean_set)[slot]
+    m = json.load(open(os.path.join(dest, "inc", "manifest.json")))
+    assert (h["gen_low"], h["gen_high"]) == (m["logs"]["gen_low"], m["logs"]["gen_high"])
+    assert ending_of(os.path.join(dest, "inc"))["recorded_as"] == want
+
+
+def test_truncate_done_is_refused_on_a_copy_session(sess, clean_set, dest):
+    sess.begin(clean_set, type="copy")
+    assert sess.call("Session.Copy", {"session": "s", "dest": dest, "set_name": "c"})["failed_call"] is None
+    r = end(sess, truncate_done=True)
+    assert r["invalid"]["option"] == "truncate_done" and r.get("end_call") is None, r
+    r = end(sess)
+    assert (r["backup_valid"], r["recorded_as"]) == (True, "copy"), r
