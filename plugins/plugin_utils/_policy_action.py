@@ -31,6 +31,9 @@ def module_failure(module_name, module_result):
     result["changed"] = bool(result.get("changed", False))
     result["failed"] = True
     msg = result.get("msg") or "no message"
+    if isinstance(result.get("rc"), int) and result["rc"] != 0 and not (result.get("module_stdout") or "").strip():
+        # The module process ended without writing a result: killed, or stopped by its host.
+        msg = "the module process exited with rc %d and no output (%s)" % (result["rc"], msg)
     if module_result.get("failed") or result.get("exception"):
         result["msg"] = "%s failed before the engine returned its facts: %s" % (module_name, msg)
     else:

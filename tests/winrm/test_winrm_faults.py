@@ -142,8 +142,6 @@ def test_command_killed_in_the_middle_of_a_run(killed):
     print("left in dest after the kill:", sorted(os.listdir(res.dest)), "; message:", rec["result"]["msg"])
 
 
-@pytest.mark.xfail(strict=True, reason="ansible-core's message for a module that printed nothing does not say "
-                                       "that the process ended with an exit code and no output")
 def test_killed_run_message_names_the_exit_code(killed):
     msg = killed.task("win01", "run")["result"]["msg"]
     assert re.search(r"-9\b", msg) and re.search(r"no output|exit", msg, re.I), msg

@@ -63,6 +63,7 @@ import payload as ps_payload  # noqa: E402  (tests/sim)
 
 # Where a simulated host keeps its session journals (on Windows: %ProgramData%\ese.backup\sessions).
 SESSION_DIR = "C:\\ProgramData\\ese.backup\\sessions"
+WINDOWS_DIR = "C:\\Windows"
 # Where async jobs keep their results (on Windows: %USERPROFILE%\.ansible_async).
 ASYNC_DIR = "C:\\Users\\ansible\\.ansible_async"
 # The drive of a path rooted without one (\x or /x), as on Windows: the current drive.
@@ -296,6 +297,8 @@ class Connection(ConnectionBase):
         env["ESESIM_PROFILE"] = self.get_option("esesim_profile")
         env["ESESIM_FAULTS"] = json.dumps(self.get_option("esesim_faults") or [])
         env["ESE_BACKUP_SESSION_DIR"] = self._paths.to_local(SESSION_DIR)
+        # Restore's rule for the Windows directory (only its ESE data folders may be restored into).
+        env["ESE_BACKUP_TEST_WINDOWS_DIR"] = self._paths.to_local(WINDOWS_DIR)
         return env
 
     def _start_async(self, command, request, job):

@@ -58,3 +58,11 @@ def test_check_mode_is_supported(action_factory):
     plugin = action_factory(ActionModule, ARGS, info_facts(), check_mode=True)[0]
     result = plugin.run(task_vars={})
     assert (result["changed"], result["failed"]) == (False, False)
+
+
+def test_a_killed_module_process_is_named_with_its_exit_code(action_factory):
+    module_result = {"failed": True, "rc": -9, "module_stdout": "", "module_stderr": "",
+                     "msg": "Module result deserialization failed: No start of json char found"}
+    plugin = action_factory(ActionModule, ARGS, module_result)[0]
+    result = plugin.run(task_vars={})
+    assert result["failed"] is True and "exited with rc -9 and no output" in result["msg"], result["msg"]
