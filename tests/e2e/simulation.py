@@ -162,11 +162,18 @@ def bkinfo(db_path, which):
 
 
 def checked_manifest(set_dir):
-    """The set's manifest.json, after asserting it lists exactly the files on disk, sizes and hashes right."""
+    """The set's manifest.json, after asserting it lists exactly the files on disk, sizes and hashes right.
+
+    ``ending.json`` (how the session that wrote the set ended) is written after the manifest and is not
+    one of its files; when present it must record a valid backup."""
     with open(os.path.join(set_dir, "manifest.json")) as f:
         manifest = json.load(f)
+    ending = os.path.join(set_dir, "ending.json")
+    if os.path.exists(ending):
+        with open(ending) as f:
+            assert json.load(f)["backup_valid"] is True, set_dir
     on_disk = sorted(os.path.relpath(os.path.join(d, n), set_dir)
-                     for d, _, names in os.walk(set_dir) for n in names if n != "manifest.json")
+                     for d, _, names in os.walk(set_dir) for n in names if n not in ("manifest.json", "ending.json"))
     assert on_disk == sorted(f["name"] for f in manifest["files"])
     for entry in manifest["files"]:
         path = os.path.join(set_dir, entry["name"])

@@ -278,7 +278,7 @@ def test_every_end_row_for_real(hosts_cleanup):
     assert "SRUDB.dat" in res.task("dbfault", "end")["result"]["msg"]
     assert "server stopped the backup" in res.task("stop10", "end")["result"]["msg"]
     again = res.task("other", "end again")["result"]
-    assert again["policy_row"] == "end.ended_complete", again
+    assert again["policy_row"] == "end.ended_copy", again
     unknown = res.task("abort", "end unknown")["result"]
     assert (unknown["policy_row"], unknown["session_state"], unknown["changed"]) == ("end.no_session", "not_found",
                                                                                     False)
@@ -291,7 +291,7 @@ def test_every_end_row_for_real(hosts_cleanup):
         assert res.task(host, "rebegin")["result"]["policy_row"] == "begin.begun"
         recopy = res.task(host, "recopy")["result"]
         assert recopy["policy_row"] == "copy.copied", (host, recopy["msg"])
-        assert res.task(host, "reend")["result"]["policy_row"] == "end.ended_complete"
+        assert res.task(host, "reend")["result"]["policy_row"] == "end.ended_copy"
     assert session_host_pids(sim.root) == []
 
 
@@ -335,4 +335,4 @@ def test_check_mode_of_all_four_modules_changes_nothing(hosts_cleanup):
     assert res.task("web01", "truncate")["result"]["policy_row"] == "truncate.check"
     assert regular_files(sim, "web01") == before
     res = sim.run(play(END + "      when: inventory_hostname == 'web01'\n"))
-    assert res.task("web01", "end")["result"]["policy_row"] == "end.ended_complete"
+    assert res.task("web01", "end")["result"]["policy_row"] == "end.ended_copy"
