@@ -47,6 +47,11 @@ BAD = [
      "extra", False),
     ("restore-map-missing-target", "restore", {"backup_set": "{share}\\none", "restore_map": [{"source": DB}]},
      "target", False),
+    # drill: false beside restore_map passes the spec (no mutually_exclusive: it counts present keys
+    # before defaults); the engine then names the missing set
+    ("restore-drill-false-with-map", "restore",
+     {"backup_set": "{share}\\none", "drill": False, "restore_map": [{"source": DB, "target": "{tmp}\\t.edb"}]},
+     "backup_set", False),
     ("restore-drill-not-a-bool", "restore", {"backup_set": "{share}\\none", "drill": "sometimes"}, "drill", False),
     ("restore-incrementals-a-bool", "restore", {"backup_set": "{share}\\none", "incrementals": True},
      "incrementals", False),
