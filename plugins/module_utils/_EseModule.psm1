@@ -84,4 +84,4 @@ Function Invoke-EseEntryPoint {
     $Module.ExitJson()
 }
 
-Export-ModuleMember -Function Invoke-EseEntryPoint, Test-EseWindowsHost
+Export-ModuleMember -Function 'Invoke-EseEntryPoint', 'Test-EseWindowsHost'
