@@ -12,6 +12,7 @@
   reflection under Mono.
 """
 import glob
+import re
 import os
 import shutil
 import subprocess
@@ -26,7 +27,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import payload  # noqa: E402  (tests/sim: the .ps1's Invoke-EseEntryPoint call)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PS1 = sorted(glob.glob(os.path.join(ROOT, "plugins", "**", "*.ps1"), recursive=True))
+PS1 = sorted(glob.glob(os.path.join(ROOT, "plugins", "**", "*.ps1"), recursive=True)
+             + glob.glob(os.path.join(ROOT, "plugins", "module_utils", "*.psm1")))
+MODULE_UTIL = os.path.join(ROOT, "plugins", "module_utils", "_EseModule.psm1")
 MODULES = sorted(p for p in PS1 if os.sep + "modules" + os.sep in p)
 ENGINE_NS = "ansible_collections.ese.backup.plugins.module_utils.EseEngine"
 RESTORE_NS = "ansible_collections.ese.backup.plugins.module_utils._EseRestore"
@@ -71,6 +74,20 @@ def test_parses_without_errors(path):
     tree = tree_of(path)
     assert not tree.root_node.has_error or ps1_ast.problems(tree), "has_error without an ERROR node"
     assert ps1_ast.problems(tree) == [], "%s does not parse as PowerShell" % rel(path)
+
+
+def test_every_module_requires_the_util_that_defines_and_exports_its_engine_call():
+    with open(MODULE_UTIL) as handle:
+        util = handle.read()
+    assert re.search(r"^Function Invoke-EseEntryPoint \{", util, re.M)
+    exported = re.search(r"^Export-ModuleMember -Function (.*)$", util, re.M).group(1)
+    assert "'Invoke-EseEntryPoint'" in exported
+    for path in MODULES:
+        with open(path) as handle:
+            text = handle.read()
+        assert re.search(r"^#AnsibleRequires -PowerShell ansible_collections\.ese\.backup\.plugins\.module_utils"
+                         r"\._EseModule$", text, re.M), rel(path)
+        assert len(re.findall(r"^Invoke-EseEntryPoint ", text, re.M)) == 1, rel(path)
 
 
 def test_the_grammar_does_report_errors():
