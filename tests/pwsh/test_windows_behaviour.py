@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Under PowerShell 7 (the real modules, Ansible.Basic and Add-CSharpType): a missing esent.dll is named with
 its call and what to check (PowerShell's native-library resolver throws ArgumentNullException 'path1' there),
-and choices and log set names are taken in any case, as on Windows."""
+choices and log set names are taken in any case, as on Windows, and an engine warning reaches the task."""
 import os
 
 PLAY = """
@@ -23,6 +23,16 @@ PLAY = """
         type: COPY
         dest: '{dest}'
         set_name: any-case
+    - name: forget the ending
+      ansible.builtin.file:
+        path: '{dest}/any-case/ending.json'
+        state: absent
+    - name: engine warning
+      ese.backup.restore:
+        backup_set: '{dest}/any-case'
+        drill: true
+        scratch: '{scratch}'
+        force: true
 """
 
 
@@ -30,8 +40,10 @@ def test_missing_esent_and_choices_in_any_case(lane):
     base = lane.add_host("win")
     sru = os.path.join(base, "sru")
     dest = os.path.join(base, "dest")
+    scratch = os.path.join(base, "scratch")
     os.makedirs(dest, exist_ok=True)
-    res = lane.run(PLAY.format(sru=sru, dest=dest), name="windows_behaviour")
+    os.makedirs(scratch, exist_ok=True)
+    res = lane.run(PLAY.format(sru=sru, dest=dest, scratch=scratch), name="windows_behaviour")
     missing = res.task("win", "no esent")
     assert missing["status"] == "failed", res.explain()
     msg = missing["result"]["msg"]
@@ -43,3 +55,7 @@ def test_missing_esent_and_choices_in_any_case(lane):
     manifest = run["result"]["manifest"]
     assert manifest["type"] == "copy" and manifest["source"]["base_name"] == "SRU", manifest["source"]
     assert os.path.isdir(os.path.join(dest, "any-case"))
+    # An engine warning reaches the task through Ansible.Basic's Warn(), which replaces Result.warnings.
+    drill = res.task("win", "engine warning")
+    assert drill["status"] == "ok", res.explain()
+    assert any("restored anyway (force: true)" in w for w in drill["result"].get("warnings", [])), drill["result"]
