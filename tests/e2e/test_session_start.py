@@ -127,5 +127,7 @@ def test_info_during_a_stalled_request_reports_busy_and_leaves_the_journal(hosts
         stall.close()
     res = sim.run(play(INFO + END))
     assert [x for x in res.task("busy", "info")["result"]["sessions"] if x["name"] == "s"][0]["state"] == "open"
+    # The host served End after being busy; nothing was copied, so ESE's success is no valid backup.
     end = res.task("busy", "end")["result"]
-    assert end["backup_valid"] is True and end["session_state"] == "ended", end
+    assert end["session_state"] == "ended" and end["jet_err"]["code"] == 0, end
+    assert end["backup_valid"] is False and "no file was copied" in end["msg"], end
