@@ -216,8 +216,8 @@ restorable:
   description:
     - True when every backup set verified is valid and its C(ending.json) says that its session (or run) ended with a
       valid backup, proven by the engine (every file copied, the backup recorded in the database header).
-    - False for a set without an ending record (a session not yet ended: verify copies before truncate and end with
-      O(fail_on_invalid), then check this after end), with an ending that is not valid, and for kept-logs folders.
+    - "False for a set without an ending record (a session not yet ended: verify copies before truncate and end with
+      O(fail_on_invalid), then check this after end), with an ending that is not valid, and for kept-logs folders."
     - Null when O(path) holds no backup set.
   returned: always
   type: bool
