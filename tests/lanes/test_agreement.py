@@ -140,7 +140,7 @@ class PwshLane:
         return path
 
     def start(self):
-        proc, _ = self.lane.start(playbook(self.paths_of, False), forks=2, name="agreement")
+        proc, dummy = self.lane.start(playbook(self.paths_of, False), forks=2, name="agreement")
         return proc
 
     def collect(self, proc):
@@ -170,7 +170,7 @@ def lanes(tmp_path_factory):
 
 
 def _row_problems(lane_name, rec, row):
-    row_id, module, args, expected, _ = row
+    row_id, module, args, expected, dummy = row
     if rec is None:
         return ["%s %s: no result" % (lane_name, row_id)]
     msg = str(rec["result"].get("msg", ""))
@@ -192,7 +192,7 @@ def test_the_tables_cover_every_module():
 
 
 def test_esesim_meets_the_bad_input_table(lanes):
-    _, res, found = lanes["esesim"]
+    dummy, res, found = lanes["esesim"]
     problems = []
     for row in cases.BAD:
         problems += _row_problems("esesim", found.get(row[0]), row)
@@ -234,7 +234,7 @@ def normalise(value, paths):
 
 
 def facts(lane, rec, row):
-    row_id, module, args, _, compare = row
+    row_id, module, args, dummy, compare = row
     out = {}
     for what in compare:
         if what == "trace":
@@ -242,7 +242,7 @@ def facts(lane, rec, row):
         elif what == "set":
             dest = render(args["dest"] + "\\" + args["set_name"], rec["paths"], lane.name == "esesim")
             set_dir = lane.local(rec["host"], dest)
-            files = sorted(os.path.relpath(os.path.join(d, n), set_dir) for d, _, ns in os.walk(set_dir) for n in ns)
+            files = sorted(os.path.relpath(os.path.join(d, n), set_dir) for d, dummy, ns in os.walk(set_dir) for n in ns)
             with open(os.path.join(set_dir, "manifest.json")) as f:
                 manifest = json.load(f)
             out["set"] = {"files": files, "manifest_keys": sorted(manifest),
@@ -258,7 +258,7 @@ def test_the_lanes_agree_on_good_scenarios(lanes):
     for row in cases.GOOD:
         seen = {}
         for name in names:
-            lane, _, found = lanes[name]
+            lane, dummy, found = lanes[name]
             rec = found.get(row[0])
             if rec is None or rec["status"] == "failed":
                 problems.append("%s %s: %s" % (name, row[0], rec and str(rec["result"].get("msg"))[:500]))

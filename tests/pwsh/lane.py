@@ -191,4 +191,4 @@ def manifest(set_dir):
 
 def tree(path):
     """Every file under ``path``, relative (empty when it does not exist)."""
-    return sorted(os.path.relpath(os.path.join(d, n), path) for d, _, names in os.walk(path) for n in names)
+    return sorted(os.path.relpath(os.path.join(d, n), path) for d, dummy, names in os.walk(path) for n in names)

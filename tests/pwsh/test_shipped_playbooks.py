@@ -100,7 +100,7 @@ def test_backup_yml_verifies_the_good_host_and_reports_the_page_error(lane, runs
     failed = res.task("web03", "Take the backup into the share")
     assert failed["status"] == "failed" and failed["result"].get("backup_set") is None
     trace = [(t["call"], t["err"], t.get("detail", "")) for t in failed["result"]["trace"]]
-    assert ("JetReadFileInstance", -1018) in [(c, e) for c, e, _ in trace]
+    assert ("JetReadFileInstance", -1018) in [(c, e) for c, e, dummy in trace]
     assert any((c == "JetEndExternalBackupInstance2" and e in (0, -520)) or (c == "JetTerm2" and "0x4" in d)
                for c, e, d in trace), trace
     assert tree(os.path.join(runs["share"], "web03")) == []  # no set, no staging folder

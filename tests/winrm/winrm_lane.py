@@ -113,10 +113,10 @@ class Lane:
 
     def finish(self, proc):
         try:
-            stdout, _ = proc.communicate(timeout=PLAYBOOK_TIMEOUT)
+            stdout, dummy = proc.communicate(timeout=PLAYBOOK_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
-            stdout, _ = proc.communicate()
+            stdout, dummy = proc.communicate()
             raise AssertionError("ansible-playbook did not finish in %d s:\n%s" % (PLAYBOOK_TIMEOUT, stdout[-4000:]))
         records = []
         results = os.path.join(self.root, "results.jsonl")
@@ -151,7 +151,7 @@ def sha256(path):
 def tree(path):
     """{relative path: SHA-256} of every file under ``path``."""
     out = {}
-    for d, _, names in os.walk(path):
+    for d, dummy, names in os.walk(path):
         for n in names:
             p = os.path.join(d, n)
             out[os.path.relpath(p, path)] = sha256(p)

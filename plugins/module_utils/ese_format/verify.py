@@ -139,7 +139,7 @@ def verify(path, checksums=True, workers=None):
     res["notes"] = notes + res["notes"] + [d["note"] for d in res["databases"] if d.get("note")]
     # restorable: every backup set verified is valid and its ending record says its session ended with a valid
     # backup (kept-logs folders are never restorable); None when the path holds no backup set
-    sets = [x for x in res["sets"]]
+    sets = list(res["sets"])
     res["restorable"] = all(x.get("restorable") for x in sets) if sets else None
     res["checksums"] = bool(checksums)
     res["numpy"] = ck.HAS_NUMPY
