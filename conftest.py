@@ -1,4 +1,4 @@
-"""Makes the working tree importable as ansible_collections.ese.backup for every test."""
+"""Makes the working tree importable as ansible_collections.ese.backup, and tests/lib, for every test."""
 import os
 import sys
 
@@ -10,3 +10,7 @@ if not os.path.islink(_link):
     os.symlink(ROOT, _link)
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+# Shared test helpers (tests/lib: pwsh, scratch, ese_synth).
+LIB = os.path.join(ROOT, "tests", "lib")
+if LIB not in sys.path:
+    sys.path.append(LIB)

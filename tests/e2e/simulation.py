@@ -7,12 +7,13 @@ the esent.dll simulator. One playbook run can drive many hosts, each with its ow
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
+
+import scratch  # tests/lib
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -129,26 +130,7 @@ class Simulation:
 def scratch_collection(name, edit):
     """A copy of the collection under build/payload-scratch/<name> (a collections path), changed by
     ``edit(collection_root)``."""
-    base = os.path.join(REPO, "build", "payload-scratch", name)
-    shutil.rmtree(base, ignore_errors=True)
-    root = os.path.join(base, "ansible_collections", "ese", "backup")
-    os.makedirs(root)
-    for item in ("galaxy.yml", "meta", "plugins"):
-        src = os.path.join(REPO, item)
-        if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(root, item), ignore=shutil.ignore_patterns("__pycache__"))
-        elif os.path.exists(src):
-            shutil.copyfile(src, os.path.join(root, item))
-    edit(root)
-    return base
-
-
-def replace_in(path, old, new):
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    assert old in text, "%s no longer holds %r: update the test" % (path, old)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text.replace(old, new, 1))
+    return scratch.scratch_collection(os.path.join(REPO, "build", "payload-scratch", name), edit)
 
 
 def bkinfo(db_path, which):

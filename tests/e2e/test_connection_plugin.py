@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from simulation import REPO, esesim_connection, replace_in, scratch_collection
+from scratch import replace_in
+from simulation import REPO, esesim_connection, scratch_collection
 
 ArgSpecError, PathMap, PayloadError = (esesim_connection.ArgSpecError, esesim_connection.PathMap,
                                        esesim_connection.PayloadError)

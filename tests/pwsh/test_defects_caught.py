@@ -7,11 +7,12 @@ each with one defect reintroduced, fail where the unmodified copy backs up.
 - run.ps1 calling Ansible.Privilege unguarded before the engine call (Windows-only API).
 """
 import os
-import shutil
 
 import pytest
 
+import scratch  # tests/lib
 from lane import REPO
+from scratch import replace_in
 
 SOURCE_VAR = "ESE_LANE_COLLECTIONS"
 ACCELERATOR = "//TypeAccelerator -Name EseEngine -TypeName Engine"
@@ -43,37 +44,19 @@ def collection_source():
 
 
 def scratch_collection(name, edit):
-    """build/lane-defects/<name>: a copy of the collection's plugins and meta, edited by ``edit``."""
-    root = os.path.join(REPO, "build", "lane-defects", name)
-    dest = os.path.join(root, "ansible_collections", "ese", "backup")
-    shutil.rmtree(root, ignore_errors=True)
-    src = collection_source()
-    for part in ("plugins", "meta"):
-        shutil.copytree(os.path.join(src, part), os.path.join(dest, part),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(os.path.join(src, "galaxy.yml"), dest)
-    if edit:
-        edit(dest)
-    return root
-
-
-def replace(path, old, new):
-    with open(path) as f:
-        text = f.read()
-    assert old in text, "%s no longer holds %r: update this test" % (path, old)
-    with open(path, "w") as f:
-        f.write(text.replace(old, new, 1))
+    """build/lane-defects/<name>: a copy of the collection, edited by ``edit``."""
+    return scratch.scratch_collection(os.path.join(REPO, "build", "lane-defects", name), edit, collection_source())
 
 
 def full_type_name(dest):
-    replace(os.path.join(dest, "plugins", "module_utils", "EseEngine.cs"), ACCELERATOR, FULL_ACCELERATOR)
+    replace_in(os.path.join(dest, "plugins", "module_utils", "EseEngine.cs"), ACCELERATOR, FULL_ACCELERATOR)
 
 
 def unguarded_privilege(dest):
     path = os.path.join(dest, "plugins", "modules", "run.ps1")
-    replace(path, "#AnsibleRequires -CSharpUtil Ansible.Basic\n",
+    replace_in(path, "#AnsibleRequires -CSharpUtil Ansible.Basic\n",
             "#AnsibleRequires -CSharpUtil Ansible.Basic\n#AnsibleRequires -CSharpUtil Ansible.Privilege\n")
-    replace(path, ENTRY, UNGUARDED + ENTRY)
+    replace_in(path, ENTRY, UNGUARDED + ENTRY)
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,13 @@ import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+import scratch  # tests/lib
+from scratch import replace_in
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PAYLOAD = os.path.join(ROOT, "tests", "sim", "payload.py")
@@ -49,26 +51,7 @@ def check(collections_dir, *modules):
 
 def scratch_collection(name, edit):
     """A copy of the collection under build/payload-scratch/<name>, changed by ``edit(root)``."""
-    base = os.path.join(SCRATCH, name)
-    shutil.rmtree(base, ignore_errors=True)
-    root = os.path.join(base, "ansible_collections", "ese", "backup")
-    os.makedirs(root)
-    for item in ("galaxy.yml", "meta", "plugins"):
-        src = os.path.join(ROOT, item)
-        if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(root, item), ignore=shutil.ignore_patterns("__pycache__"))
-        elif os.path.exists(src):
-            shutil.copyfile(src, os.path.join(root, item))
-    edit(root)
-    return base
-
-
-def replace_in(path, old, new):
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    assert old in text, "%s no longer holds %r: update this test" % (path, old)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text.replace(old, new, 1))
+    return scratch.scratch_collection(os.path.join(SCRATCH, name), edit)
 
 
 @pytest.fixture(scope="module")
