@@ -244,16 +244,21 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 #endif
         }
 
-        private static DirectorySecurity Acl()
+        // The accounts that may open a set, a journal or a restored file (Windows).
+        internal static IdentityReference[] Owners()
         {
-            DirectorySecurity sec = new DirectorySecurity();
-            sec.SetAccessRuleProtection(true, false);
-            IdentityReference[] owners = {
+            return new IdentityReference[] {
                 new SecurityIdentifier(WellKnownSidType.LocalSystemSid, null),
                 new SecurityIdentifier(WellKnownSidType.BuiltinAdministratorsSid, null),
                 new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null),
                 WindowsIdentity.GetCurrent().User };
-            foreach (IdentityReference who in owners)
+        }
+
+        private static DirectorySecurity Acl()
+        {
+            DirectorySecurity sec = new DirectorySecurity();
+            sec.SetAccessRuleProtection(true, false);
+            foreach (IdentityReference who in Owners())
                 sec.AddAccessRule(new FileSystemAccessRule(who, FileSystemRights.FullControl,
                     InheritanceFlags.ContainerInherit | InheritanceFlags.ObjectInherit, PropagationFlags.None, AccessControlType.Allow));
             return sec;

@@ -408,12 +408,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             }
             FileSecurity sec = new FileSecurity();
             sec.SetAccessRuleProtection(true, false);
-            IdentityReference[] owners = {
-                new SecurityIdentifier(WellKnownSidType.LocalSystemSid, null),
-                new SecurityIdentifier(WellKnownSidType.BuiltinAdministratorsSid, null),
-                new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null),
-                WindowsIdentity.GetCurrent().User };
-            foreach (IdentityReference who in owners) sec.AddAccessRule(new FileSystemAccessRule(who, FileSystemRights.FullControl, AccessControlType.Allow));
+            foreach (IdentityReference who in PrivateDirectory.Owners()) sec.AddAccessRule(new FileSystemAccessRule(who, FileSystemRights.FullControl, AccessControlType.Allow));
 #if CORECLR
             System.IO.FileSystemAclExtensions.SetAccessControl(new FileInfo(path), sec);
 #else
