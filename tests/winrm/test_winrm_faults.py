@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from winrm_lane import Lane, synth_source, tree, wait_for
+from scratch import replace_in, scratch_collection
+from winrm_lane import REPO, Lane, synth_source, tree, wait_for
 
 RUN_PLAY = """
 - hosts: all
@@ -170,3 +171,30 @@ def test_a_host_without_esent_dll_is_told_which_library_and_call(tmp_path, pwsh)
     print("message without esent.dll:", msg)
     assert re.search(r"cannot load esent\.dll for JetGetDatabaseFileInfoW\b", msg), msg
     assert "LD_LIBRARY_PATH" in msg, msg
+
+
+def test_a_type_accelerator_by_full_name_fails_to_load_over_winrm(tmp_path, pwsh):
+    """A scratch copy of the collection with the engine's TypeAccelerator naming the full type name, which
+    Add-CSharpType cannot find (it matches short names): the module fails to load, as it did on Windows."""
+    engine = os.path.join("plugins", "module_utils", "EseEngine.cs")
+    collections = scratch_collection(
+        os.path.join(REPO, "build", "winrm-scratch", "type-accelerator"),
+        lambda root: replace_in(os.path.join(root, engine), "-TypeName Engine\n",
+                                "-TypeName ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine\n"))
+    lane = Lane(tmp_path / "lane", pwsh, collections=collections)
+    try:
+        src = synth_source(str(tmp_path / "src"), 1)
+        lane.add_host("win01")
+        res = lane.run("""
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: info
+      ese.backup.info:
+        databases: ['%s']
+""" % src)
+    finally:
+        lane.stop()
+    rec = res.task("win01", "info")
+    assert rec["status"] == "failed", rec
+    assert "Failed to find compiled class" in rec["result"]["msg"], rec["result"]["msg"]

@@ -53,8 +53,9 @@ class Results:
 class Lane:
     """A WinRS stand-in plus the inventory and environment to drive it with ansible-playbook."""
 
-    def __init__(self, root, pwsh, lifetime=1800, esent=True, **winrs_options):
+    def __init__(self, root, pwsh, lifetime=1800, esent=True, collections=None, **winrs_options):
         self.root = str(root)
+        self.collections = collections or os.path.join(REPO, "build", "collections")
         os.makedirs(self.root, exist_ok=True)
         self.hosts = {}
         host_env = dict(os.environ)
@@ -82,7 +83,7 @@ class Lane:
         env = dict(os.environ)
         env.update({
             "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
-            "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, "build", "collections"),
+            "ANSIBLE_COLLECTIONS_PATH": self.collections,
             "ANSIBLE_CALLBACK_PLUGINS": os.path.join(REPO, "tests", "sim", "plugins", "callback"),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORKS": "4",
