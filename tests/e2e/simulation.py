@@ -33,7 +33,7 @@ esesim_connection = _load("esesim_connection", "tests", "sim", "plugins", "conne
 simulated_env = _load("esesim_run_playbook", "tests", "sim", "run_playbook.py").simulated_env
 PathMap, place_fixtures = esesim_connection.PathMap, esesim_connection.place_fixtures
 
-TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "..", "shared", "testdata", "ese")
+TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "tests", "data", "ese")
 SETS = os.path.join(TESTDATA, "sets")
 SRU_DIR = "C:\\Windows\\System32\\sru"
 SHARE = "\\\\backup01\\ese"

@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_SIM = os.path.join(ROOT, "build", "sim")
 HOST = os.path.join(BUILD_SIM, "EseSimHost.exe")
-SAMPLES = os.path.join(os.environ.get("ESE_TESTDATA") or os.path.join(ROOT, "..", "shared", "testdata", "ese"), "sets")
+SAMPLES = os.path.join(os.environ.get("ESE_TESTDATA") or os.path.join(ROOT, "tests", "data", "ese"), "sets")
 CLEAN = os.path.join(SAMPLES, "srum-server2022-clean")
 DIRTY = os.path.join(SAMPLES, "srum-win11-dirty")
 

@@ -22,7 +22,7 @@ import yaml
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIM = os.path.join(REPO, "build", "sim")
-TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "..", "shared", "testdata", "ese")
+TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "tests", "data", "ese")
 ROLES = os.path.join(REPO, "tests", "integration", "targets")
 
 

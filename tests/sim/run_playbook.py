@@ -6,7 +6,7 @@
 Hosts whose inventory sets `ansible_connection: esesim` are simulated: each module call of
 ese.backup runs the C# engine under Mono against the esent.dll simulator (see tests/sim/README.md).
 Simulated file systems live under $ESESIM_ROOT (default build/simhosts); $ESE_TESTDATA points at the
-sample ESE files (default ../shared/testdata/ese). Needs `make build` first.
+sample ESE files (default tests/data/ese). Needs `make build` first.
 """
 import os
 import sys
@@ -23,7 +23,7 @@ def simulated_env(base=None, sim_root=None):
     env["ANSIBLE_CALLBACK_PLUGINS"] = os.path.join(REPO, "tests", "sim", "plugins", "callback")
     env["ESESIM_ROOT"] = os.path.abspath(sim_root or env.get("ESESIM_ROOT")
                                          or os.path.join(REPO, "build", "simhosts"))
-    env.setdefault("ESE_TESTDATA", os.path.abspath(os.path.join(REPO, "..", "shared", "testdata", "ese")))
+    env.setdefault("ESE_TESTDATA", os.path.abspath(os.path.join(REPO, "tests", "data", "ese")))
     env["LD_LIBRARY_PATH"] = os.path.join(REPO, "build", "sim")
     env.setdefault("ANSIBLE_NOCOLOR", "1")
     return env

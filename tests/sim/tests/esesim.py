@@ -15,7 +15,7 @@ import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 LIB_PATH = os.path.join(ROOT, "build", "sim", "libesent.so")
-DATA = os.environ.get("ESE_TESTDATA") or os.path.join(ROOT, "..", "shared", "testdata", "ese")
+DATA = os.environ.get("ESE_TESTDATA") or os.path.join(ROOT, "tests", "data", "ese")
 
 # errors and constants used by the tests (jet-errors.tsv, jet-constants.md)
 E = dict(

@@ -11,7 +11,7 @@ pytest.importorskip("ansible", reason="ansible-core is not installed for this Py
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 COLL = os.path.join(REPO, "build", "collections")
-TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.abspath(os.path.join(REPO, "..", "shared", "testdata", "ese"))
+TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.abspath(os.path.join(REPO, "tests", "data", "ese"))
 DIRTY = os.path.join(TESTDATA, "sets", "srum-win11-dirty")
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 

@@ -11,7 +11,7 @@ LIB = os.path.join(REPO, "tests", "lib")
 if LIB not in sys.path:
     sys.path.insert(0, LIB)
 
-TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.abspath(os.path.join(REPO, "..", "shared", "testdata", "ese"))
+TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.abspath(os.path.join(REPO, "tests", "data", "ese"))
 
 
 def _need(path):
