@@ -12,7 +12,7 @@ SIM_HDR := $(wildcard tests/sim/esent/*.h)
 ENGINE_SRC := $(wildcard plugins/module_utils/*.cs)
 export LD_LIBRARY_PATH := $(BUILD)/sim$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: setup sim engine build test test-min demo sanity lint bench clean
+.PHONY: setup sim engine build test test-min demo sanity lint bench gen clean
 setup: $(VENV)/.done $(BUILD)/collections/ansible_collections/ese/backup
 
 $(VENV)/.done: requirements-test.txt tools/bootstrap.sh
@@ -62,6 +62,12 @@ demo: build
 	ESESIM_ROOT=$(BUILD)/demo $(PY) tests/sim/run_playbook.py -i tests/sim/demo-inventory.yml playbooks/backup.yml
 	@echo "Backup sets: $(BUILD)/demo/unc/backup01/ese (\\\\backup01\\ese on the simulated hosts)"
 	@echo "Report:      $(BUILD)/demo/report.json"
+
+# Regenerates what is generated from data: the JET error catalog (tools/data/jet-errors.tsv) and
+# docs/jet-policy.md (the policy tables). The tests run both with --check.
+gen: setup
+	$(PY) tools/gen_jet_errors.py
+	$(PY) tools/gen_policy_docs.py
 
 bench: build
 	$(PY) bench/stream.py
