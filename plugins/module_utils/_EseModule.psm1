@@ -65,8 +65,11 @@ Function Invoke-EseEntryPoint {
     try {
         $facts = $entry.Invoke($null, [Object[]]$callArgs)
     }
-    catch [System.Reflection.TargetInvocationException] {
-        $Module.FailJson("ese.backup engine: $($_.Exception.InnerException.Message)", $_)
+    catch {
+        # Entry points return their failures as facts; this is an engine defect. Name the innermost cause.
+        $cause = $_.Exception
+        while ($null -ne $cause.InnerException) { $cause = $cause.InnerException }
+        $Module.FailJson("ese.backup engine: $Method raised $($cause.GetType().FullName): $($cause.Message)", $_)
     }
     finally {
         if ($null -ne $enabler) { $enabler.Dispose() }
