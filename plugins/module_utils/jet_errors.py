@@ -597,8 +597,9 @@ ADVICE = {
     -1023: "a path is invalid or too long: check databases, log_path, system_path and dest",
     -1029: "the ESE instance is not initialised (the service is stopped or starting): start the service and "
            "run again",
-    -1032: "access was denied to a file: run as a user holding SeBackupPrivilege (Administrators or Backup "
-           "Operators) and check the destination's ACLs",
+    -1032: "access was denied to a file: a database or log that a running service holds open cannot be read "
+           "by the instance source (stop the service, or use its online backup source); otherwise run as a "
+           "member of Administrators or Backup Operators and check the destination's ACLs",
     -1081: "the instance runs in multi-instance mode and was addressed without a handle: this is a bug in the "
            "caller; report it with the task's trace",
     -1090: "the ESE instance is unavailable after a fatal error: restart the service that owns it, then run again",
