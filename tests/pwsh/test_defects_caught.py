@@ -55,7 +55,7 @@ def full_type_name(dest):
 def unguarded_privilege(dest):
     path = os.path.join(dest, "plugins", "modules", "run.ps1")
     replace_in(path, "#AnsibleRequires -CSharpUtil Ansible.Basic\n",
-            "#AnsibleRequires -CSharpUtil Ansible.Basic\n#AnsibleRequires -CSharpUtil Ansible.Privilege\n")
+               "#AnsibleRequires -CSharpUtil Ansible.Basic\n#AnsibleRequires -CSharpUtil Ansible.Privilege\n")
     replace_in(path, ENTRY, UNGUARDED + ENTRY)
 
 
