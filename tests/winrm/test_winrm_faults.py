@@ -148,24 +148,32 @@ def test_killed_run_message_names_the_exit_code(killed):
     assert re.search(r"-9\b", msg) and re.search(r"no output|exit", msg, re.I), msg
 
 
-def test_a_host_without_esent_dll_is_told_which_library_and_call(tmp_path, pwsh):
-    """The simulator is not on the library path of the host's commands: the engine's message names the
-    library, the call, and what to check (off Windows: LD_LIBRARY_PATH)."""
-    lane = Lane(tmp_path / "lane", pwsh, esent=False)
-    try:
-        src = synth_source(str(tmp_path / "src"), 1)
-        lane.add_host("win01")
-        res = lane.run("""
+INFO_PLAY = """
 - hosts: all
   gather_facts: false
   tasks:
     - name: info
       ese.backup.info:
         databases: ['%s']
-""" % src)
+"""
+
+
+def info_on_one_host(tmp_path, pwsh, **lane_options):
+    """The ``info`` task's record on one host of a lane made with ``lane_options``."""
+    lane = Lane(tmp_path / "lane", pwsh, **lane_options)
+    try:
+        src = synth_source(str(tmp_path / "src"), 1)
+        lane.add_host("win01")
+        res = lane.run(INFO_PLAY % src)
     finally:
         lane.stop()
-    rec = res.task("win01", "info")
+    return res.task("win01", "info")
+
+
+def test_a_host_without_esent_dll_is_told_which_library_and_call(tmp_path, pwsh):
+    """The simulator is not on the library path of the host's commands: the engine's message names the
+    library, the call, and what to check (off Windows: LD_LIBRARY_PATH)."""
+    rec = info_on_one_host(tmp_path, pwsh, esent=False)
     assert rec["status"] == "failed", rec
     msg = rec["result"]["msg"]
     print("message without esent.dll:", msg)
@@ -181,20 +189,6 @@ def test_a_type_accelerator_by_full_name_fails_to_load_over_winrm(tmp_path, pwsh
         os.path.join(REPO, "build", "winrm-scratch", "type-accelerator"),
         lambda root: replace_in(os.path.join(root, engine), "-TypeName Engine\n",
                                 "-TypeName ansible_collections.ese.backup.plugins.module_utils.EseEngine.Engine\n"))
-    lane = Lane(tmp_path / "lane", pwsh, collections=collections)
-    try:
-        src = synth_source(str(tmp_path / "src"), 1)
-        lane.add_host("win01")
-        res = lane.run("""
-- hosts: all
-  gather_facts: false
-  tasks:
-    - name: info
-      ese.backup.info:
-        databases: ['%s']
-""" % src)
-    finally:
-        lane.stop()
-    rec = res.task("win01", "info")
+    rec = info_on_one_host(tmp_path, pwsh, collections=collections)
     assert rec["status"] == "failed", rec
     assert "Failed to find compiled class" in rec["result"]["msg"], rec["result"]["msg"]
