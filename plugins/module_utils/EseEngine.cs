@@ -1,10 +1,8 @@
-// ese.backup engine: external (streaming) backup of ESE databases through esent.dll.
-// C# 5, references System and System.Core only. Layers: NativeMethods (raw P/Invoke) -> JetApi (checked
-// calls recorded in a Trace) -- both in _EseNative.cs -- -> BackupSequence -> BackupSetWriter -> Engine
-// (entry points), here.
+// ese.backup engine: external (streaming) backup of ESE databases through esent.dll: options, validation,
+// the backup sequence, the set writer and the entry points (Engine). C# 5, references System and System.Core
+// only. Below it: _EseNative.cs (JetApi), _EseHost.cs (plumbing), _EseFormat.cs (file facts).
 // Contracts: docs/architecture.md.
 //TypeAccelerator -Name EseEngine -TypeName Engine
-//AssemblyReference -Type System.IO.FileSystemAclExtensions -CLR Core
 
 using System;
 using System.Collections;
@@ -18,259 +16,11 @@ using System.Security.Principal;
 using System.Text;
 using System.Threading;
 using ansible_collections.ese.backup.plugins.module_utils._EseNative;
+using ansible_collections.ese.backup.plugins.module_utils._EseHost;
+using ansible_collections.ese.backup.plugins.module_utils._EseFormat;
 
 namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 {
-    // ------------------------------------------------------------------------------------------------
-    // Options (architecture.md section 4), converted robustly from Ansible.Basic or JSON data.
-    // ------------------------------------------------------------------------------------------------
-    public sealed class InvalidOption : Exception
-    {
-        public readonly string Option;
-        public InvalidOption(string option, string msg) : base(msg) { Option = option; }
-        public Dictionary<string, object> ToDict()
-        {
-            Dictionary<string, object> d = new Dictionary<string, object>();
-            d["option"] = Option; d["msg"] = Message;
-            return d;
-        }
-    }
-
-    internal static class Args
-    {
-        public static object Get(IDictionary args, string key)
-        {
-            if (args == null || !args.Contains(key)) return null;
-            return args[key];
-        }
-
-        public static string Str(IDictionary args, string key, string def)
-        {
-            object v = Get(args, key);
-            if (v == null) return def;
-            string s = Convert.ToString(v, CultureInfo.InvariantCulture);
-            return s.Length == 0 ? def : s;
-        }
-
-        // A choice option: Ansible.Basic accepts a choice in any case (FULL, Abort) and hands it on as written;
-        // the engine compares without regard to case and returns the choice as listed.
-        public static string Choice(IDictionary args, string key, string def, params string[] choices)
-        {
-            string v = Str(args, key, def);
-            if (v == null) return null;
-            foreach (string c in choices)
-                if (string.Equals(c, v.Trim(), StringComparison.OrdinalIgnoreCase)) return c;
-            throw new InvalidOption(key, key + " '" + v + "' is not one of " + string.Join(", ", choices));
-        }
-
-        public static bool Bool(IDictionary args, string key, bool def)
-        {
-            object v = Get(args, key);
-            if (v == null) return def;
-            if (v is bool) return (bool)v;
-            string s = Convert.ToString(v, CultureInfo.InvariantCulture).Trim().ToLowerInvariant();
-            if (s == "true" || s == "yes" || s == "on" || s == "1") return true;
-            if (s == "false" || s == "no" || s == "off" || s == "0") return false;
-            throw new InvalidOption(key, "'" + s + "' is not a boolean; use true or false");
-        }
-
-        public static long? Long(IDictionary args, string key)
-        {
-            object v = Get(args, key);
-            if (v == null) return null;
-            if (v is string && ((string)v).Trim().Length == 0) return null;
-            try
-            {
-                if (v is double || v is float || v is decimal)
-                {
-                    double d = Convert.ToDouble(v, CultureInfo.InvariantCulture);
-                    if (d != Math.Floor(d) || Math.Abs(d) > 9e15) throw new FormatException();
-                    return (long)d;
-                }
-                return Convert.ToInt64(v, CultureInfo.InvariantCulture);
-            }
-            catch (FormatException) { }
-            catch (InvalidCastException) { }
-            catch (OverflowException) { }
-            throw new InvalidOption(key, "'" + Convert.ToString(v, CultureInfo.InvariantCulture) + "' is not an integer");
-        }
-
-        public static List<string> List(IDictionary args, string key)
-        {
-            object v = Get(args, key);
-            List<string> r = new List<string>();
-            if (v == null) return r;
-            if (v is string) { r.Add((string)v); return r; }
-            IEnumerable e = v as IEnumerable;
-            if (e == null) throw new InvalidOption(key, "must be a list of paths");
-            foreach (object o in e)
-            {
-                if (o == null) continue;
-                r.Add(Convert.ToString(o, CultureInfo.InvariantCulture));
-            }
-            return r;
-        }
-    }
-
-    internal static class PathRules
-    {
-        public static bool IsWindows { get { return Path.DirectorySeparatorChar == '\\'; } }
-        public static StringComparison Cmp { get { return IsWindows ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal; } }
-
-        public static bool IsAbsolute(string p)
-        {
-            if (string.IsNullOrEmpty(p)) return false;
-            if (IsWindows)
-            {
-                if (p.StartsWith(@"\\", StringComparison.Ordinal)) return true; // UNC
-                return p.Length >= 3 && char.IsLetter(p[0]) && p[1] == ':' && (p[2] == '\\' || p[2] == '/');
-            }
-            return p[0] == '/';
-        }
-
-        public static string Normalize(string p)
-        {
-            string f = Path.GetFullPath(p);
-            string root = Path.GetPathRoot(f);
-            while (f.Length > root.Length && (f.EndsWith("\\", StringComparison.Ordinal) || f.EndsWith("/", StringComparison.Ordinal)))
-                f = f.Substring(0, f.Length - 1);
-            return f;
-        }
-
-        public static bool SameOrInside(string child, string parent)
-        {
-            string c = Normalize(child), p = Normalize(parent);
-            if (string.Equals(c, p, Cmp)) return true;
-            string ps = p.EndsWith(Path.DirectorySeparatorChar.ToString(), StringComparison.Ordinal) ? p : p + Path.DirectorySeparatorChar;
-            return c.StartsWith(ps, Cmp);
-        }
-
-        public static string WithSeparator(string dir)
-        {
-            string n = Normalize(dir);
-            return n.EndsWith(Path.DirectorySeparatorChar.ToString(), StringComparison.Ordinal) ? n : n + Path.DirectorySeparatorChar;
-        }
-
-        // Joins a relative name made of safe components under root; refuses anything that could escape.
-        public static string SafeJoin(string root, string relative)
-        {
-            string[] parts = relative.Split('/');
-            string p = root;
-            foreach (string part in parts)
-            {
-                if (part.Length == 0 || part == "." || part == ".." || part.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0
-                    || part.IndexOf('\\') >= 0 || part.IndexOf(':') >= 0)
-                    throw new InvalidOperationException("unsafe name in backup set: " + relative);
-                p = Path.Combine(p, part);
-            }
-            string full = Path.GetFullPath(p);
-            if (!SameOrInside(full, root) || string.Equals(Normalize(full), Normalize(root), Cmp))
-                throw new InvalidOperationException("name escapes the backup set: " + relative);
-            return full;
-        }
-
-        // The file in dir whose name equals name without regard to case, as Windows matches names (the exact
-        // spelling first); null when there is none. Used for every file of a log set.
-        public static string FindFile(string dir, string name)
-        {
-            string exact = Path.Combine(dir, name);
-            if (File.Exists(exact)) return exact;
-            if (!Directory.Exists(dir)) return null;
-            foreach (string f in Directory.GetFiles(dir))
-                if (string.Equals(Path.GetFileName(f), name, StringComparison.OrdinalIgnoreCase)) return f;
-            return null;
-        }
-
-        public static bool IsUnc(string p) { return p != null && p.StartsWith(@"\\", StringComparison.Ordinal) && !p.StartsWith(@"\\?\", StringComparison.Ordinal) && !p.StartsWith(@"\\.\", StringComparison.Ordinal); }
-
-        // What to say when a share answers access denied (or seems not to exist) to a module run over WinRM.
-        public static string DoubleHop(string dest)
-        {
-            if (!IsUnc(dest)) return "";
-            return ". dest is a share: over WinRM with NTLM, or Kerberos without delegation, the module runs in a network logon that cannot "
-                + "authenticate to another server (the double hop), so the share answers access denied or seems missing. Ways out: become "
-                + "(runas with a password) for the task, CredSSP, or Kerberos (constrained) delegation for the connection, or a local dest "
-                + "with the backup server pulling the set";
-        }
-
-        public static long FreeBytes(string dir)
-        {
-            if (IsWindows)
-            {
-                ulong avail, total, free;
-                if (Win.GetDiskFreeSpaceExW(WithSeparator(dir), out avail, out total, out free)) return (long)avail;
-                return -1;
-            }
-            byte[] st = new byte[256]; // struct statvfs (glibc x86_64: 112 bytes)
-            try
-            {
-                if (Unix.statvfs(dir, st) != 0) return -1;
-            }
-            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; return -1; }
-            ulong frsize = BitConverter.ToUInt64(st, 8), bavail = BitConverter.ToUInt64(st, 32);
-            return (long)(frsize * bavail);
-        }
-
-        private static class Win
-        {
-            [DllImport("kernel32.dll", CharSet = CharSet.Unicode, ExactSpelling = true, SetLastError = true)]
-            [return: MarshalAs(UnmanagedType.Bool)]
-            internal static extern bool GetDiskFreeSpaceExW(string lpDirectoryName, out ulong lpFreeBytesAvailable, out ulong lpTotalNumberOfBytes, out ulong lpTotalNumberOfFreeBytes);
-        }
-
-        private static class Unix
-        {
-            [DllImport("libc.so.6", CharSet = CharSet.Ansi)]
-            internal static extern int statvfs(string path, [Out] byte[] buf);
-        }
-    }
-
-    // Backup sets can hold password hashes (ntds.dit): only SYSTEM, Administrators, Backup Operators
-    // and the account that runs the backup may open a set's folder.
-    internal static class PrivateDirectory
-    {
-        public static void Create(string path)
-        {
-            if (!PathRules.IsWindows)
-            {
-                Directory.CreateDirectory(path);
-                if (Unix.chmod(path, 0x1C0) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0700)");
-                return;
-            }
-#if CORECLR
-            System.IO.FileSystemAclExtensions.Create(new DirectoryInfo(path), Acl());
-#else
-            Directory.CreateDirectory(path, Acl());
-#endif
-        }
-
-        // The accounts that may open a set, a journal or a restored file (Windows).
-        internal static IdentityReference[] Owners()
-        {
-            return new IdentityReference[] {
-                new SecurityIdentifier(WellKnownSidType.LocalSystemSid, null),
-                new SecurityIdentifier(WellKnownSidType.BuiltinAdministratorsSid, null),
-                new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null),
-                WindowsIdentity.GetCurrent().User };
-        }
-
-        private static DirectorySecurity Acl()
-        {
-            DirectorySecurity sec = new DirectorySecurity();
-            sec.SetAccessRuleProtection(true, false);
-            foreach (IdentityReference who in Owners())
-                sec.AddAccessRule(new FileSystemAccessRule(who, FileSystemRights.FullControl,
-                    InheritanceFlags.ContainerInherit | InheritanceFlags.ObjectInherit, PropagationFlags.None, AccessControlType.Allow));
-            return sec;
-        }
-
-        private static class Unix
-        {
-            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
-            internal static extern int chmod(string path, uint mode);
-        }
-    }
-
     public sealed class Options
     {
         public List<string> Databases = new List<string>();
@@ -572,18 +322,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             finally { try { if (File.Exists(probe)) File.Delete(probe); } catch (IOException) { } }
         }
 
-        private static byte[] ReadPrefix(string path, int n)
-        {
-            using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
-            {
-                byte[] b = new byte[n];
-                int got = 0;
-                while (got < n) { int r = fs.Read(b, got, n - got); if (r <= 0) break; got += r; }
-                if (got < n) return null;
-                return b;
-            }
-        }
-
         // The header's signLog must match the checkpoint and the logs; a dirty database needs its logs.
         private static void CheckLogs(Options o, string db, DbFacts f)
         {
@@ -591,7 +329,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             string chk = PathRules.FindFile(o.SystemPath, o.BaseName + o.ChkExt);
             if (chk != null)
             {
-                byte[] h = ReadPrefix(chk, 4096);
+                byte[] h = FileBytes.ReadPrefix(chk, 4096);
                 if (h != null && DbFacts.HexBytes(DbFacts.Slice(h, 20, 28)) != sign && !DbFacts.AllZero(DbFacts.Slice(h, 20, 28)))
                     Fail("databases", "database '" + db + "' does not belong to the log set in " + o.SystemPath + " (signLog differs from " + Path.GetFileName(chk) + "); check log_path, system_path and base_name");
             }
@@ -607,7 +345,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             string cur = PathRules.FindFile(o.LogPath, o.BaseName + o.LogExt);
             if (cur != null)
             {
-                byte[] h = ReadPrefix(cur, 72);
+                byte[] h = FileBytes.ReadPrefix(cur, 72);
                 if (h != null) { uint g = (uint)BitConverter.ToInt32(h, 4); if (!byGen.ContainsKey(g)) byGen[g] = cur; }
             }
             for (uint g = f.GenMin; g <= f.GenMax; g++)
@@ -615,7 +353,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 string lf;
                 if (!byGen.TryGetValue(g, out lf))
                     Fail("log_path", "database '" + db + "' is dirty and needs log generations " + f.GenMin + "-" + f.GenMax + ", but generation " + g + " (" + o.LogName(g) + ") is not in " + o.LogPath);
-                byte[] h = ReadPrefix(lf, 72);
+                byte[] h = FileBytes.ReadPrefix(lf, 72);
                 if (h == null || DbFacts.HexBytes(DbFacts.Slice(h, 44, 28)) != sign)
                     Fail("log_path", "log " + lf + " does not carry the signLog of database '" + db + "'; the log set does not belong to this database");
             }

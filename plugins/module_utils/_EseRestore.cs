@@ -12,338 +12,12 @@ using System.Security.AccessControl;
 using System.Security.Principal;
 using System.Text;
 using ansible_collections.ese.backup.plugins.module_utils._EseNative;
+using ansible_collections.ese.backup.plugins.module_utils._EseHost;
+using ansible_collections.ese.backup.plugins.module_utils._EseFormat;
 using ansible_collections.ese.backup.plugins.module_utils.EseEngine;
 
 namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 {
-    // A refusal found before anything was written: the chain, a manifest, or a target.
-    public sealed class RestoreRefused : Exception
-    {
-        public readonly string Problem, PathName;
-        public RestoreRefused(string problem, string path, string msg) : base(msg) { Problem = problem; PathName = path; }
-        public Dictionary<string, object> ToDict()
-        {
-            Dictionary<string, object> d = new Dictionary<string, object>();
-            d["problem"] = Problem; d["path"] = PathName; d["msg"] = Message;
-            return d;
-        }
-    }
-
-    internal sealed class SetFile
-    {
-        public string Name, Role, Sha256, FullPath;
-        public long Size, Generation;
-    }
-
-    // One backup set of the chain, read from its manifest.json and checked against its files.
-    internal sealed class ChainSet
-    {
-        public string Path, Name, Type, BaseName;
-        public uint GenLow, GenHigh;
-        public IDictionary Manifest, Source;
-        public List<SetFile> Files = new List<SetFile>();
-        public List<IDictionary> Databases = new List<IDictionary>();
-
-        public string Range { get { return GenLow.ToString(CultureInfo.InvariantCulture) + "-" + GenHigh.ToString(CultureInfo.InvariantCulture); } }
-
-        private static long L(object o) { return o is long ? (long)o : (o is int ? (int)o : (o is double ? (long)(double)o : -1)); }
-
-        public static ChainSet Load(string path, string option)
-        {
-            ChainSet s = new ChainSet();
-            s.Path = PathRules.Normalize(path);
-            s.Name = System.IO.Path.GetFileName(s.Path);
-            string mf = System.IO.Path.Combine(s.Path, "manifest.json");
-            string kind = SetEntry.Kind(mf);
-            if (kind == SetEntry.Missing) throw new RestoreRefused("not_a_set", s.Path, "'" + s.Path + "' (" + option + ") is not a backup set: it has no manifest.json");
-            SetEntry.RequireRegular(s.Path, mf, kind);
-            if (new FileInfo(mf).Length > SetEntry.MaxRecordBytes)
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is larger than 16 MiB: it is not read");
-            IDictionary m;
-            string text = File.ReadAllText(mf, Encoding.UTF8);
-            if (SetEntry.Nesting(text) > SetEntry.MaxNesting)
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is nested deeper than 64 levels: it is not parsed");
-            try { m = Json.Parse(text) as IDictionary; }
-            catch (Exception e)
-            {
-                if (!(e is FormatException || e is InvalidOperationException || e is ArgumentException || e is InsufficientExecutionStackException || e is OverflowException)) throw;
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " cannot be read: " + e.Message);
-            }
-            if (m == null || !"ese.backup/1".Equals(m["format"]))
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is not in the ese.backup/1 format");
-            s.Manifest = m;
-            s.Type = Convert.ToString(m["type"], CultureInfo.InvariantCulture);
-            s.Source = m["source"] as IDictionary;
-            IDictionary logs = m["logs"] as IDictionary;
-            if (logs == null || L(logs["gen_low"]) <= 0 || L(logs["gen_high"]) < L(logs["gen_low"]) || L(logs["gen_high"]) > uint.MaxValue - 1)
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " has no valid log generation range");
-            s.GenLow = (uint)L(logs["gen_low"]); s.GenHigh = (uint)L(logs["gen_high"]);
-            s.BaseName = logs["base_name"] as string;
-            SetEntry.RequireBaseName(mf, "logs.base_name", s.BaseName);
-            if (s.Source != null && s.Source.Contains("base_name") && s.Source["base_name"] != null)
-                SetEntry.RequireBaseName(mf, "source.base_name", s.Source["base_name"] as string);
-            IList dbs = m["databases"] as IList;
-            if (dbs != null) foreach (object o in dbs) if (o is IDictionary) s.Databases.Add((IDictionary)o);
-            IList files = m["files"] as IList;
-            if (files == null) throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " lists no files");
-            foreach (object o in files)
-            {
-                IDictionary f = o as IDictionary;
-                if (f == null) throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " has a malformed files entry");
-                SetFile sf = new SetFile();
-                sf.Name = Convert.ToString(f["name"], CultureInfo.InvariantCulture);
-                sf.Role = Convert.ToString(f["role"], CultureInfo.InvariantCulture);
-                sf.Sha256 = Convert.ToString(f["sha256"], CultureInfo.InvariantCulture);
-                sf.Size = L(f["size"]);
-                sf.Generation = f.Contains("generation") ? L(f["generation"]) : 0;
-                sf.FullPath = SetEntry.Join(s.Path, mf, "files[].name", sf.Name);
-                s.Files.Add(sf);
-            }
-            // databases[].file: a database file of this set, never a path out of it or another role's file.
-            foreach (IDictionary d in s.Databases)
-            {
-                if (d["file"] == null) continue;
-                string rel = d["file"] as string;
-                string full = SetEntry.Join(s.Path, mf, "databases[].file", rel ?? Convert.ToString(d["file"], CultureInfo.InvariantCulture));
-                SetFile listed = null;
-                foreach (SetFile f in s.Files) if (string.Equals(f.FullPath, full, PathRules.Cmp)) listed = f;
-                if (listed == null || listed.Role != "database")
-                    throw new RestoreRefused("db_file_role", mf, "manifest " + mf + ": databases[].file '" + rel + "' is "
-                        + (listed == null ? "not a file listed in the set" : "listed as a " + listed.Role + ", not a database file of the set"));
-            }
-            return s;
-        }
-
-        // Every file exists with the size and SHA-256 its manifest records.
-        public void CheckFiles()
-        {
-            foreach (SetFile f in Files)
-            {
-                string kind = SetEntry.KindInside(Path, f.FullPath);
-                if (kind == SetEntry.Missing)
-                    throw new RestoreRefused("missing_file", f.FullPath, "backup set " + Path + " is missing " + f.Name + " (listed in its manifest)");
-                SetEntry.RequireRegular(Path, f.FullPath, kind);
-                long size = new FileInfo(f.FullPath).Length;
-                if (size != f.Size)
-                    throw new RestoreRefused("hash_mismatch", f.FullPath, "backup set " + Path + ": " + f.Name + " has " + size.ToString(CultureInfo.InvariantCulture)
-                        + " bytes, the manifest records " + f.Size.ToString(CultureInfo.InvariantCulture));
-                string sha = Restore.Sha256Of(f.FullPath, null);
-                if (!string.Equals(sha, f.Sha256, StringComparison.OrdinalIgnoreCase))
-                    throw new RestoreRefused("hash_mismatch", f.FullPath, "backup set " + Path + ": the SHA-256 of " + f.Name + " (" + sha
-                        + ") does not match its manifest (" + f.Sha256 + ")");
-            }
-            for (uint g = GenLow; g <= GenHigh; g++)
-                if (LogFile(g) == null)
-                    throw new RestoreRefused("missing_file", Path, "backup set " + Path + " lists no log for generation " + g.ToString(CultureInfo.InvariantCulture)
-                        + " of its range " + Range);
-        }
-
-        public SetFile LogFile(uint gen)
-        {
-            foreach (SetFile f in Files) if (f.Role == "log" && f.Generation == gen) return f;
-            return null;
-        }
-
-        public IDictionary History(string source, string key)
-        {
-            foreach (IDictionary d in Databases)
-                if (string.Equals(Convert.ToString(d["source"], CultureInfo.InvariantCulture), source, PathRules.Cmp))
-                    return d[key] as IDictionary;
-            return null;
-        }
-
-        public static bool SameRange(IDictionary bk, uint low, uint high)
-        {
-            return bk != null && L(bk["gen_low"]) == low && L(bk["gen_high"]) == high;
-        }
-
-        public static string RangeOf(IDictionary bk)
-        {
-            if (bk == null || L(bk["gen_low"]) == 0) return "none";
-            return L(bk["gen_low"]).ToString(CultureInfo.InvariantCulture) + "-" + L(bk["gen_high"]).ToString(CultureInfo.InvariantCulture);
-        }
-    }
-
-    // A backup share is input that others may write: every file of a set is looked at without following a
-    // link before it is opened, and only regular files inside the set are read (docs/security.md).
-    internal static class SetEntry
-    {
-        public const string Missing = "missing", Regular = "regular", Directory_ = "directory", Link = "symlink", Other = "other";
-        public const long MaxRecordBytes = 16L << 20;
-        public const int MaxNesting = 64;
-
-        // The deepest nesting of arrays and objects in a JSON text (strings skipped), so that a hostile
-        // manifest is refused before a recursive parser could overflow the stack.
-        public static int Nesting(string text)
-        {
-            int depth = 0, max = 0;
-            bool inString = false;
-            for (int i = 0; i < text.Length; i++)
-            {
-                char c = text[i];
-                if (inString) { if (c == '\\') i++; else if (c == '"') inString = false; continue; }
-                if (c == '"') inString = true;
-                else if (c == '[' || c == '{') { if (++depth > max) max = depth; }
-                else if (c == ']' || c == '}') depth--;
-            }
-            return max;
-        }
-        private static readonly string[] Devices = { "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
-            "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "CONIN$", "CONOUT$" };
-
-        // The kind of a path, without following a symbolic link (or junction) at its last component.
-        public static string Kind(string path)
-        {
-            if (!PathRules.IsWindows)
-            {
-                try
-                {
-                    byte[] st = new byte[256]; // struct statx: stx_mode (u16) at offset 28 on every architecture
-                    if (Unix.statx(-100, path, 0x100, 0x1, st) == 0) // AT_FDCWD, AT_SYMLINK_NOFOLLOW, STATX_TYPE
-                    {
-                        int mode = BitConverter.ToUInt16(st, 28) & 0xF000;
-                        return mode == 0x8000 ? Regular : mode == 0x4000 ? Directory_ : mode == 0xA000 ? Link : Other;
-                    }
-                    int errno = Marshal.GetLastWin32Error();
-                    if (errno == 2 || errno == 20) return Missing; // ENOENT, ENOTDIR
-                }
-                catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; }
-            }
-            FileAttributes a;
-            try { a = File.GetAttributes(path); }
-            catch (FileNotFoundException) { return Missing; }
-            catch (DirectoryNotFoundException) { return Missing; }
-            if ((a & FileAttributes.ReparsePoint) != 0) return Link;
-            if ((a & FileAttributes.Directory) != 0) return Directory_;
-            if ((a & FileAttributes.Device) != 0) return Other;
-            return Regular;
-        }
-
-        // The kind of a file of a set, and of every folder between the set and it: a folder that is a link
-        // (logs/ pointing elsewhere) makes the file a link too.
-        public static string KindInside(string setPath, string fullPath)
-        {
-            string root = PathRules.Normalize(setPath);
-            List<string> chain = new List<string>();
-            for (string d = System.IO.Path.GetDirectoryName(fullPath); d != null && d.Length > root.Length && PathRules.SameOrInside(d, root); d = System.IO.Path.GetDirectoryName(d))
-                chain.Add(d);
-            chain.Reverse();
-            foreach (string d in chain)
-            {
-                string k = Kind(d);
-                if (k == Missing) return Missing;
-                if (k == Link) throw new RestoreRefused("symlink", d, "backup set " + setPath + ": folder " + d + " is a symbolic link (or junction): restore does not follow it; a set must hold its own folders and regular files");
-                if (k != Directory_) throw new RestoreRefused("not_regular", d, "backup set " + setPath + ": " + d + " is not a folder");
-            }
-            return Kind(fullPath);
-        }
-
-        public static void RequireRegular(string setPath, string path, string kind)
-        {
-            if (kind == Regular) return;
-            if (kind == Link)
-                throw new RestoreRefused("symlink", path, "backup set " + setPath + ": " + path + " is a symbolic link: restore does not follow it; a set must hold its own regular files");
-            throw new RestoreRefused("not_regular", path, "backup set " + setPath + ": " + path + " is a " + (kind == Directory_ ? "folder" : "FIFO, socket or device") + ", not a regular file: it is not opened");
-        }
-
-        // A name of the manifest joined under the set: relative, '/'-separated, no '..', drive, backslash, device name.
-        public static string Join(string setPath, string manifest, string field, string name)
-        {
-            string why = null;
-            if (string.IsNullOrEmpty(name)) why = "is empty";
-            else
-            {
-                foreach (char c in name) if (c < 0x20) { why = "has a control character"; break; }
-                if (why == null)
-                    foreach (string part in name.Split('/'))
-                    {
-                        string stem = part.Split('.')[0].TrimEnd(' ');
-                        foreach (string dev in Devices) if (string.Equals(stem, dev, StringComparison.OrdinalIgnoreCase)) why = "names the device " + dev;
-                        if (part.EndsWith(".", StringComparison.Ordinal) && part != "." && part != "..") why = "has a part ending in a dot";
-                    }
-            }
-            if (why == null)
-            {
-                try { return PathRules.SafeJoin(setPath, name); }
-                catch (InvalidOperationException e) { why = e.Message; }
-                catch (ArgumentException e) { why = e.Message; }
-                catch (NotSupportedException e) { why = e.Message; }
-            }
-            throw new RestoreRefused("unsafe_name", manifest, "manifest " + manifest + ": " + field + " '" + name + "' " + (why.StartsWith("unsafe", StringComparison.Ordinal) || why.StartsWith("name", StringComparison.Ordinal) ? "is unsafe (" + why + ")" : why)
-                + ": a name of a set must stay inside it (relative, '/'-separated, no '..', drive, root or backslash)");
-        }
-
-        // logs.base_name and source.base_name: exactly 3 characters, none of them a separator, dot or control character.
-        public static void RequireBaseName(string manifest, string field, string b)
-        {
-            bool ok = b != null && b.Length == 3;
-            if (ok) foreach (char c in b) if (c < 0x20 || "\\/:*?\"<>|.".IndexOf(c) >= 0) ok = false;
-            if (!ok)
-                throw new RestoreRefused("unsafe_base_name", manifest, "manifest " + manifest + ": " + field + " '" + b + "' is not a 3-character log base name "
-                    + "(no path separator, dot or control character): the restored log names would not stay in the log folder");
-        }
-
-        private static class Unix
-        {
-            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
-            internal static extern int statx(int dirfd, string path, int flags, uint mask, [Out] byte[] buf);
-        }
-    }
-
-    // The ending record of a set (<set>/ending.json, format ese.backup/ending/1): how its backup session ended.
-    internal static class Ending
-    {
-        public const string FileName = "ending.json", Format = "ese.backup/ending/1";
-        private static readonly string[] RecordedAs = { "full", "copy", "incremental", "differential" };
-
-        // Null when the set ended validly; else why not. facts gets what the record says.
-        public static string Problem(ChainSet s, Dictionary<string, object> facts, out string problem)
-        {
-            string path = System.IO.Path.Combine(s.Path, FileName);
-            facts["path"] = path;
-            problem = null;
-            string kind = SetEntry.Kind(path);
-            if (kind == SetEntry.Missing) { problem = "no_ending"; facts["status"] = "missing"; return "has no ending record (" + FileName + "): whether its backup session ended validly is unknown"; }
-            if (kind != SetEntry.Regular) { problem = "ending_unreadable"; facts["status"] = kind; return "has an ending record " + path + " that is a " + kind + ", not a regular file: it is not read"; }
-            IDictionary e = null;
-            string text = new FileInfo(path).Length <= 1L << 20 ? File.ReadAllText(path, Encoding.UTF8) : null;
-            if (text != null && SetEntry.Nesting(text) <= SetEntry.MaxNesting)
-            {
-                try { e = Json.Parse(text) as IDictionary; }
-                catch (Exception x) { if (!(x is FormatException || x is InvalidOperationException || x is ArgumentException || x is InsufficientExecutionStackException || x is OverflowException)) throw; }
-            }
-            if (e == null || !Format.Equals(e["format"])) { problem = "ending_unreadable"; facts["status"] = "unreadable"; return "has an ending record " + path + " that is not valid " + Format + " JSON (at most 1 MiB)"; }
-            object ended = e["ended"], valid = e["backup_valid"], recorded = e["recorded_as"];
-            IDictionary proof = e["proof"] as IDictionary;
-            if (!(valid is bool) || proof == null || (recorded != null && Array.IndexOf(RecordedAs, recorded as string) < 0))
-            {
-                problem = "ending_unreadable"; facts["status"] = "unreadable";
-                return "has an ending record " + path + " that is not valid " + Format + " JSON (backup_valid, recorded_as and proof)";
-            }
-            facts["ended"] = ended; facts["backup_valid"] = valid; facts["session"] = e["session"]; facts["recorded_as"] = recorded;
-            List<string> why = new List<string>();
-            // backup_valid is the engine's verdict (both proofs: the complete sequence and the header slot ESE filled),
-            // the rule ese.backup.verify applies too (SET_ENDING_NOT_VALID).
-            if (!true.Equals(valid))
-            {
-                why.Add("ended: " + Convert.ToString(ended ?? "null", CultureInfo.InvariantCulture));
-                why.Add("backup_valid: false");
-                if (false.Equals(proof["sequence_complete"])) why.Add("sequence_complete: false");
-                if (false.Equals(proof["header_recorded"])) why.Add("header_recorded: false");
-                IList missing = proof["missing"] as IList;
-                if (missing != null && missing.Count > 0)
-                {
-                    List<string> m = new List<string>();
-                    foreach (object o in missing) { if (m.Count == 5) { m.Add("..."); break; } m.Add(Convert.ToString(o, CultureInfo.InvariantCulture)); }
-                    why.Add("missing: " + string.Join(", ", m.ToArray()));
-                }
-            }
-            if (why.Count == 0) { facts["status"] = "valid"; return null; }
-            problem = "backup_not_valid"; facts["status"] = "not_valid";
-            return "records that its backup session did not end validly (" + string.Join("; ", why.ToArray()) + ")";
-        }
-    }
-
     // Where a restore may write when the operator confirmed the manifest's original paths (to_original_paths).
     internal static class OriginalPaths
     {
@@ -746,7 +420,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 
         private static void CheckLogHeader(ChainSet s, SetFile f, uint gen, string signLog)
         {
-            byte[] h = ReadPrefix(f.FullPath, 4096);
+            byte[] h = FileBytes.ReadPrefix(f.FullPath, 4096);
             if (h == null || DbFacts.U32(h, 0) != XorOld(h, 4096))
                 throw new RestoreRefused("bad_log", f.FullPath, "log " + f.FullPath + " has no valid log file header");
             if (DbFacts.U32(h, 4) != gen)
@@ -831,7 +505,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         {
             long cb = x.PageSize;
             long pages = x.SetSize / cb - 2;
-            byte[] h = x.SetSize >= 4096 ? ReadPrefix(x.SetFile, 4096) : null;
+            byte[] h = x.SetSize >= 4096 ? FileBytes.ReadPrefix(x.SetFile, 4096) : null;
             bool streamed = h != null && DbFacts.U32(h, 200) != 0; // bkinfoFullCur.genLow
             if (streamed) pages--;
             if (pages <= 0)
@@ -845,7 +519,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         {
             if (!File.Exists(path)) return;
             string kind = SetEntry.Kind(path);
-            byte[] h = kind == SetEntry.Regular ? ReadPrefix(path, 4096) : null;
+            byte[] h = kind == SetEntry.Regular ? FileBytes.ReadPrefix(path, 4096) : null;
             bool ok = h != null && DbFacts.U32(h, 0) == XorOld(h, 4096) && (!database || string.Equals(DbFacts.HexBytes(DbFacts.Slice(h, 24, 28)), signDb, StringComparison.OrdinalIgnoreCase));
             if (!ok)
                 throw new RestoreRefused("target_not_ours", path, "to_original_paths would replace " + path + ", which is not "
@@ -1020,7 +694,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             foreach (Target t in targets)
             {
                 changes.Written.Add(t.Path);
-                string sha = Sha256Of(t.SetFile, t.Path);
+                string sha = FileBytes.Sha256Of(t.SetFile, t.Path, Protect.File_);
                 api.Trace.Add("CopyFile", 0, t.SetFile + " -> " + t.Path + " sha256=" + sha);
                 if (!string.Equals(sha, t.Sha256, StringComparison.OrdinalIgnoreCase))
                     throw new RestoreRefused("hash_mismatch", t.SetFile, "the streamed database " + t.SetFile + " changed while it was copied (SHA-256 " + sha + ")");
@@ -1034,7 +708,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 foreach (ChainSet s in chain) for (uint g = s.GenLow; g <= s.GenHigh; g++) logs[g] = s.LogFile(g);
                 foreach (SetFile f in logs.Values)
                 {
-                    string sha = Sha256Of(f.FullPath, Path.Combine(rlogs, Path.GetFileName(f.FullPath)));
+                    string sha = FileBytes.Sha256Of(f.FullPath, Path.Combine(rlogs, Path.GetFileName(f.FullPath)), Protect.File_);
                     if (!string.Equals(sha, f.Sha256, StringComparison.OrdinalIgnoreCase))
                         throw new RestoreRefused("hash_mismatch", f.FullPath, "log " + f.FullPath + " changed after it was checked (SHA-256 " + sha + " while it was copied)");
                 }
@@ -1090,7 +764,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             int err = api.GetDbInfoMisc(path, out misc);
             if (err < 0) { d["error"] = "JetGetDatabaseFileInfoW(JET_DbInfoMisc) returned " + err.ToString(CultureInfo.InvariantCulture); d["err"] = (long)err; return d; }
             foreach (KeyValuePair<string, object> kv in DbFacts.FromMisc(misc).ToDict()) d[kv.Key] = kv.Value;
-            byte[] h = ReadPrefix(path, 4096);
+            byte[] h = FileBytes.ReadPrefix(path, 4096);
             d["gen_max_committed"] = h != null ? (long)DbFacts.U32(h, 416) : 0L;  // DBFILEHDR le_lGenMaxCommitted
             d["size"] = new FileInfo(path).Length;
             return d;
@@ -1226,7 +900,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 using (FileStream fs = new FileStream(t.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20))
                 {
                     long index = 0;
-                    while (ReadFull(fs, page))
+                    while (FileBytes.ReadFull(fs, page))
                     {
                         string verdict = DbFacts.AllZero(page) ? PageZero : index < 2 ? (DbFacts.U32(page, 0) == XorOld(page, cb) ? PageOkay : PageBad) : PageStatus(page, cb, (uint)(index - 1));
                         if (verdict == PageZero) empty++;
@@ -1248,18 +922,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 checks.Add(c);
             }
             return all;
-        }
-
-        private static bool ReadFull(Stream s, byte[] buf)
-        {
-            int got = 0;
-            while (got < buf.Length)
-            {
-                int n = s.Read(buf, got, buf.Length - got);
-                if (n <= 0) return false;
-                got += n;
-            }
-            return true;
         }
 
         internal static uint XorOld(byte[] b, int cb)
@@ -1366,44 +1028,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
             {
                 long index = 0;
-                while (ReadFull(fs, page)) { if (index >= 2) v.Add(PageStatus(page, cb, (uint)(index - 1))); index++; }
+                while (FileBytes.ReadFull(fs, page)) { if (index >= 2) v.Add(PageStatus(page, cb, (uint)(index - 1))); index++; }
             }
             Dictionary<string, object> r = new Dictionary<string, object>();
             r["verdicts"] = v;
             return r;
-        }
-
-        // ---- small helpers ----
-
-        private static byte[] ReadPrefix(string path, int n)
-        {
-            byte[] b = new byte[n];
-            using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
-                return ReadFull(fs, b) ? b : null;
-        }
-
-        // SHA-256 of a file; with copyTo, the file is copied there while it is hashed.
-        internal static string Sha256Of(string path, string copyTo)
-        {
-            byte[] buf = new byte[1 << 20];
-            GCHandle pin = GCHandle.Alloc(buf, GCHandleType.Pinned);
-            try
-            {
-                using (StreamHash h = StreamHash.Create())
-                using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
-                using (FileStream outp = copyTo != null ? new FileStream(copyTo, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16) : null)
-                {
-                    if (copyTo != null) Protect.File_(copyTo); // before a byte of the database is in it
-                    int n;
-                    while ((n = fs.Read(buf, 0, buf.Length)) > 0)
-                    {
-                        h.Append(pin.AddrOfPinnedObject(), buf, n);
-                        if (outp != null) outp.Write(buf, 0, n);
-                    }
-                    return DbFacts.HexBytes(h.Finish());
-                }
-            }
-            finally { pin.Free(); }
         }
     }
 

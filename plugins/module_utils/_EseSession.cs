@@ -23,6 +23,8 @@ using System.Text.RegularExpressions;
 using System.Threading;
 using ansible_collections.ese.backup.plugins.module_utils.EseEngine;
 using ansible_collections.ese.backup.plugins.module_utils._EseNative;
+using ansible_collections.ese.backup.plugins.module_utils._EseHost;
+using ansible_collections.ese.backup.plugins.module_utils._EseFormat;
 
 namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 {

@@ -1,0 +1,738 @@
+// ese.backup engine, host plumbing shared by every entry point: module arguments (Args) and the
+// option failure (InvalidOption), path rules, private folders, hashing, the double-buffered copy and a
+// bounded JSON reader/writer. C# 5, references System and System.Core only (docs/architecture.md).
+//AssemblyReference -Type System.IO.FileSystemAclExtensions -CLR Core
+
+using System;
+using System.Collections;
+using System.Collections.Generic;
+using System.Globalization;
+using System.IO;
+using System.Runtime.InteropServices;
+using System.Security.AccessControl;
+using System.Security.Cryptography;
+using System.Security.Principal;
+using System.Text;
+using System.Threading;
+using ansible_collections.ese.backup.plugins.module_utils._EseNative;
+
+namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
+{
+    // ------------------------------------------------------------------------------------------------
+    // Options (architecture.md section 4), converted robustly from Ansible.Basic or JSON data.
+    // ------------------------------------------------------------------------------------------------
+    public sealed class InvalidOption : Exception
+    {
+        public readonly string Option;
+        public InvalidOption(string option, string msg) : base(msg) { Option = option; }
+        public Dictionary<string, object> ToDict()
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["option"] = Option; d["msg"] = Message;
+            return d;
+        }
+    }
+
+    internal static class Args
+    {
+        public static object Get(IDictionary args, string key)
+        {
+            if (args == null || !args.Contains(key)) return null;
+            return args[key];
+        }
+
+        public static string Str(IDictionary args, string key, string def)
+        {
+            object v = Get(args, key);
+            if (v == null) return def;
+            string s = Convert.ToString(v, CultureInfo.InvariantCulture);
+            return s.Length == 0 ? def : s;
+        }
+
+        // A choice option: Ansible.Basic accepts a choice in any case (FULL, Abort) and hands it on as written;
+        // the engine compares without regard to case and returns the choice as listed.
+        public static string Choice(IDictionary args, string key, string def, params string[] choices)
+        {
+            string v = Str(args, key, def);
+            if (v == null) return null;
+            foreach (string c in choices)
+                if (string.Equals(c, v.Trim(), StringComparison.OrdinalIgnoreCase)) return c;
+            throw new InvalidOption(key, key + " '" + v + "' is not one of " + string.Join(", ", choices));
+        }
+
+        public static bool Bool(IDictionary args, string key, bool def)
+        {
+            object v = Get(args, key);
+            if (v == null) return def;
+            if (v is bool) return (bool)v;
+            string s = Convert.ToString(v, CultureInfo.InvariantCulture).Trim().ToLowerInvariant();
+            if (s == "true" || s == "yes" || s == "on" || s == "1") return true;
+            if (s == "false" || s == "no" || s == "off" || s == "0") return false;
+            throw new InvalidOption(key, "'" + s + "' is not a boolean; use true or false");
+        }
+
+        public static long? Long(IDictionary args, string key)
+        {
+            object v = Get(args, key);
+            if (v == null) return null;
+            if (v is string && ((string)v).Trim().Length == 0) return null;
+            try
+            {
+                if (v is double || v is float || v is decimal)
+                {
+                    double d = Convert.ToDouble(v, CultureInfo.InvariantCulture);
+                    if (d != Math.Floor(d) || Math.Abs(d) > 9e15) throw new FormatException();
+                    return (long)d;
+                }
+                return Convert.ToInt64(v, CultureInfo.InvariantCulture);
+            }
+            catch (FormatException) { }
+            catch (InvalidCastException) { }
+            catch (OverflowException) { }
+            throw new InvalidOption(key, "'" + Convert.ToString(v, CultureInfo.InvariantCulture) + "' is not an integer");
+        }
+
+        public static List<string> List(IDictionary args, string key)
+        {
+            object v = Get(args, key);
+            List<string> r = new List<string>();
+            if (v == null) return r;
+            if (v is string) { r.Add((string)v); return r; }
+            IEnumerable e = v as IEnumerable;
+            if (e == null) throw new InvalidOption(key, "must be a list of paths");
+            foreach (object o in e)
+            {
+                if (o == null) continue;
+                r.Add(Convert.ToString(o, CultureInfo.InvariantCulture));
+            }
+            return r;
+        }
+    }
+
+    internal static class PathRules
+    {
+        public static bool IsWindows { get { return Path.DirectorySeparatorChar == '\\'; } }
+        public static StringComparison Cmp { get { return IsWindows ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal; } }
+
+        public static bool IsAbsolute(string p)
+        {
+            if (string.IsNullOrEmpty(p)) return false;
+            if (IsWindows)
+            {
+                if (p.StartsWith(@"\\", StringComparison.Ordinal)) return true; // UNC
+                return p.Length >= 3 && char.IsLetter(p[0]) && p[1] == ':' && (p[2] == '\\' || p[2] == '/');
+            }
+            return p[0] == '/';
+        }
+
+        public static string Normalize(string p)
+        {
+            string f = Path.GetFullPath(p);
+            string root = Path.GetPathRoot(f);
+            while (f.Length > root.Length && (f.EndsWith("\\", StringComparison.Ordinal) || f.EndsWith("/", StringComparison.Ordinal)))
+                f = f.Substring(0, f.Length - 1);
+            return f;
+        }
+
+        public static bool SameOrInside(string child, string parent)
+        {
+            string c = Normalize(child), p = Normalize(parent);
+            if (string.Equals(c, p, Cmp)) return true;
+            string ps = p.EndsWith(Path.DirectorySeparatorChar.ToString(), StringComparison.Ordinal) ? p : p + Path.DirectorySeparatorChar;
+            return c.StartsWith(ps, Cmp);
+        }
+
+        public static string WithSeparator(string dir)
+        {
+            string n = Normalize(dir);
+            return n.EndsWith(Path.DirectorySeparatorChar.ToString(), StringComparison.Ordinal) ? n : n + Path.DirectorySeparatorChar;
+        }
+
+        // Joins a relative name made of safe components under root; refuses anything that could escape.
+        public static string SafeJoin(string root, string relative)
+        {
+            string[] parts = relative.Split('/');
+            string p = root;
+            foreach (string part in parts)
+            {
+                if (part.Length == 0 || part == "." || part == ".." || part.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0
+                    || part.IndexOf('\\') >= 0 || part.IndexOf(':') >= 0)
+                    throw new InvalidOperationException("unsafe name in backup set: " + relative);
+                p = Path.Combine(p, part);
+            }
+            string full = Path.GetFullPath(p);
+            if (!SameOrInside(full, root) || string.Equals(Normalize(full), Normalize(root), Cmp))
+                throw new InvalidOperationException("name escapes the backup set: " + relative);
+            return full;
+        }
+
+        // The file in dir whose name equals name without regard to case, as Windows matches names (the exact
+        // spelling first); null when there is none. Used for every file of a log set.
+        public static string FindFile(string dir, string name)
+        {
+            string exact = Path.Combine(dir, name);
+            if (File.Exists(exact)) return exact;
+            if (!Directory.Exists(dir)) return null;
+            foreach (string f in Directory.GetFiles(dir))
+                if (string.Equals(Path.GetFileName(f), name, StringComparison.OrdinalIgnoreCase)) return f;
+            return null;
+        }
+
+        public static bool IsUnc(string p) { return p != null && p.StartsWith(@"\\", StringComparison.Ordinal) && !p.StartsWith(@"\\?\", StringComparison.Ordinal) && !p.StartsWith(@"\\.\", StringComparison.Ordinal); }
+
+        // What to say when a share answers access denied (or seems not to exist) to a module run over WinRM.
+        public static string DoubleHop(string dest)
+        {
+            if (!IsUnc(dest)) return "";
+            return ". dest is a share: over WinRM with NTLM, or Kerberos without delegation, the module runs in a network logon that cannot "
+                + "authenticate to another server (the double hop), so the share answers access denied or seems missing. Ways out: become "
+                + "(runas with a password) for the task, CredSSP, or Kerberos (constrained) delegation for the connection, or a local dest "
+                + "with the backup server pulling the set";
+        }
+
+        public static long FreeBytes(string dir)
+        {
+            if (IsWindows)
+            {
+                ulong avail, total, free;
+                if (Win.GetDiskFreeSpaceExW(WithSeparator(dir), out avail, out total, out free)) return (long)avail;
+                return -1;
+            }
+            byte[] st = new byte[256]; // struct statvfs (glibc x86_64: 112 bytes)
+            try
+            {
+                if (Unix.statvfs(dir, st) != 0) return -1;
+            }
+            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; return -1; }
+            ulong frsize = BitConverter.ToUInt64(st, 8), bavail = BitConverter.ToUInt64(st, 32);
+            return (long)(frsize * bavail);
+        }
+
+        private static class Win
+        {
+            [DllImport("kernel32.dll", CharSet = CharSet.Unicode, ExactSpelling = true, SetLastError = true)]
+            [return: MarshalAs(UnmanagedType.Bool)]
+            internal static extern bool GetDiskFreeSpaceExW(string lpDirectoryName, out ulong lpFreeBytesAvailable, out ulong lpTotalNumberOfBytes, out ulong lpTotalNumberOfFreeBytes);
+        }
+
+        private static class Unix
+        {
+            [DllImport("libc.so.6", CharSet = CharSet.Ansi)]
+            internal static extern int statvfs(string path, [Out] byte[] buf);
+        }
+    }
+
+    // Backup sets can hold password hashes (ntds.dit): only SYSTEM, Administrators, Backup Operators
+    // and the account that runs the backup may open a set's folder.
+    internal static class PrivateDirectory
+    {
+        public static void Create(string path)
+        {
+            if (!PathRules.IsWindows)
+            {
+                Directory.CreateDirectory(path);
+                if (Unix.chmod(path, 0x1C0) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0700)");
+                return;
+            }
+#if CORECLR
+            System.IO.FileSystemAclExtensions.Create(new DirectoryInfo(path), Acl());
+#else
+            Directory.CreateDirectory(path, Acl());
+#endif
+        }
+
+        // The accounts that may open a set, a journal or a restored file (Windows).
+        internal static IdentityReference[] Owners()
+        {
+            return new IdentityReference[] {
+                new SecurityIdentifier(WellKnownSidType.LocalSystemSid, null),
+                new SecurityIdentifier(WellKnownSidType.BuiltinAdministratorsSid, null),
+                new SecurityIdentifier(WellKnownSidType.BuiltinBackupOperatorsSid, null),
+                WindowsIdentity.GetCurrent().User };
+        }
+
+        private static DirectorySecurity Acl()
+        {
+            DirectorySecurity sec = new DirectorySecurity();
+            sec.SetAccessRuleProtection(true, false);
+            foreach (IdentityReference who in Owners())
+                sec.AddAccessRule(new FileSystemAccessRule(who, FileSystemRights.FullControl,
+                    InheritanceFlags.ContainerInherit | InheritanceFlags.ObjectInherit, PropagationFlags.None, AccessControlType.Allow));
+            return sec;
+        }
+
+        private static class Unix
+        {
+            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
+            internal static extern int chmod(string path, uint mode);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // SHA-256 while streaming. Windows: CNG (native). CoreCLR: SHA256.Create() (native).
+    // Mono on Linux (the simulator host): OpenSSL's libcrypto when present, else the managed hash.
+    // ------------------------------------------------------------------------------------------------
+    public abstract class StreamHash : IDisposable
+    {
+        public abstract bool UsesNative { get; }
+        public abstract string Name { get; }
+        public abstract void Append(IntPtr p, byte[] managed, int n);
+        public abstract byte[] Finish();
+        public abstract void Dispose();
+
+        private static int libcryptoState; // 0 unknown, 1 usable, 2 not usable
+
+        public static StreamHash Create()
+        {
+            if (Environment.OSVersion.Platform == PlatformID.Unix && libcryptoState != 2)
+            {
+                try
+                {
+                    StreamHash h = new LibcryptoHash();
+                    libcryptoState = 1;
+                    return h;
+                }
+                catch (InvalidOperationException) { libcryptoState = 2; }
+                catch (Exception e)
+                {
+                    // DllNotFoundException, or ArgumentNullException from PowerShell 7's resolver: managed hash.
+                    if (!NativeLoad.IsLoadFailure(e)) throw;
+                    libcryptoState = 2;
+                }
+            }
+            return new ManagedHash();
+        }
+    }
+
+    public sealed class ManagedHash : StreamHash
+    {
+        private readonly HashAlgorithm h;
+        public ManagedHash()
+        {
+#if CORECLR
+            h = SHA256.Create();
+#else
+            if (Environment.OSVersion.Platform == PlatformID.Win32NT) h = new SHA256Cng();
+            else h = SHA256.Create();
+#endif
+        }
+        public override bool UsesNative { get { return false; } }
+        public override string Name { get { return h.GetType().Name; } }
+        public override void Append(IntPtr p, byte[] managed, int n) { h.TransformBlock(managed, 0, n, null, 0); }
+        public override byte[] Finish() { h.TransformFinalBlock(new byte[0], 0, 0); return h.Hash; }
+        public override void Dispose() { h.Dispose(); }
+    }
+
+    public sealed class LibcryptoHash : StreamHash
+    {
+        private const string Lib = "libcrypto.so.3";
+        [DllImport(Lib)] private static extern IntPtr EVP_MD_CTX_new();
+        [DllImport(Lib)] private static extern void EVP_MD_CTX_free(IntPtr ctx);
+        [DllImport(Lib)] private static extern IntPtr EVP_sha256();
+        [DllImport(Lib)] private static extern int EVP_DigestInit_ex(IntPtr ctx, IntPtr type, IntPtr impl);
+        [DllImport(Lib)] private static extern int EVP_DigestUpdate(IntPtr ctx, IntPtr d, UIntPtr cnt);
+        [DllImport(Lib)] private static extern int EVP_DigestFinal_ex(IntPtr ctx, byte[] md, out uint s);
+
+        private IntPtr ctx;
+        public LibcryptoHash()
+        {
+            ctx = EVP_MD_CTX_new();
+            if (ctx == IntPtr.Zero || EVP_DigestInit_ex(ctx, EVP_sha256(), IntPtr.Zero) != 1)
+                throw new InvalidOperationException("libcrypto SHA-256 unavailable");
+        }
+        public override bool UsesNative { get { return true; } }
+        public override string Name { get { return "libcrypto"; } }
+        public override void Append(IntPtr p, byte[] managed, int n)
+        {
+            if (EVP_DigestUpdate(ctx, p, new UIntPtr((uint)n)) != 1) throw new CryptographicException("EVP_DigestUpdate failed");
+        }
+        public override byte[] Finish()
+        {
+            byte[] md = new byte[32]; uint s;
+            if (EVP_DigestFinal_ex(ctx, md, out s) != 1 || s != 32) throw new CryptographicException("EVP_DigestFinal_ex failed");
+            return md;
+        }
+        public override void Dispose() { if (ctx != IntPtr.Zero) { EVP_MD_CTX_free(ctx); ctx = IntPtr.Zero; } }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Page-aligned native buffers and the double-buffered copy: the caller reads into one slot while a
+    // worker thread hashes and writes the other. Memory: 2 x (native + managed) buffer_size bytes.
+    // ------------------------------------------------------------------------------------------------
+    public sealed class AlignedBuffer : IDisposable
+    {
+        public const int Alignment = 4096;
+        private IntPtr raw;
+        public readonly IntPtr Pointer;
+        public readonly int Size;
+        public AlignedBuffer(int size)
+        {
+            Size = size;
+            raw = Marshal.AllocHGlobal(new IntPtr((long)size + Alignment));
+            long a = raw.ToInt64();
+            Pointer = new IntPtr((a + Alignment - 1) & ~((long)Alignment - 1));
+        }
+        public void Dispose() { if (raw != IntPtr.Zero) { Marshal.FreeHGlobal(raw); raw = IntPtr.Zero; } }
+    }
+
+    public sealed class WriteFailure : Exception
+    {
+        public readonly string Path;
+        public WriteFailure(string path, Exception inner) : base(inner.Message, inner) { Path = path; }
+    }
+
+    public sealed class CopyPipeline : IDisposable
+    {
+        public sealed class Slot
+        {
+            public AlignedBuffer Native;
+            public byte[] Managed;
+            public int Length;
+        }
+
+        private readonly Slot[] slots;
+        private readonly object gate = new object();
+        private readonly Queue<Slot> free = new Queue<Slot>();
+        private readonly Queue<Slot> full = new Queue<Slot>();
+        private Thread worker;
+        private bool finishing;
+        private Exception error;
+        private FileStream output;
+        private StreamHash hash;
+        private string path;
+
+        public CopyPipeline(int bufferSize)
+        {
+            slots = new Slot[2];
+            for (int i = 0; i < slots.Length; i++)
+            {
+                Slot s = new Slot();
+                s.Native = new AlignedBuffer(bufferSize);
+                s.Managed = new byte[bufferSize];
+                slots[i] = s;
+            }
+        }
+
+        public string HashKind { get { return hash == null ? "none" : hash.Name; } }
+
+        public void Begin(string destPath)
+        {
+            path = destPath;
+            error = null; finishing = false;
+            free.Clear(); full.Clear();
+            foreach (Slot s in slots) free.Enqueue(s);
+            try
+            {
+                output = new FileStream(destPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 4096, FileOptions.None);
+            }
+            catch (IOException e) { throw new WriteFailure(destPath, e); }
+            catch (UnauthorizedAccessException e) { throw new WriteFailure(destPath, e); }
+            hash = StreamHash.Create();
+            worker = new Thread(Work);
+            worker.IsBackground = true;
+            worker.Name = "ese.backup writer";
+            worker.Start();
+        }
+
+        private void Work()
+        {
+            while (true)
+            {
+                Slot s;
+                lock (gate)
+                {
+                    while (full.Count == 0 && !finishing) Monitor.Wait(gate);
+                    if (full.Count == 0) return;
+                    s = full.Dequeue();
+                }
+                try
+                {
+                    if (error == null)
+                    {
+                        Marshal.Copy(s.Native.Pointer, s.Managed, 0, s.Length);
+                        hash.Append(s.Native.Pointer, s.Managed, s.Length);
+                        output.Write(s.Managed, 0, s.Length);
+                    }
+                }
+                catch (Exception e)
+                {
+                    lock (gate) { if (error == null) error = e; }
+                }
+                lock (gate) { free.Enqueue(s); Monitor.PulseAll(gate); }
+            }
+        }
+
+        private void ThrowIfFailed()
+        {
+            if (error != null) throw new WriteFailure(path, error);
+        }
+
+        public Slot Acquire()
+        {
+            lock (gate)
+            {
+                while (free.Count == 0 && error == null) Monitor.Wait(gate);
+                ThrowIfFailed();
+                return free.Dequeue();
+            }
+        }
+
+        public void Release(Slot s) { lock (gate) { free.Enqueue(s); Monitor.PulseAll(gate); } }
+
+        public void Submit(Slot s, int length)
+        {
+            s.Length = length;
+            lock (gate) { full.Enqueue(s); Monitor.PulseAll(gate); }
+        }
+
+        private void StopWorker()
+        {
+            if (worker == null) return;
+            lock (gate) { finishing = true; Monitor.PulseAll(gate); }
+            worker.Join();
+            worker = null;
+        }
+
+        // Waits for the worker, flushes the file to stable storage and returns the SHA-256.
+        public byte[] Finish()
+        {
+            StopWorker();
+            try
+            {
+                ThrowIfFailed();
+                try
+                {
+                    output.Flush(true);
+                    output.Dispose();
+                    output = null;
+                }
+                catch (IOException e) { throw new WriteFailure(path, e); }
+                return hash.Finish();
+            }
+            finally { Abort(); }
+        }
+
+        public void Abort()
+        {
+            StopWorker();
+            if (output != null) { try { output.Dispose(); } catch (IOException) { } output = null; }
+            if (hash != null) { hash.Dispose(); hash = null; }
+        }
+
+        public void Dispose()
+        {
+            Abort();
+            foreach (Slot s in slots) s.Native.Dispose();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Minimal JSON (writer for manifest.json and results; reader for requests and manifests).
+    // Numbers read as long when integral, else double.
+    // ------------------------------------------------------------------------------------------------
+    public static class Json
+    {
+        public static string Write(object value, bool indent)
+        {
+            StringBuilder sb = new StringBuilder();
+            WriteValue(sb, value, indent, 0);
+            return sb.ToString();
+        }
+
+        private static void NewLine(StringBuilder sb, bool indent, int level)
+        {
+            if (!indent) return;
+            sb.Append('\n');
+            sb.Append(' ', level * 2);
+        }
+
+        private static void WriteValue(StringBuilder sb, object v, bool indent, int level)
+        {
+            if (v == null) { sb.Append("null"); return; }
+            if (v is string) { WriteString(sb, (string)v); return; }
+            if (v is bool) { sb.Append((bool)v ? "true" : "false"); return; }
+            if (v is int || v is long || v is uint || v is short || v is byte || v is ulong || v is ushort || v is sbyte)
+            { sb.Append(Convert.ToString(v, CultureInfo.InvariantCulture)); return; }
+            if (v is double || v is float || v is decimal)
+            {
+                double d = Convert.ToDouble(v, CultureInfo.InvariantCulture);
+                if (double.IsNaN(d) || double.IsInfinity(d)) sb.Append("null");
+                else sb.Append(d.ToString("R", CultureInfo.InvariantCulture));
+                return;
+            }
+            IDictionary dict = v as IDictionary;
+            if (dict != null)
+            {
+                sb.Append('{');
+                bool first = true;
+                foreach (DictionaryEntry e in dict)
+                {
+                    if (!first) sb.Append(',');
+                    first = false;
+                    NewLine(sb, indent, level + 1);
+                    WriteString(sb, Convert.ToString(e.Key, CultureInfo.InvariantCulture));
+                    sb.Append(indent ? ": " : ":");
+                    WriteValue(sb, e.Value, indent, level + 1);
+                }
+                if (!first) NewLine(sb, indent, level);
+                sb.Append('}');
+                return;
+            }
+            IEnumerable list = v as IEnumerable;
+            if (list != null)
+            {
+                sb.Append('[');
+                bool first = true;
+                foreach (object o in list)
+                {
+                    if (!first) sb.Append(',');
+                    first = false;
+                    NewLine(sb, indent, level + 1);
+                    WriteValue(sb, o, indent, level + 1);
+                }
+                if (!first) NewLine(sb, indent, level);
+                sb.Append(']');
+                return;
+            }
+            WriteString(sb, Convert.ToString(v, CultureInfo.InvariantCulture));
+        }
+
+        private static void WriteString(StringBuilder sb, string s)
+        {
+            sb.Append('"');
+            foreach (char c in s)
+            {
+                switch (c)
+                {
+                    case '"': sb.Append("\\\""); break;
+                    case '\\': sb.Append("\\\\"); break;
+                    case '\n': sb.Append("\\n"); break;
+                    case '\r': sb.Append("\\r"); break;
+                    case '\t': sb.Append("\\t"); break;
+                    default:
+                        if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                        else sb.Append(c);
+                        break;
+                }
+            }
+            sb.Append('"');
+        }
+
+        // Limits for documents read from a backup set or a session folder (as the verifier's, ese_format/files.py): a
+        // hostile manifest cannot exhaust the stack (nesting) or memory (size). FormatException names the limit.
+        public const int MaxDepth = 64;
+        public const long MaxFileBytes = 16L << 20;
+
+        // A JSON file of at most MaxFileBytes (checked before it is read), parsed with the depth limit.
+        public static object ReadFile(string path)
+        {
+            long len = new FileInfo(path).Length;
+            if (len > MaxFileBytes)
+                throw new FormatException(path + " is " + len.ToString(CultureInfo.InvariantCulture) + " bytes, larger than the "
+                    + MaxFileBytes.ToString(CultureInfo.InvariantCulture) + " bytes ese.backup reads from a JSON file");
+            return Parse(File.ReadAllText(path, Encoding.UTF8));
+        }
+
+        public static object Parse(string text)
+        {
+            int i = 0;
+            object v = ParseValue(text, ref i, 0);
+            SkipWs(text, ref i);
+            if (i != text.Length) throw new FormatException("trailing characters at " + i);
+            return v;
+        }
+
+        private static void SkipWs(string t, ref int i)
+        {
+            while (i < t.Length && (t[i] == ' ' || t[i] == '\t' || t[i] == '\r' || t[i] == '\n' || t[i] == '\uFEFF')) i++;
+        }
+
+        private static object ParseValue(string t, ref int i, int depth)
+        {
+            SkipWs(t, ref i);
+            if (i >= t.Length) throw new FormatException("unexpected end of JSON");
+            char c = t[i];
+            if ((c == '{' || c == '[') && depth >= MaxDepth)
+                throw new FormatException("JSON nested deeper than " + MaxDepth.ToString(CultureInfo.InvariantCulture) + " levels at " + i.ToString(CultureInfo.InvariantCulture));
+            if (c == '{')
+            {
+                Dictionary<string, object> d = new Dictionary<string, object>();
+                i++; SkipWs(t, ref i);
+                if (i < t.Length && t[i] == '}') { i++; return d; }
+                while (true)
+                {
+                    SkipWs(t, ref i);
+                    if (i >= t.Length || t[i] != '"') throw new FormatException("expected a key at " + i);
+                    string k = ParseString(t, ref i);
+                    SkipWs(t, ref i);
+                    if (i >= t.Length || t[i] != ':') throw new FormatException("expected ':' at " + i);
+                    i++;
+                    d[k] = ParseValue(t, ref i, depth + 1);
+                    SkipWs(t, ref i);
+                    if (i < t.Length && t[i] == ',') { i++; continue; }
+                    if (i < t.Length && t[i] == '}') { i++; return d; }
+                    throw new FormatException("expected ',' or '}' at " + i);
+                }
+            }
+            if (c == '[')
+            {
+                List<object> l = new List<object>();
+                i++; SkipWs(t, ref i);
+                if (i < t.Length && t[i] == ']') { i++; return l; }
+                while (true)
+                {
+                    l.Add(ParseValue(t, ref i, depth + 1));
+                    SkipWs(t, ref i);
+                    if (i < t.Length && t[i] == ',') { i++; continue; }
+                    if (i < t.Length && t[i] == ']') { i++; return l; }
+                    throw new FormatException("expected ',' or ']' at " + i);
+                }
+            }
+            if (c == '"') return ParseString(t, ref i);
+            if (string.CompareOrdinal(t, i, "true", 0, 4) == 0) { i += 4; return true; }
+            if (string.CompareOrdinal(t, i, "false", 0, 5) == 0) { i += 5; return false; }
+            if (string.CompareOrdinal(t, i, "null", 0, 4) == 0) { i += 4; return null; }
+            int start = i;
+            while (i < t.Length && "+-0123456789.eE".IndexOf(t[i]) >= 0) i++;
+            string num = t.Substring(start, i - start);
+            if (num.Length == 0) throw new FormatException("unexpected character '" + c + "' at " + start);
+            long lv;
+            if (num.IndexOfAny(new char[] { '.', 'e', 'E' }) < 0 && long.TryParse(num, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out lv)) return lv;
+            double dv;
+            if (double.TryParse(num, NumberStyles.Float, CultureInfo.InvariantCulture, out dv)) return dv;
+            throw new FormatException("bad number '" + num + "'");
+        }
+
+        private static string ParseString(string t, ref int i)
+        {
+            i++; // opening quote
+            StringBuilder sb = new StringBuilder();
+            while (i < t.Length)
+            {
+                char c = t[i++];
+                if (c == '"') return sb.ToString();
+                if (c != '\\') { sb.Append(c); continue; }
+                if (i >= t.Length) break;
+                char e = t[i++];
+                switch (e)
+                {
+                    case '"': sb.Append('"'); break;
+                    case '\\': sb.Append('\\'); break;
+                    case '/': sb.Append('/'); break;
+                    case 'b': sb.Append('\b'); break;
+                    case 'f': sb.Append('\f'); break;
+                    case 'n': sb.Append('\n'); break;
+                    case 'r': sb.Append('\r'); break;
+                    case 't': sb.Append('\t'); break;
+                    case 'u':
+                        if (i + 4 > t.Length) throw new FormatException("bad \\u escape");
+                        sb.Append((char)int.Parse(t.Substring(i, 4), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture));
+                        i += 4;
+                        break;
+                    default: throw new FormatException("bad escape \\" + e);
+                }
+            }
+            throw new FormatException("unterminated string");
+        }
+    }
+}
