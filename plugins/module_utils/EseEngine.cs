@@ -28,7 +28,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public long? PageSize;
         public bool CircularLogging;
         public long LegacyFileNames, BufferSize;
-        public bool SetNameGiven;
 
         public bool Incremental { get { return Type == "incremental" || Type == "differential"; } }
         public bool Truncate { get { return Type == "full" || Type == "incremental"; } }
@@ -43,8 +42,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             o.PageSize = Args.Long(args, "page_size");
             o.Type = Args.Str(args, "type", "full").Trim().ToLowerInvariant(); // any case, as Ansible.Basic accepts it
             o.Dest = Args.Str(args, "dest", null);
-            o.SetName = Args.Str(args, "set_name", null);
-            o.SetNameGiven = o.SetName != null;
             o.CircularLogging = Args.Bool(args, "circular_logging", false);
             long? lf = Args.Long(args, "legacy_file_names");
             o.LegacyFileNames = lf.HasValue ? lf.Value : 3;
@@ -52,8 +49,20 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             o.BufferSize = bs.HasValue ? bs.Value : 1048576;
             o.InstanceName = Args.Str(args, "instance_name", "ese.backup");
             if (o.SystemPath == null) o.SystemPath = o.LogPath;
-            if (o.SetName == null) o.SetName = o.Type + "-" + DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture);
+            o.SetName = SetNameOf(args, o.Type);
             return o;
+        }
+
+        // set_name as given (an empty one too: the name rule refuses it), else the default: type, UTC time, host
+        // and a random part, so that runs on one host or many writing to one dest never pick the same name, and
+        // one type's sets sort by time.
+        public static string SetNameOf(IDictionary args, string type)
+        {
+            object given = Args.Get(args, "set_name");
+            if (given != null) return Convert.ToString(given, CultureInfo.InvariantCulture);
+            byte[] r = new byte[2];
+            using (RandomNumberGenerator rng = RandomNumberGenerator.Create()) rng.GetBytes(r);
+            return type + "-" + DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture) + "-" + HostName.ForName() + "-" + DbFacts.HexBytes(r);
         }
 
         public string LogExt { get { return (LegacyFileNames & 1) != 0 ? ".log" : ".jtx"; } }
@@ -82,6 +91,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public string FinalPath, StagingPath;
         public List<object> LogsOnDisk = new List<object>();
         public IDictionary ExistingManifest; // set_name names a complete set of this same backup: nothing to do
+        public string StaleStaging; // why the staging folder left at StagingPath is stale (removed when the run starts)
     }
 
     // Why a file of the source is in use, and what to do (ESE opens databases and logs exclusively and without
@@ -214,23 +224,26 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 if (destProbe == null || !Directory.Exists(destProbe))
                     Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)" + PathRules.DoubleHop(o.Dest));
             }
-            if (o.SetName.IndexOfAny(new char[] { '/', '\\', ':' }) >= 0 || o.SetName == "." || o.SetName == ".." || o.SetName.StartsWith(".", StringComparison.Ordinal)
-                || o.SetName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || o.SetName.Trim().Length == 0 || o.SetName.Length > 120)
-                Fail("set_name", "set_name '" + o.SetName + "' must be a plain folder name without path separators, not starting with '.'");
+            Names.Require("set_name", o.SetName, 120);
             p.FinalPath = Path.Combine(PathRules.Normalize(o.Dest), o.SetName);
-            p.StagingPath = Path.Combine(PathRules.Normalize(o.Dest), "." + o.SetName + ".partial");
+            p.StagingPath = StagingFolder.PathFor(o.Dest, o.SetName);
             CheckPathLength(p);
+            string notSame = "it is a file";
             if (Directory.Exists(p.FinalPath))
             {
-                p.ExistingManifest = SameBackupSet(p.FinalPath, o, p);
+                p.ExistingManifest = SameBackupSet(p.FinalPath, o, p, out notSame);
                 if (p.ExistingManifest != null) return p;
             }
             if (Directory.Exists(p.FinalPath) || File.Exists(p.FinalPath))
-                Fail("set_name", "'" + p.FinalPath + "' already exists and is not a complete " + o.Type + " backup set of these databases; choose another set_name or remove it");
-            if (File.Exists(Path.Combine(p.StagingPath, BackupSequence.KeptLogsFile)))
+                Fail("set_name", "'" + p.FinalPath + "' already exists and is not a complete, valid " + o.Type + " backup set of these databases ("
+                    + notSame + "); choose another set_name or remove it");
+            Dictionary<string, object> holder = new Dictionary<string, object>();
+            string held = StagingFolder.Judge(p.StagingPath, holder);
+            if (held == StagingFolder.KeptLogs)
                 Fail("set_name", "the kept-logs folder '" + p.StagingPath + "' from an earlier run holds the only copy of logs truncated on the host: keep it with the last good "
                     + "backup (ese.backup.verify checks it) until a later full backup is verified, and choose another set_name");
-            if (Directory.Exists(p.StagingPath) || File.Exists(p.StagingPath)) Fail("set_name", "an incomplete set '" + p.StagingPath + "' exists from an earlier run; remove it or choose another set_name");
+            if (held == StagingFolder.InProgress) Fail("set_name", StagingFolder.Busy(o.SetName, p.StagingPath, holder));
+            if (held == StagingFolder.Stale) p.StaleStaging = (string)holder["why"];
             ProbeWritable(destProbe);
 
             // Space: streamed databases (file + one trailer page) + the numbered logs on disk + the current log.
@@ -271,22 +284,56 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 #endif
         }
 
-        // The manifest of an existing set when it is a complete set of the same type and databases, else null.
-        private static IDictionary SameBackupSet(string dir, Options o, Plan p)
+        // The manifest of an existing set when it is this same backup, complete and valid: same type, host and
+        // databases (paths, and the live headers' signatures), every file there with the size and SHA-256 its
+        // manifest records, and an ending record that says the backup ended validly. Else null, and why not: a
+        // folder planted in a share (a copied manifest.json alone, say) is never taken for a finished backup.
+        private static IDictionary SameBackupSet(string dir, Options o, Plan p, out string why)
         {
-            string path = Path.Combine(dir, "manifest.json");
-            if (!File.Exists(path)) return null;
-            IDictionary m;
-            try { m = Json.ReadFile(path) as IDictionary; }
-            catch (FormatException) { return null; }
-            catch (IOException) { return null; }
-            if (m == null || !"ese.backup/1".Equals(m["format"]) || !o.Type.Equals(m["type"])) return null;
+            ChainSet s;
+            try
+            {
+                s = ChainSet.Load(dir, "set_name");
+                IDictionary m = s.Manifest;
+                why = SameSource(m, o, p);
+                if (why != null) return null;
+                Dictionary<string, object> facts = new Dictionary<string, object>();
+                string problem;
+                why = Ending.Problem(s, facts, out problem);
+                if (why != null) { why = "it " + why; return null; }
+                s.CheckFiles();
+                return m;
+            }
+            catch (RestoreRefused e) { why = e.Message; return null; }
+            catch (IOException e) { why = e.Message; return null; }
+            catch (UnauthorizedAccessException e) { why = e.Message; return null; }
+        }
+
+        private static string SameSource(IDictionary m, Options o, Plan p)
+        {
+            if (!o.Type.Equals(m["type"])) return "it is a " + Convert.ToString(m["type"], CultureInfo.InvariantCulture) + " set";
             IDictionary source = m["source"] as IDictionary;
-            IList dbs = source == null ? null : source["databases"] as IList;
-            if (dbs == null || dbs.Count != p.DbPaths.Count) return null;
+            string host = source == null ? null : source["host"] as string;
+            if (!string.Equals(host, HostName.Current, StringComparison.OrdinalIgnoreCase))
+                return "it was written by host " + (host ?? "(none)") + ", not " + HostName.Current;
+            IList dbs = source["databases"] as IList;
+            if (dbs == null || dbs.Count != p.DbPaths.Count) return "it holds other databases";
+            IList entries = m["databases"] as IList;
             for (int i = 0; i < dbs.Count; i++)
-                if (!string.Equals(Convert.ToString(dbs[i], CultureInfo.InvariantCulture), p.DbPaths[i], PathRules.Cmp)) return null;
-            return m;
+            {
+                if (!string.Equals(Convert.ToString(dbs[i], CultureInfo.InvariantCulture), p.DbPaths[i], PathRules.Cmp)) return "it holds other databases";
+                string live = DbFacts.HexBytes(p.DbFacts[i].SignDb), recorded = null;
+                if (entries != null)
+                    foreach (object e in entries)
+                    {
+                        IDictionary d = e as IDictionary;
+                        if (d != null && string.Equals(Convert.ToString(d["source"], CultureInfo.InvariantCulture), p.DbPaths[i], PathRules.Cmp))
+                            recorded = d["sign_db"] as string;
+                    }
+                if (!string.Equals(recorded, live, StringComparison.OrdinalIgnoreCase))
+                    return "its copy of " + p.DbPaths[i] + " is of another database (signDb " + (recorded ?? "missing") + ", the live header's is " + live + ")";
+            }
+            return null;
         }
 
         // Numbered logs in log_path: <base> + 5 or 8 hex digits + extension.
@@ -493,17 +540,151 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     // ------------------------------------------------------------------------------------------------
     // Layers 3 and 5: the backup sequence and the backup set writer.
     // ------------------------------------------------------------------------------------------------
+    // The staging folder <dest>/.<set_name>.partial belongs to one run. The run prepares it under a name of its
+    // own, with run.json (host, pid, start) in it, and renames it into place: a rename never replaces an
+    // existing folder, so of two runs with one set_name exactly one gets it, and the other fails naming
+    // set_name without touching the folder. run.json lets a later run tell a folder whose run is gone
+    // (stale: removed, with a warning) from one still being written.
+    internal static class StagingFolder
+    {
+        public const string RunFile = "run.json", RunFormat = "ese.backup/run/1";
+        public const string KeptLogs = "kept_logs", InProgress = "in_progress", Stale = "stale";
+        public static readonly TimeSpan QuietLimit = TimeSpan.FromHours(24);
+
+        public static string PathFor(string dest, string setName) { return Path.Combine(PathRules.Normalize(dest), "." + setName + ".partial"); }
+
+        // Null when nothing is at path; else KeptLogs, Stale or InProgress, with facts (why, host, pid, started).
+        public static string Judge(string path, Dictionary<string, object> facts)
+        {
+            if (File.Exists(path)) { facts["why"] = "it is a file"; return InProgress; }
+            if (!Directory.Exists(path)) return null;
+            if (File.Exists(Path.Combine(path, BackupSequence.KeptLogsFile))) return KeptLogs;
+            IDictionary run = ReadRun(path);
+            if (run != null)
+            {
+                facts["host"] = run["host"]; facts["pid"] = run["pid"]; facts["started"] = run["started"];
+                if (string.Equals(run["host"] as string, HostName.Current, StringComparison.OrdinalIgnoreCase))
+                {
+                    string gone = HostProcess.Gone(run);
+                    if (gone != null) { facts["why"] = "the run that wrote it is gone (" + gone + ")"; return Stale; }
+                    return InProgress;
+                }
+            }
+            DateTime last = LastWrite(path);
+            if (DateTime.UtcNow - last > QuietLimit)
+            {
+                facts["why"] = "nothing in it was written for over " + QuietLimit.TotalHours.ToString(CultureInfo.InvariantCulture) + " hours (last " + last.ToString("u", CultureInfo.InvariantCulture) + ")";
+                return Stale;
+            }
+            return InProgress;
+        }
+
+        public static string Busy(string setName, string path, Dictionary<string, object> holder)
+        {
+            string who = holder.ContainsKey("host") ? " (run.json: host " + Convert.ToString(holder["host"], CultureInfo.InvariantCulture) + ", pid "
+                + Convert.ToString(holder["pid"], CultureInfo.InvariantCulture) + ", started " + Convert.ToString(holder["started"], CultureInfo.InvariantCulture) + ")" : "";
+            return "another run is writing set_name '" + setName + "': its staging folder " + path + " exists" + who + "; choose another set_name, or leave it "
+                + "unset for a unique default. If no such run is in progress, remove that folder (it holds no kept logs)";
+        }
+
+        // Takes path for this run, or fails naming set_name when another run holds it.
+        public static void Claim(string path, string setName)
+        {
+            string own = path + "." + Guid.NewGuid().ToString("N").Substring(0, 12) + ".new";
+            PrivateDirectory.Create(own);
+            try
+            {
+                Dictionary<string, object> run = new Dictionary<string, object>();
+                run["format"] = RunFormat; run["set_name"] = setName; run["host"] = HostName.Current;
+                int pid = System.Diagnostics.Process.GetCurrentProcess().Id;
+                run["pid"] = (long)pid; run["pid_start"] = HostProcess.StartKey(pid);
+                run["started"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+                File.WriteAllText(Path.Combine(own, RunFile), Json.Write(run, true) + "\n", new UTF8Encoding(false));
+                if (Directory.Exists(path) || File.Exists(path)) throw new IOException(path + " exists");
+                Directory.Move(own, path);
+            }
+            catch (IOException)
+            {
+                try { Directory.Delete(own, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                if (!Directory.Exists(path) && !File.Exists(path)) throw;
+                Dictionary<string, object> holder = new Dictionary<string, object>();
+                Judge(path, holder);
+                throw new InvalidOption("set_name", Busy(setName, path, holder));
+            }
+        }
+
+        // Removes a staging folder judged stale, unless another run took the name since: the folder is renamed
+        // aside first, and deleted only when its run.json is still the one judged.
+        public static string RemoveStale(string path, string why)
+        {
+            IDictionary before = ReadRun(path);
+            string aside = path + "." + Guid.NewGuid().ToString("N").Substring(0, 12) + ".stale";
+            try { Directory.Move(path, aside); }
+            catch (IOException) { return null; } // gone already, or taken: the claim decides
+            IDictionary after = ReadRun(aside);
+            bool same = (before == null && after == null) || (before != null && after != null && Json.Write(before, false) == Json.Write(after, false));
+            if (!same) { try { Directory.Move(aside, path); } catch (IOException) { } return null; }
+            try { Directory.Delete(aside, true); }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+            return "removed the stale staging folder " + path + ": " + why;
+        }
+
+        // run.json of a staging folder: untrusted (a share), so bounded and parsed without throwing.
+        private static IDictionary ReadRun(string dir)
+        {
+            string f = Path.Combine(dir, RunFile);
+            try
+            {
+                if (SetEntry.Kind(f) != SetEntry.Regular || new FileInfo(f).Length > 64 * 1024) return null;
+                IDictionary d = Json.ReadFile(f) as IDictionary;
+                return d != null && RunFormat.Equals(d["format"]) ? d : null;
+            }
+            catch (FormatException) { return null; }
+            catch (IOException) { return null; }
+            catch (UnauthorizedAccessException) { return null; }
+        }
+
+        private static DateTime LastWrite(string dir)
+        {
+            DateTime last = Directory.GetLastWriteTimeUtc(dir);
+            int seen = 0;
+            foreach (string f in Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories))
+            {
+                DateTime t = File.GetLastWriteTimeUtc(f);
+                if (t > last) last = t;
+                if (++seen > 10000) break;
+            }
+            return last;
+        }
+    }
+
     internal sealed class BackupSetWriter
     {
         public readonly string Staging, Final;
         public readonly List<object> Files = new List<object>();
         public BackupSetWriter(string staging, string final) { Staging = staging; Final = final; }
 
-        public void Create(bool withDatabases)
+        private bool owned; // this run created Staging: only then may it remove it
+
+        // Claims Staging for this run (StagingFolder.Claim), then creates the set's folders in it.
+        // Returns a warning when a stale folder was removed first.
+        public string Create(bool withDatabases, string setName, string stale)
         {
-            PrivateDirectory.Create(Staging);
+            string removed = stale != null ? StagingFolder.RemoveStale(Staging, stale) : null;
+            StagingFolder.Claim(Staging, setName);
+            owned = true;
             if (withDatabases) Directory.CreateDirectory(Path.Combine(Staging, "databases"));
             Directory.CreateDirectory(Path.Combine(Staging, "logs"));
+            return removed;
+        }
+
+        // Another run published this set while this one ran: fail before logs are truncated.
+        public void RequireFinalFree(string setName)
+        {
+            if (Directory.Exists(Final) || File.Exists(Final))
+                throw new InvalidOption("set_name", "another run published set_name '" + setName + "' (" + Final + ") while this one ran, so this run's set is not "
+                    + "published; choose another set_name, or leave set_name unset for a unique default");
         }
 
         public string PathFor(string relative) { return PathRules.SafeJoin(Staging, relative); }
@@ -537,6 +718,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         // open: Windows then refuses the move (sharing violation or access denied), so it is retried with backoff.
         public void Publish()
         {
+            string run = Path.Combine(Staging, StagingFolder.RunFile);
+            if (File.Exists(run)) File.Delete(run); // the claim's record: not part of a set
             int delay = 100;
             for (int attempt = 1; ; attempt++)
             {
@@ -565,6 +748,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         public void Remove()
         {
+            if (!owned) return; // never another run's folder
             try { if (Directory.Exists(Staging)) Directory.Delete(Staging, true); }
             catch (IOException) { }
             catch (UnauthorizedAccessException) { }
@@ -603,7 +787,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         internal void StartSet(BackupSetWriter w, bool withDatabases)
         {
             writer = w; dbEntries.Clear();
-            try { writer.Create(withDatabases); }
+            try
+            {
+                string removed = writer.Create(withDatabases, o.SetName, plan.StaleStaging);
+                if (removed != null) ((List<object>)result["warnings"]).Add(removed);
+            }
             catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), writer.Staging + ": " + e.Message); }
             catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, writer.Staging + ": " + e.Message + PathRules.DoubleHop(writer.Staging)); }
         }
@@ -619,7 +807,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 StartSet(new BackupSetWriter(plan.StagingPath, plan.FinalPath), !o.Incremental);
                 DoBackup();
                 Teardown();
-                if (true.Equals(result["backup_valid"])) Publish();
+                if (true.Equals(result["backup_valid"])) { writer.RequireFinalFree(o.SetName); Publish(); }
                 else DiscardStaging(); // no set: the header does not record the backup (kept when the logs were truncated)
             }
             catch (JetFailure f)
@@ -715,6 +903,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             {
                 // After truncation the staging folder may hold the only copy of these logs: mark it first, so that a
                 // failure before publishing leaves a folder that verify, info and a re-run know as kept logs.
+                writer.RequireFinalFree(o.SetName);
                 WriteKeptLogs();
                 TruncateLogs();
                 truncated = true;
@@ -763,6 +952,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     fs.Flush(true);
                 }
                 File.Move(tmp, final);
+                string run = Path.Combine(writer.Staging, StagingFolder.RunFile);
+                if (File.Exists(run)) File.Delete(run); // kept-logs.json now says what the folder is
             }
             catch (IOException e) { throw new JetFailure("WriteFile", MapIo(e), KeptLogsFile + " (written before the logs are truncated; they were not): " + e.Message); }
             catch (UnauthorizedAccessException e) { throw new JetFailure("WriteFile", Jet.errFileAccessDenied, KeptLogsFile + " (written before the logs are truncated; they were not): " + e.Message); }
@@ -993,7 +1184,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             m["type"] = o.Type;
             m["created"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
             Dictionary<string, object> src = new Dictionary<string, object>();
-            src["host"] = Environment.MachineName;
+            src["host"] = HostName.Current;
             List<object> dbs = new List<object>();
             foreach (string d in plan.DbPaths) dbs.Add(d);
             src["databases"] = dbs;
@@ -1205,8 +1396,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                         {
                             if (name.EndsWith(".partial", StringComparison.Ordinal))
                             {
-                                // a kept-logs folder holds the only copy of logs truncated on the host: never "incomplete"
-                                s["status"] = File.Exists(Path.Combine(dir, BackupSequence.KeptLogsFile)) ? "kept_logs" : "incomplete";
+                                // a kept-logs folder holds the only copy of logs truncated on the host: never stale
+                                Dictionary<string, object> holder = new Dictionary<string, object>();
+                                s["status"] = StagingFolder.Judge(dir, holder);
+                                if (holder.ContainsKey("why")) s["why"] = holder["why"];
                                 sets.Add(s);
                             }
                             continue;

@@ -339,8 +339,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseFormat
             }
             return max;
         }
-        private static readonly string[] Devices = { "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
-            "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "CONIN$", "CONOUT$" };
 
         // The kind of a path, without following a symbolic link (or junction) at its last component.
         public static string Kind(string path)
@@ -408,8 +406,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseFormat
                 if (why == null)
                     foreach (string part in name.Split('/'))
                     {
-                        string stem = part.Split('.')[0].TrimEnd(' ');
-                        foreach (string dev in Devices) if (string.Equals(stem, dev, StringComparison.OrdinalIgnoreCase)) why = "names the device " + dev;
+                        string dev = Names.Device(part);
+                        if (dev != null) why = "names the device " + dev;
                         if (part.EndsWith(".", StringComparison.Ordinal) && part != "." && part != "..") why = "has a part ending in a dot";
                     }
             }

@@ -6,6 +6,7 @@
 using System;
 using System.Collections;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Globalization;
 using System.IO;
 using System.Runtime.InteropServices;
@@ -224,6 +225,153 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
 
     // Backup sets can hold password hashes (ntds.dit): only SYSTEM, Administrators, Backup Operators
     // and the account that runs the backup may open a set's folder.
+    // The one rule for names a user gives sets and sessions: a name that Windows keeps as written, as a folder
+    // or file name, on a local volume or a share.
+    internal static class Names
+    {
+        private static readonly string[] Devices = { "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
+            "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "CONIN$", "CONOUT$" };
+
+        // The device name a file name part opens instead of a file on Windows (CON, nul.txt, COM1 .log), or null.
+        public static string Device(string part)
+        {
+            string stem = part.Split('.')[0].TrimEnd(' ');
+            foreach (string dev in Devices) if (string.Equals(stem, dev, StringComparison.OrdinalIgnoreCase)) return dev;
+            return null;
+        }
+
+        // Null when name is acceptable; else why not.
+        public static string Problem(string name, int max)
+        {
+            if (name == null || name.Length == 0) return "is empty";
+            if (name.Length > max) return "is longer than " + max.ToString(CultureInfo.InvariantCulture) + " characters";
+            foreach (char c in name)
+            {
+                if (c < 0x20 || c == 0x7F) return "has a control character";
+                if (c == '/' || c == '\\') return "has a path separator ('" + c + "')";
+                if (":*?\"<>|".IndexOf(c) >= 0) return "has '" + c + "', which Windows names cannot hold";
+            }
+            if (name[0] == '.') return "starts with '.' (the engine's staging folders do)";
+            if (name[0] == ' ') return "starts with a space";
+            if (name.EndsWith(".", StringComparison.Ordinal) || name.EndsWith(" ", StringComparison.Ordinal)) return "ends with a dot or a space, which Windows strips";
+            string dev = Device(name);
+            if (dev != null) return "opens the Windows device " + dev + " instead of a folder";
+            return null;
+        }
+
+        public static void Require(string option, string name, int max)
+        {
+            string why = Problem(name, max);
+            if (why != null)
+                throw new InvalidOption(option, option + " " + Json.Write(name, false) + " " + why + ": give a name of letters, digits, '-', '_' and inner dots, "
+                    + "at most " + max.ToString(CultureInfo.InvariantCulture) + " characters (for example nightly-2026-12-01)");
+        }
+    }
+
+    // This host's name as sets and staging records carry it: COMPUTERNAME (what Windows sets, the NetBIOS name),
+    // else the machine name.
+    internal static class HostName
+    {
+        public static string Current
+        {
+            get
+            {
+                string n = Environment.GetEnvironmentVariable("COMPUTERNAME");
+                return string.IsNullOrEmpty(n) ? Environment.MachineName : n;
+            }
+        }
+
+        // The name as a part of a set name: letters, digits and '-' only, at most 15 characters.
+        public static string ForName()
+        {
+            StringBuilder b = new StringBuilder();
+            foreach (char c in Current)
+                if (b.Length < 15 && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')) b.Append(c);
+            return b.Length == 0 ? "host" : b.ToString();
+        }
+    }
+
+    // Is a recorded process (a session host, or the run that holds a staging folder) still running? Its pid
+    // alone is not enough (pids are reused): the record also holds the process's start (Linux: starttime of /proc/<pid>/stat, in clock ticks since
+    // boot; elsewhere Process.StartTime), and a host is gone only when no process with that pid and that start
+    // exists. A host that exists but does not answer is busy, never crashed.
+    internal static class HostProcess
+    {
+        public static string StartKey(int pid)
+        {
+            if (!PathRules.IsWindows)
+            {
+                string state, start;
+                if (ProcStat(pid, out state, out start)) return "proc:" + start;
+            }
+            try
+            {
+                using (Process p = Process.GetProcessById(pid))
+                    return "utc:" + p.StartTime.ToUniversalTime().Ticks.ToString(CultureInfo.InvariantCulture);
+            }
+            catch (ArgumentException) { return null; }
+            catch (InvalidOperationException) { return null; }
+            catch (System.ComponentModel.Win32Exception) { return null; }
+            catch (NotSupportedException) { return null; }
+        }
+
+        private static bool ProcStat(int pid, out string state, out string start)
+        {
+            state = null; start = null;
+            string text;
+            try { text = File.ReadAllText("/proc/" + pid.ToString(CultureInfo.InvariantCulture) + "/stat"); }
+            catch (IOException) { return false; }
+            catch (UnauthorizedAccessException) { return false; }
+            int close = text.LastIndexOf(')');
+            if (close < 0) return false;
+            string[] f = text.Substring(close + 1).Trim().Split(' ');
+            if (f.Length < 20) return false;
+            state = f[0]; start = f[19]; // fields 3 (state) and 22 (starttime) of proc(5)
+            return true;
+        }
+
+        // Null when the recorded process (pid, pid_start) exists; otherwise why it is gone.
+        public static string Gone(IDictionary j)
+        {
+            object po = j.Contains("pid") ? j["pid"] : null;
+            long pidL = -1;
+            if (po is long || po is int) pidL = Convert.ToInt64(po, CultureInfo.InvariantCulture);
+            if (pidL <= 0 || pidL > int.MaxValue) return "the record holds no process id";
+            int pid = (int)pidL;
+            string recorded = j.Contains("pid_start") ? j["pid_start"] as string : null;
+            string pidText = pid.ToString(CultureInfo.InvariantCulture);
+            if (!PathRules.IsWindows)
+            {
+                string state, start;
+                if (ProcStat(pid, out state, out start))
+                {
+                    if (state == "Z" || state == "X") return "process " + pidText + " has exited (it is a zombie)";
+                    if (recorded != null && recorded.StartsWith("proc:", StringComparison.Ordinal) && recorded != "proc:" + start)
+                        return "process " + pidText + " is another process now (its start differs from the record's)";
+                    return null;
+                }
+                if (Directory.Exists("/proc/self")) return "no process " + pidText + " exists";
+            }
+            try
+            {
+                using (Process p = Process.GetProcessById(pid))
+                {
+                    if (p.HasExited) return "process " + pidText + " has exited";
+                    if (recorded != null && recorded.StartsWith("utc:", StringComparison.Ordinal))
+                    {
+                        string now = "utc:" + p.StartTime.ToUniversalTime().Ticks.ToString(CultureInfo.InvariantCulture);
+                        if (now != recorded) return "process " + pidText + " is another process now (its start time differs from the record's)";
+                    }
+                    return null;
+                }
+            }
+            catch (ArgumentException) { return "no process " + pidText + " exists"; }
+            catch (InvalidOperationException) { return "process " + pidText + " has exited"; }
+            catch (System.ComponentModel.Win32Exception) { return null; } // exists, but its start cannot be read: not gone
+            catch (NotSupportedException) { return null; }
+        }
+    }
+
     internal static class PrivateDirectory
     {
         public static void Create(string path)

@@ -218,7 +218,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         public const string DirVar = "ESE_BACKUP_SESSION_DIR";
         private static readonly Regex NameRule = new Regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$");
 
-        public static bool ValidName(string name) { return name != null && NameRule.IsMatch(name) && !name.EndsWith(".", StringComparison.Ordinal); }
+        public static bool ValidName(string name) { return name != null && NameRule.IsMatch(name) && Names.Problem(name, 64) == null; }
 
         public static string Dir()
         {
@@ -389,85 +389,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             foreach (object n in (IList)range["names"])
                 if (!done.Contains((string)n)) missing.Add(n);
             return missing;
-        }
-    }
-
-    // Is the journal's process still the session host? Its pid alone is not enough (pids are reused): the
-    // journal also records the process's start (Linux: starttime of /proc/<pid>/stat, in clock ticks since
-    // boot; elsewhere Process.StartTime), and a host is gone only when no process with that pid and that start
-    // exists. A host that exists but does not answer is busy, never crashed.
-    internal static class HostProcess
-    {
-        public static string StartKey(int pid)
-        {
-            if (!PathRules.IsWindows)
-            {
-                string state, start;
-                if (ProcStat(pid, out state, out start)) return "proc:" + start;
-            }
-            try
-            {
-                using (Process p = Process.GetProcessById(pid))
-                    return "utc:" + p.StartTime.ToUniversalTime().Ticks.ToString(CultureInfo.InvariantCulture);
-            }
-            catch (ArgumentException) { return null; }
-            catch (InvalidOperationException) { return null; }
-            catch (System.ComponentModel.Win32Exception) { return null; }
-            catch (NotSupportedException) { return null; }
-        }
-
-        private static bool ProcStat(int pid, out string state, out string start)
-        {
-            state = null; start = null;
-            string text;
-            try { text = File.ReadAllText("/proc/" + pid.ToString(CultureInfo.InvariantCulture) + "/stat"); }
-            catch (IOException) { return false; }
-            catch (UnauthorizedAccessException) { return false; }
-            int close = text.LastIndexOf(')');
-            if (close < 0) return false;
-            string[] f = text.Substring(close + 1).Trim().Split(' ');
-            if (f.Length < 20) return false;
-            state = f[0]; start = f[19]; // fields 3 (state) and 22 (starttime) of proc(5)
-            return true;
-        }
-
-        // Null when the journal's host process exists; otherwise why it is gone.
-        public static string Gone(Dictionary<string, object> j)
-        {
-            object po = j.ContainsKey("pid") ? j["pid"] : null;
-            if (po == null) return "the journal records no process id";
-            int pid = (int)Convert.ToInt64(po, CultureInfo.InvariantCulture);
-            string recorded = j.ContainsKey("pid_start") ? j["pid_start"] as string : null;
-            string pidText = pid.ToString(CultureInfo.InvariantCulture);
-            if (!PathRules.IsWindows)
-            {
-                string state, start;
-                if (ProcStat(pid, out state, out start))
-                {
-                    if (state == "Z" || state == "X") return "process " + pidText + " has exited (it is a zombie)";
-                    if (recorded != null && recorded.StartsWith("proc:", StringComparison.Ordinal) && recorded != "proc:" + start)
-                        return "process " + pidText + " is another process now (its start differs from the journal's)";
-                    return null;
-                }
-                if (Directory.Exists("/proc/self")) return "no process " + pidText + " exists";
-            }
-            try
-            {
-                using (Process p = Process.GetProcessById(pid))
-                {
-                    if (p.HasExited) return "process " + pidText + " has exited";
-                    if (recorded != null && recorded.StartsWith("utc:", StringComparison.Ordinal))
-                    {
-                        string now = "utc:" + p.StartTime.ToUniversalTime().Ticks.ToString(CultureInfo.InvariantCulture);
-                        if (now != recorded) return "process " + pidText + " is another process now (its start time differs from the journal's)";
-                    }
-                    return null;
-                }
-            }
-            catch (ArgumentException) { return "no process " + pidText + " exists"; }
-            catch (InvalidOperationException) { return "process " + pidText + " has exited"; }
-            catch (System.ComponentModel.Win32Exception) { return null; } // exists, but its start cannot be read: not gone
-            catch (NotSupportedException) { return null; }
         }
     }
 
@@ -908,9 +829,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         {
             Options o = plan.Opt;
             o.Dest = Args.Str(args, "dest", null);
-            string setName = Args.Str(args, "set_name", null);
-            o.SetName = setName ?? (o.Type + "-" + DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture));
-            o.SetNameGiven = setName != null;
+            o.SetName = Options.SetNameOf(args, o.Type);
             long? bs = Args.Long(args, "buffer_size");
             o.BufferSize = bs.HasValue ? bs.Value : 1048576;
             bool dbs = Args.Bool(args, "databases", true) && !o.Incremental;

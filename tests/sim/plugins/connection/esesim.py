@@ -299,6 +299,8 @@ class Connection(ConnectionBase):
         env["ESE_BACKUP_SESSION_DIR"] = self._paths.to_local(SESSION_DIR)
         # Restore's rule for the Windows directory (only its ESE data folders may be restored into).
         env["ESE_BACKUP_TEST_WINDOWS_DIR"] = self._paths.to_local(WINDOWS_DIR)
+        # What Windows sets: the NetBIOS name, which the engine records as the set's host.
+        env["COMPUTERNAME"] = (self._play_context.remote_addr or "localhost").split(".")[0].upper()[:15]
         return env
 
     def _start_async(self, command, request, job):
