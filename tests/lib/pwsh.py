@@ -6,6 +6,7 @@ Order: ``pwsh`` on PATH (Microsoft's packages), then the copy that ``../shared/t
 unpacks into ``build/pwsh``. Where neither exists the suites skip, saying how to install PowerShell;
 where ``../shared/tools/pwsh`` exists a skip is a failure, because CI must run those lanes.
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -42,3 +43,22 @@ def require_pwsh():
     if os.path.exists(BUNDLED):
         pytest.fail("../shared/tools/pwsh exists but no pwsh could be started: " + HOW_TO_INSTALL)
     pytest.skip(HOW_TO_INSTALL)
+
+
+def interpreter(path):
+    """(pwsh binary, environment it needs) for ``ansible_pwsh_interpreter``.
+
+    Ansible's exec wrapper starts a second PowerShell whenever the interpreter's folder is not the running
+    PowerShell's ``$PSHOME``. The bundled copy's ``pwsh`` is a launcher script beside ``app/`` (the real
+    ``$PSHOME``), so naming it would start two PowerShells per task: it is resolved to ``app/pwsh``, with
+    the variables the launcher sets. Any other pwsh (Microsoft's packages) is used as found."""
+    real = os.path.realpath(path)
+    home = os.path.dirname(real)
+    binary = os.path.join(home, "app", "pwsh")
+    if not (os.access(binary, os.X_OK) and os.path.isdir(os.path.join(home, "dotnet"))):
+        return path, {}
+    env = {"DOTNET_ROOT": os.path.join(home, "dotnet"), "POWERSHELL_TELEMETRY_OPTOUT": "1",
+           "POWERSHELL_UPDATECHECK": "Off", "DOTNET_CLI_TELEMETRY_OPTOUT": "1"}
+    if not glob.glob("/usr/lib/*/libicuuc.so.*") + glob.glob("/usr/lib/libicuuc.so.*"):
+        env["DOTNET_SYSTEM_GLOBALIZATION_INVARIANT"] = "1"
+    return binary, env

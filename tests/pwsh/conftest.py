@@ -43,7 +43,7 @@ def targets_started(pwsh, tmp_path_factory):
     inventory = os.path.join(TARGETS_LANE, "inventory.yml")
     with open(inventory) as f:
         hosts = yaml.safe_load(f)["all"]["children"]["ese_lane"]["hosts"]
-    env = {"ESE_LANE_PWSH": pwsh, "ESE_LANE_ROOT": os.path.join(targets_lane.root, "hosts")}
+    env = {"ESE_LANE_PWSH": targets_lane.pwsh, "ESE_LANE_ROOT": os.path.join(targets_lane.root, "hosts")}
     proc, dummy = targets_lane.start(os.path.join(TARGETS_LANE, "targets.yml"), inventory, forks=len(hosts),
                                      env=env, name="targets")
     yield targets_lane, proc, dict((host, v["ese_lane_target"]) for host, v in hosts.items())

@@ -20,6 +20,8 @@ import time
 import pytest
 import yaml
 
+from pwsh import interpreter  # tests/lib
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIM = os.path.join(REPO, "build", "sim")
 TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "tests", "data", "ese")
@@ -76,7 +78,7 @@ class Lane:
 
     def __init__(self, root, pwsh):
         self.root = str(root)
-        self.pwsh = pwsh
+        self.pwsh, self.pwsh_env = interpreter(pwsh)
         self.hosts = {}
 
     def host_root(self, name):
@@ -90,7 +92,7 @@ class Lane:
             sru = os.path.join(base, "sru")
             if not os.path.isdir(sru):
                 shutil.copytree(sample_set(fixture), sru)
-        env = {"ESE_BACKUP_SESSION_DIR": os.path.join(base, "sessions")}
+        env = {"ESE_BACKUP_SESSION_DIR": os.path.join(base, "sessions"), "COMPUTERNAME": name.upper()[:15]}
         if faults:
             env["ESESIM_FAULTS"] = json.dumps(faults)
         if profile:
@@ -126,6 +128,7 @@ class Lane:
         env["ANSIBLE_NOCOLOR"] = "1"
         env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
         env["LD_LIBRARY_PATH"] = SIM  # absolute: the modules run with another working directory
+        env.update(self.pwsh_env)
         for key in ("ESESIM_FAULTS", "ESESIM_PROFILE", "ESE_BACKUP_SESSION_DIR"):
             env.pop(key, None)
         return env
