@@ -796,6 +796,15 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, writer.Staging + ": " + e.Message + PathRules.DoubleHop(writer.Staging)); }
         }
         internal void PublishSet() { Publish(); }
+
+        // End failed: JetTerm2(JET_bitTermStopBackup) ends the backup and the instance at once (the attached
+        // databases and the session go with it).
+        internal void StopBackupAndTerminate()
+        {
+            if (instCreated && !terminated) api.Term(inst, Jet.TermStopBackup);
+            terminated = true; backupOpen = false; sessionOpen = false;
+            attached.Clear();
+        }
         internal void Finish() { Teardown(); }
         internal void Cleanup() { AbortAndCleanup(); }
 

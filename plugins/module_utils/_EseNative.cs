@@ -96,13 +96,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         public const uint ParamNoInformationEvent = 50, ParamDatabasePageSize = 64, ParamLegacyFileNames = 136;
         public const uint DbInfoMisc = 14, DbInfoPageSize = 17;
         public const int DbInfoMiscSize = 348;
-        public const uint BackupIncremental = 0x1, BackupEndNormal = 0x1, BackupEndAbort = 0x2;
+        public const uint BackupIncremental = 0x1, BackupEndNormal = 0x1, BackupEndAbort = 0x2, BackupTruncateDone = 0x100;
         public const uint TermComplete = 0x1, TermStopBackup = 0x4;
         public const uint InitLogStreamMustExist = 0x40;
         public const uint DbReadOnly = 0x1;
         public const int LogInfoWSize = 20;
         public const int errDatabaseNotFound = -1203, errDiskFull = -1808, errDiskIO = -1022;
         public const int errFileAccessDenied = -1032, errInvalidParameter = -1003, errFileInvalidType = -1812;
+        public const int errNoBackup = -520, errBackupAbortByCaller = -800, errBackupAbortByServer = -801;
     }
 
     // ------------------------------------------------------------------------------------------------

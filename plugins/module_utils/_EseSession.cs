@@ -649,7 +649,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 Dictionary<string, object> c = new Dictionary<string, object>();
                 c["time"] = Now(); c["op"] = op; c["call"] = e["call"]; c["err"] = e["err"];
                 calls.Add(c);
-                if (Convert.ToInt64(e["err"], CultureInfo.InvariantCulture) == -801) journal["stop_seen"] = true;
+                if (Convert.ToInt64(e["err"], CultureInfo.InvariantCulture) == Jet.errBackupAbortByServer) journal["stop_seen"] = true;
             }
         }
 
@@ -961,16 +961,25 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 return;
             }
             uint grbit = mode == "abort" ? Jet.BackupEndAbort : Jet.BackupEndNormal;
-            if (truncateDone && mode == "normal") grbit |= 0x100; // JET_bitBackupTruncateDone
+            if (truncateDone && mode == "normal") grbit |= Jet.BackupTruncateDone;
             int err = api.EndBackup(seq.Instance, grbit);
             r["end_call"] = api.Trace.Entries[api.Trace.Entries.Count - 1];
             journal["end_call"] = r["end_call"];
-            if (err < 0 && err != -520 && err != -800 && err != -801)
-                return; // not ended (for example -1090): the host keeps serving; end again or let it time out
+            bool stopped = false;
+            if (err < 0 && err != Jet.errNoBackup && err != Jet.errBackupAbortByCaller && err != Jet.errBackupAbortByServer)
+            {
+                if (mode != "abort") return; // not ended (for example -1090): the host keeps serving; end again, or with mode abort
+                // End(Abort) failed too: JetTerm2 with JET_bitTermStopBackup ends the backup with the instance, as a run
+                // does, so neither the backup nor the database lock outlives this request; the host then exits.
+                seq.StopBackupAndTerminate();
+                stopped = true;
+                r["stopped"] = true;
+            }
             if (err >= 0) journal["ended"] = mode;
             else journal["ended"] = "abort";
             journal["end_reason"] = err >= 0 ? "ended by request (mode " + mode + ")"
-                : err == -520 ? "esent had no backup in progress any more (an earlier call aborted it)"
+                : stopped ? "End with abort returned " + err.ToString(CultureInfo.InvariantCulture) + ": the session host stopped the backup with JetTerm2(JET_bitTermStopBackup)"
+                : err == Jet.errNoBackup ? "esent had no backup in progress any more (an earlier call aborted it)"
                 : "End returned " + err.ToString(CultureInfo.InvariantCulture) + ": esent ended the backup as an abort";
             journal["ended_at"] = Now();
             journal["state"] = "ended";
@@ -999,7 +1008,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             r["recorded_as"] = journal["recorded_as"];
             r["session_type"] = plan.Opt.Type;
             WriteEndings((string)journal["ended"], valid, (string)journal["recorded_as"], proof, journal["end_call"], r);
-            seq.Finish();
+            seq.Finish(); // after StopBackupAndTerminate: nothing left to detach or terminate
             done = true;
         }
 
@@ -1443,7 +1452,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 {
                     // No host: no process holds this backup, so esent can have none in progress (JET_errNoBackup).
                     if (checkMode) { Dictionary<string, object> c = new Dictionary<string, object>(); c["would_end"] = false; r["check"] = c; return r; }
-                    r["failed_call"] = new JetFailure("JetEndExternalBackupInstance2", -520, "not called: no session host serves session '" + name + "'"
+                    r["failed_call"] = new JetFailure("JetEndExternalBackupInstance2", Jet.errNoBackup, "not called: no session host serves session '" + name + "'"
                         + (j == null ? " and it has no journal" : " (" + Convert.ToString(Describe(name, j, false)["state"], CultureInfo.InvariantCulture) + ")")).ToDict();
                     return r;
                 }

@@ -323,6 +323,7 @@ def classify_end(facts, check_mode):
         "full_as_copy": session_type == "full" and facts.get("recorded_as") == "copy",
         "journal_valid": journal["backup_valid"] if journal else None,
         "would_end": bool(check.get("would_end")),
+        "stopped": bool(facts.get("stopped")),
     }
 
 
@@ -376,6 +377,10 @@ END_TABLE = (
     row("aborted", "JET_errBackupAbortByServer, or JET_errBackupAbortByCaller (older builds)",
         {"err": (-801, -800)}, True, True,
         "{call} returned {jet_err}: the backup was aborted and ended; {advice}", "aborted", False),
+    row("stopped", "End with mode abort returned an error, so the session host stopped the backup with JetTerm2 "
+        "(JET_bitTermStopBackup) and exited", {"mode": "abort", "stopped": True}, True, False,
+        "the backup was ended with abort: {call} returned {jet_err}, so the session host stopped it with JetTerm2 "
+        "(JET_bitTermStopBackup); its files are not a usable backup", "aborted", False),
     row("other_error", "JET_errClientRequestToStopJetService, JET_errInstanceUnavailable, JET_errNotInitialized, "
         "JET_errRestoreInProgress, JET_errRunningInMultiInstanceMode, JET_errTermInProgress, "
         "JET_errInvalidParameter, or any other code", {"err": ANY_OTHER}, False, True,

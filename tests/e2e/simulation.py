@@ -127,6 +127,29 @@ class Simulation:
         return Results(proc, records)
 
 
+def engine_pids(root):
+    """Engine processes (Mono) of the simulation under ``root``, session hosts included: found by the
+    session folder in their environment, which esesim sets for every engine it starts (a session host's
+    command line names only the loader and its payload)."""
+    marker = ("ESE_BACKUP_SESSION_DIR=" + str(root)).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmd = f.read()
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                environ = f.read().split(b"\0")
+            with open("/proc/%s/stat" % entry) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"mono" in cmd and state != "Z" and any(v.startswith(marker) for v in environ):
+            pids.append(int(entry))
+    return pids
+
+
 def scratch_collection(name, edit):
     """A copy of the collection under build/payload-scratch/<name> (a collections path), changed by
     ``edit(collection_root)``."""

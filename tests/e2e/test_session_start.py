@@ -11,34 +11,16 @@ import time
 
 import pytest
 
-from simulation import SRU_DIR
+from simulation import SRU_DIR, engine_pids
 
 DB = SRU_DIR + "\\SRUDB.dat"
 JOURNALS = "C:\\ProgramData\\ese.backup\\sessions"
 
 
-def host_pids(root):
-    """Engine hosts (Mono) started for this simulation root (its path is in their environment)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                cmd = f.read().decode("utf-8", "replace")
-            with open("/proc/%s/environ" % entry, "rb") as f:
-                environ = f.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        if "mono" in cmd and root in environ:
-            pids.append(int(entry))
-    return pids
-
-
 @pytest.fixture
 def hosts(sim):
     yield sim
-    for pid in host_pids(sim.root):
+    for pid in engine_pids(sim.root):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from simulation import SHARE, SRU_DIR, bkinfo, checked_manifest, sha256
+from simulation import SHARE, SRU_DIR, bkinfo, checked_manifest, engine_pids, sha256
 
 DB = SRU_DIR + "\\SRUDB.dat"
 JOURNALS = "C:\\ProgramData\\ese.backup\\sessions"
@@ -23,28 +23,11 @@ JOURNALS = "C:\\ProgramData\\ese.backup\\sessions"
 def hosts_cleanup(sim):
     """Kills every session host started under this test's simulation root (CI must never hang)."""
     yield sim
-    for pid in session_host_pids(sim.root):
+    for pid in engine_pids(sim.root):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-
-
-def session_host_pids(root):
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                cmd = f.read().decode("utf-8", "replace")
-            with open("/proc/%s/stat" % entry) as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "--serve" in cmd and root in cmd and state != "Z":
-            pids.append(int(entry))
-    return pids
 
 
 def journal(sim, host, session="s"):
@@ -183,7 +166,7 @@ def test_begin_copy_truncate_end_on_two_hosts_and_again(hosts_cleanup):
         assert (end["changed"], end["policy_row"], end["backup_valid"], end["session_state"]) == (
             False, "end.rerun_ended", True, "ended"), end
         assert end["jet_err"]["code"] == -520
-    assert session_host_pids(sim.root) == []
+    assert engine_pids(sim.root) == []
 
 
 def test_every_end_row_for_real(hosts_cleanup):
@@ -292,7 +275,7 @@ def test_every_end_row_for_real(hosts_cleanup):
         recopy = res.task(host, "recopy")["result"]
         assert recopy["policy_row"] == "copy.copied", (host, recopy["msg"])
         assert res.task(host, "reend")["result"]["policy_row"] == "end.ended_copy"
-    assert session_host_pids(sim.root) == []
+    assert engine_pids(sim.root) == []
 
 
 def regular_files(sim, host):

@@ -170,6 +170,10 @@ CASES = [
      ["JET_errClientRequestToStopJetService (-1329)", "the backup was not ended"]),
     ("end via failed_call", "end", end_facts(-1090, end_call=None, failed_call={"call": END, "err": -1090}), False,
      "other_error", False, True, ["JET_errInstanceUnavailable (-1090)"]),
+    ("end abort stopped with term", "end", end_facts(-1090, mode="abort", journal=journal("abort"), stopped=True), False,
+     "stopped", True, False, ["JET_errInstanceUnavailable (-1090)", "JetTerm2"]),
+    ("end normal not stopped", "end", end_facts(-1090, stopped=False), False, "other_error", False, True,
+     ["the backup was not ended"]),
     ("end no call", "end", end_facts(None, end_call=None), False, "no_call", False, True, ["no End call"]),
     # ---- begin / copy / truncate (sessions) ----
 ] + [
