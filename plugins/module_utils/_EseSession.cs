@@ -1304,12 +1304,42 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             serve["args"] = a; serve["token"] = token; serve["params"] = prm; serve["idle_timeout"] = idleSec;
             serve["session_dir"] = SessionPaths.Dir();
             string serveFile = SessionPaths.ServeFile(name);
-            File.WriteAllText(serveFile, Json.Write(serve, false), new UTF8Encoding(false));
-            if (!PathRules.IsWindows) SessionNative.chmod(serveFile, 0x180);
+            ClaimServeFile(name, serveFile, Json.Write(serve, false));
             Dictionary<string, object> launch = new Dictionary<string, object>();
             launch["session"] = name; launch["serve_file"] = serveFile; launch["token"] = token;
             r["launch"] = launch;
             return r;
+        }
+
+        // A serve file older than this was left by a begin whose controller went away before the host started.
+        private static readonly TimeSpan ServeFileLimit = TimeSpan.FromMinutes(10);
+
+        // The serve file is created exclusively: it exists from this begin until its host has written the journal
+        // ("starting"), so a second begin of the session in that window fails at once, saying so, instead of
+        // replacing it and waiting for a host that serves the other begin.
+        private static void ClaimServeFile(string name, string serveFile, string text)
+        {
+            string busy = "session '" + name + "' is already starting: another begin of it is starting its session host (" + serveFile
+                + "); wait for that begin to finish, then run begin again, which reports the open session";
+            if (File.Exists(serveFile) && DateTime.UtcNow - File.GetLastWriteTimeUtc(serveFile) > ServeFileLimit)
+                try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            byte[] data = new UTF8Encoding(false).GetBytes(text);
+            try
+            {
+                using (FileStream fs = new FileStream(serveFile, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+                {
+                    if (!PathRules.IsWindows) SessionNative.chmod(serveFile, 0x180);
+                    fs.Write(data, 0, data.Length);
+                }
+            }
+            catch (IOException) { if (File.Exists(serveFile)) throw new InvalidOption("session", busy); throw; }
+            // A begin that read no live journal, while another's host wrote one since: that one holds the session.
+            Dictionary<string, object> j = JournalFile.Read(name);
+            if (j != null && j["ended"] == null && ("starting".Equals(j["state"]) || "open".Equals(j["state"])) && HostProcess.Gone(j) == null)
+            {
+                try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                throw new InvalidOption("session", busy.Replace("is starting its session host", "started its session host"));
+            }
         }
 
         // Entry point of ese.backup.session_host: mode serve runs the session host (until the backup
@@ -1330,9 +1360,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     string serveFile = Args.Str(args, "serve_file", null);
                     if (serveFile == null) throw new InvalidOption("serve_file", "serve_file is required with mode serve");
                     IDictionary serve = Json.Parse(File.ReadAllText(serveFile, Encoding.UTF8)) as IDictionary;
-                    try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-                    if (serve == null) throw new FormatException("the serve file " + serveFile + " is not a JSON object");
-                    return Serve(serve, r);
+                    if (serve == null)
+                    {
+                        try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                        throw new FormatException("the serve file " + serveFile + " is not a JSON object");
+                    }
+                    return Serve(serve, serveFile, r);
                 }
                 catch (InvalidOption e) { r["invalid"] = e.ToDict(); }
                 catch (Exception e)
@@ -1393,7 +1426,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         }
 
         // The session host process: runs with the serve file that Begin wrote.
-        private static Dictionary<string, object> Serve(IDictionary serve, Dictionary<string, object> r)
+        private static Dictionary<string, object> Serve(IDictionary serve, string serveFile, Dictionary<string, object> r)
         {
             IDictionary args = (IDictionary)serve["args"];
             string name = Name(args);
@@ -1417,6 +1450,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             j["calls"] = new List<object>();
             j["log_range"] = null;
             JournalFile.Write(name, j);
+            // Deleted once the journal says "starting": a concurrent begin always sees one or the other.
+            try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             int idleMs = (int)Math.Min(int.MaxValue, Convert.ToInt64(serve["idle_timeout"], CultureInfo.InvariantCulture) * 1000);
             SessionHost host = new SessionHost(name, j, idleMs);
             r["rc"] = (long)host.Serve(Options.Parse(args));

@@ -92,24 +92,25 @@ class Simulation:
         for name, host in self.hosts.items():
             place_fixtures(self.paths(name), host.get("esesim_fixtures", {}))
 
-    def run(self, playbook, extra_args=(), forks=4, inventory=None, collections=None):
+    def run(self, playbook, extra_args=(), forks=4, inventory=None, collections=None, tag=""):
         """Runs a playbook (a path, or YAML text) against the hosts added, or against ``inventory``
         (a dict, or the path of an inventory file whose hosts place their own fixtures); ``collections``:
-        another collections path (for example a scratch copy, see scratch_collection)."""
+        another collections path (for example a scratch copy, see scratch_collection); ``tag``: a suffix of
+        the run's own files, for runs that overlap."""
         self.place_fixtures()
         if isinstance(inventory, str):
             inv_path = inventory
         else:
-            inv_path = os.path.join(self.root, "inventory.yml")
+            inv_path = os.path.join(self.root, "inventory%s.yml" % tag)
             with open(inv_path, "w") as f:
                 yaml.safe_dump(inventory or {"all": {"hosts": self.hosts}}, f)
         if "\n" in playbook:
-            pb_path = os.path.join(self.root, "playbook.yml")
+            pb_path = os.path.join(self.root, "playbook%s.yml" % tag)
             with open(pb_path, "w") as f:
                 f.write(playbook)
         else:
             pb_path = playbook
-        results = os.path.join(self.root, "results.jsonl")
+        results = os.path.join(self.root, "results%s.jsonl" % tag)
         if os.path.exists(results):
             os.remove(results)
         env = simulated_env(sim_root=self.root)
