@@ -2,7 +2,7 @@
 # Copyright: Contributors to the ese.backup collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin for ese.backup.copy: runs the module, then applies the copy policy table
-(plugins/module_utils/jet_policy.py, docs/jet-policy.md)."""
+(plugins/plugin_utils/_jet_policy.py, docs/jet-policy.md)."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -4,7 +4,7 @@
 """Shared base for the collection's action plugins.
 
 An action plugin runs its Windows module (``ese.backup.<name>``), which returns the engine's facts,
-and owns the task result: the JET_err -> changed/failed/msg policy (``module_utils/jet_policy.py``)
+and owns the task result: the JET_err -> changed/failed/msg policy (``plugin_utils/_jet_policy.py``)
 or a plain pass-through.
 """
 
@@ -14,7 +14,7 @@ __metaclass__ = type
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.ese.backup.plugins.module_utils.jet_policy import POLICIES, apply
+from ansible_collections.ese.backup.plugins.plugin_utils._jet_policy import POLICIES, apply
 
 # Keys of a module result that the action plugin always carries over when present (windows_only_skipped:
 # the Windows-only steps the module skipped because the host is not Windows).

@@ -117,7 +117,7 @@ FAULTS = [("JetBeginExternalBackupInstance", 1, e) for e in
 
 
 def test_every_injected_jet_error_fails_the_task_and_publishes_nothing(sim):
-    from ansible_collections.ese.backup.plugins.module_utils import jet_errors
+    from ansible_collections.ese.backup.plugins.plugin_utils import _jet_errors as jet_errors
     hosts = {}
     for i, (api, call, err) in enumerate(FAULTS):
         host = sim.add_host("f%02d" % i, esesim_faults=[{"api": api, "call": call, "err": err}])

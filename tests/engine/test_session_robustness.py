@@ -346,7 +346,7 @@ def test_session_host_mode_in_any_case(sessions, written):
 
 
 def test_begin_in_check_mode_names_the_session(sessions, clean_set):
-    from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
+    from ansible_collections.ese.backup.plugins.plugin_utils import _jet_policy as jp
     r = sessions.call("Session.Begin", session_args(clean_set, name="nightly"), check_mode=True)
     assert r["check"]["would_begin"] is True and r["session"]["name"] == "nightly", r
     msg = jp.apply("begin", r, True)["msg"]

@@ -109,7 +109,7 @@ def test_info_and_begin_without_esent(lonely_host, clean_set, dest, tmp_path):
 
 
 def test_the_policy_message_names_the_library(lonely_host, clean_set, dest):
-    from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
+    from ansible_collections.ese.backup.plugins.plugin_utils import _jet_policy as jp
     r = lonely_host("Run", srum_args(clean_set, dest), env=NO_ESENT)
     msg = jp.apply("run", r, False)["msg"]
     assert msg.startswith("esent.dll returned") and "cannot load esent.dll for JetGetDatabaseFileInfoW" in msg, msg

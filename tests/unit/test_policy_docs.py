@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """docs/jet-policy.md is generated from the policy tables and must match them."""
 import os
 import subprocess
@@ -13,7 +15,7 @@ def test_policy_page_matches_the_tables():
 
 
 def test_policy_page_names_every_row():
-    from ansible_collections.ese.backup.plugins.module_utils.jet_policy import POLICIES
+    from ansible_collections.ese.backup.plugins.plugin_utils._jet_policy import POLICIES
     with open(os.path.join(ROOT, "docs", "jet-policy.md"), encoding="utf-8") as handle:
         page = handle.read()
     for module, policy in POLICIES.items():

@@ -2,9 +2,9 @@
 import pytest
 
 from ansible_collections.ese.backup.plugins.action.run import ActionModule
-from ansible_collections.ese.backup.plugins.module_utils import jet_errors as je
-from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
-from ansible_collections.ese.backup.tests.unit.plugins.module_utils.test_jet_policy import CASES as POLICY_CASES
+from ansible_collections.ese.backup.plugins.plugin_utils import _jet_errors as je
+from ansible_collections.ese.backup.plugins.plugin_utils import _jet_policy as jp
+from ansible_collections.ese.backup.tests.unit.plugins.plugin_utils.test_jet_policy import CASES as POLICY_CASES
 
 ARGS = {"databases": [r"C:\Windows\System32\sru\SRUDB.dat"], "log_path": r"C:\Windows\System32\sru",
         "base_name": "sru", "dest": r"D:\backup", "set_name": "nightly"}

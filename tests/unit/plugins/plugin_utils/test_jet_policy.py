@@ -1,9 +1,11 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The JET_err -> Ansible state policy: every row of every table, data-driven, plus exhaustive
 "any other" rows over every catalog value."""
 import pytest
 
-from ansible_collections.ese.backup.plugins.module_utils import jet_errors as je
-from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
+from ansible_collections.ese.backup.plugins.plugin_utils import _jet_errors as je
+from ansible_collections.ese.backup.plugins.plugin_utils import _jet_policy as jp
 
 READ = "JetReadFileInstance"
 BEGIN = "JetBeginExternalBackupInstance"

@@ -27,7 +27,7 @@ __metaclass__ = type
 
 import collections
 
-from ansible_collections.ese.backup.plugins.module_utils.jet_errors import advice, describe, name_of
+from ansible_collections.ese.backup.plugins.plugin_utils._jet_errors import advice, describe, name_of
 
 ANY_OTHER = "any other"
 

@@ -4,7 +4,7 @@
 tables compare choices without regard to case."""
 import pytest
 
-from ansible_collections.ese.backup.plugins.module_utils import jet_policy as jp
+from ansible_collections.ese.backup.plugins.plugin_utils import _jet_policy as jp
 
 END = "JetEndExternalBackupInstance2"
 

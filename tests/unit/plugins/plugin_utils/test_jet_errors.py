@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The JET error catalog: completeness against jet-errors.tsv, lookups, HRESULT decoding, advice."""
 import csv
 import os
@@ -6,7 +8,7 @@ import sys
 
 import pytest
 
-from ansible_collections.ese.backup.plugins.module_utils import jet_errors as je
+from ansible_collections.ese.backup.plugins.plugin_utils import _jet_errors as je
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 TSV = os.path.join(ROOT, "tools", "data", "jet-errors.tsv")
@@ -22,7 +24,7 @@ def tsv_rows():
 def test_committed_catalog_matches_tsv():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_jet_errors.py"), "--check", "--tsv", TSV],
                           capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, "jet_errors.py is stale, run tools/gen_jet_errors.py:\n" + proc.stdout[-3000:]
+    assert proc.returncode == 0, "_jet_errors.py is stale, run tools/gen_jet_errors.py:\n" + proc.stdout[-3000:]
 
 
 @needs_tsv
