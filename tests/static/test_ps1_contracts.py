@@ -2,8 +2,9 @@
 
 * every .ps1 under plugins/ parses with a real PowerShell grammar (tree-sitter-powershell): no ERROR
   or MISSING node;
-* each module's ``$spec`` (evaluated from the AST) matches its YAML sidecar option by option: type,
-  required, default, choices, elements, no_log, aliases (and suboptions);
+* each module's ``$spec`` (evaluated from the AST) matches its documentation option by option: type,
+  required, default, choices, elements, no_log, aliases (and suboptions); the documentation is the YAML
+  sidecar as ansible's own doc loader reads it, doc fragments (``extends_documentation_fragment``) merged in;
 * ``supports_check_mode`` agrees with the documented check_mode attribute;
 * each ``[Namespace.Type]::Method`` the scripts use has its ``#AnsibleRequires -CSharpUtil`` line;
 * every engine entry point a script calls exists, public and static, with that arity and the documented
@@ -12,6 +13,7 @@
   reflection under Mono.
 """
 import glob
+import json
 import re
 import os
 import shutil
@@ -19,7 +21,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 import ps1_ast
 
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import payload  # noqa: E402  (tests/sim: the .ps1's Invoke-EseEntryPoint call)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+COLLECTIONS = os.path.join(ROOT, "build", "collections")  # the conftest links the tree there
 PS1 = sorted(glob.glob(os.path.join(ROOT, "plugins", "**", "*.ps1"), recursive=True)
              + glob.glob(os.path.join(ROOT, "plugins", "module_utils", "*.psm1")))
 MODULE_UTIL = os.path.join(ROOT, "plugins", "module_utils", "_EseModule.psm1")
@@ -104,11 +106,43 @@ def spec_of(path):
     return values[0]
 
 
+# Reads sidecars as ansible-doc does (ansible.utils.plugin_docs.get_docstring with the doc fragment loader), in a
+# child process: the collection loader it installs stays out of this one.
+DOC_LOADER = r"""
+import json, sys
+from ansible.plugins.loader import fragment_loader, init_plugin_loader
+from ansible.utils.plugin_docs import get_docstring
+init_plugin_loader([sys.argv[1]])
+docs = {}
+for path in sys.argv[2:]:
+    doc, examples, returns, metadata = get_docstring(path, fragment_loader, ignore_errors=False,
+                                                     collection_name="ese.backup", is_module=True)
+    docs[path] = {"DOCUMENTATION": doc, "RETURN": returns}
+json.dump(docs, sys.stdout, default=str)
+"""
+_DOCS = {}
+
+
+def load_docs(sidecars):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    proc = subprocess.run([sys.executable, "-c", DOC_LOADER, COLLECTIONS] + list(sidecars), cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, "ansible could not load the docs:\n" + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def sidecar_of(path):
+    return os.path.splitext(path)[0] + ".yml"
+
+
 def docs_of(path):
-    sidecar = os.path.splitext(path)[0] + ".yml"
+    """The module's docs as ansible sees them (all modules' docs are loaded by one child process)."""
+    sidecar = sidecar_of(path)
     assert os.path.exists(sidecar), "%s has no YAML sidecar" % rel(path)
-    with open(sidecar, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    if sidecar not in _DOCS:
+        _DOCS.update(load_docs([sidecar] + [s for s in map(sidecar_of, MODULES) if s != sidecar and s not in _DOCS
+                                            and os.path.exists(s)]))
+    return _DOCS[sidecar]
 
 
 def normalise(option, source):
@@ -163,6 +197,28 @@ def test_spec_comparison_catches_a_difference(tmp_path):
                                     "description: x}\n")
     with pytest.raises(AssertionError, match="a.default: spec 3, docs 4"):
         test_spec_matches_docs(str(module))
+
+
+def test_spec_comparison_sees_the_options_of_a_doc_fragment(tmp_path):
+    """base_name comes from the ese.backup.backup_source fragment only (default edb); the spec says sru."""
+    module = tmp_path / "m.ps1"
+    module.write_text("""$spec = @{ options = @{
+        databases = @{ type = 'list'; elements = 'path'; required = $true }
+        log_path = @{ type = 'path'; required = $true }
+        system_path = @{ type = 'path' }
+        base_name = @{ type = 'str'; default = 'sru' }
+        page_size = @{ type = 'int'; choices = 2048, 4096, 8192, 16384, 32768 }
+        circular_logging = @{ type = 'bool'; default = $false }
+        legacy_file_names = @{ type = 'int'; default = 3 }
+        instance_name = @{ type = 'str'; default = 'ese.backup' }
+    } }
+""")
+    (tmp_path / "m.yml").write_text("DOCUMENTATION:\n  module: m\n  options: {}\n"
+                                    "  extends_documentation_fragment: [ese.backup.backup_source]\n")
+    with pytest.raises(AssertionError) as failure:
+        test_spec_matches_docs(str(module))
+    # the one difference: the fragment's other options agree with the spec
+    assert str(failure.value).split("\nassert ", maxsplit=1)[0] == "base_name.default: spec 'sru', docs 'edb'"
 
 
 # ---- #AnsibleRequires ------------------------------------------------------------------------------
