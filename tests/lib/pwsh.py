@@ -46,7 +46,7 @@ def require_pwsh():
 
 
 def interpreter(path):
-    """(pwsh binary, environment it needs) for ``ansible_pwsh_interpreter``.
+    """(pwsh binary, environment for it) for ``ansible_pwsh_interpreter`` and the WinRS stand-in.
 
     Ansible's exec wrapper starts a second PowerShell whenever the interpreter's folder is not the running
     PowerShell's ``$PSHOME``. The bundled copy's ``pwsh`` is a launcher script beside ``app/`` (the real
@@ -55,10 +55,13 @@ def interpreter(path):
     real = os.path.realpath(path)
     home = os.path.dirname(real)
     binary = os.path.join(home, "app", "pwsh")
+    # Each task is a PowerShell that lives seconds: no background GC thread and no profile-guided tiering
+    # (measured: about 10% less CPU per task, bench-free; they change no behaviour of the modules).
+    env = {"DOTNET_gcConcurrent": "0", "DOTNET_TieredPGO": "0"}
     if not (os.access(binary, os.X_OK) and os.path.isdir(os.path.join(home, "dotnet"))):
-        return path, {}
-    env = {"DOTNET_ROOT": os.path.join(home, "dotnet"), "POWERSHELL_TELEMETRY_OPTOUT": "1",
-           "POWERSHELL_UPDATECHECK": "Off", "DOTNET_CLI_TELEMETRY_OPTOUT": "1"}
+        return path, env
+    env.update({"DOTNET_ROOT": os.path.join(home, "dotnet"), "POWERSHELL_TELEMETRY_OPTOUT": "1",
+                "POWERSHELL_UPDATECHECK": "Off", "DOTNET_CLI_TELEMETRY_OPTOUT": "1"})
     if not glob.glob("/usr/lib/*/libicuuc.so.*") + glob.glob("/usr/lib/libicuuc.so.*"):
         env["DOTNET_SYSTEM_GLOBALIZATION_INVARIANT"] = "1"
     return binary, env

@@ -22,6 +22,7 @@ for _p in (os.path.join(REPO, "tests", "sim"), os.path.join(REPO, "tests", "lib"
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from pwsh import interpreter  # noqa: E402  (tests/lib)
 from winrs import WinRS  # noqa: E402
 
 SIM_LIB = os.path.join(REPO, "build", "sim")
@@ -64,6 +65,8 @@ class Lane:
         else:
             host_env.pop("LD_LIBRARY_PATH", None)
         host_env["ESE_BACKUP_SESSION_DIR"] = os.path.join(self.root, "sessions")
+        pwsh, pwsh_env = interpreter(pwsh)
+        host_env.update(pwsh_env)
         self.winrs = WinRS(users={}, pwsh=pwsh, env=host_env, cwd=self.root, lifetime=lifetime,
                            **winrs_options).start()
 
