@@ -8,7 +8,7 @@
 #AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the engine starts (or finds) the session host and returns facts; the action plugin
-# (plugins/action/begin.py) turns them into changed/failed/msg through module_utils/jet_policy.py.
+# (plugins/action/begin.py) turns them into changed/failed/msg through plugin_utils/_jet_policy.py.
 
 $spec = @{
     options = @{

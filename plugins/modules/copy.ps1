@@ -8,7 +8,7 @@
 #AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the session host streams the files; the action plugin (plugins/action/copy.py) applies
-# the copy policy table in module_utils/jet_policy.py.
+# the copy policy table in plugin_utils/_jet_policy.py.
 
 $spec = @{
     options = @{

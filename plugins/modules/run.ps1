@@ -8,7 +8,7 @@
 #AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the engine does the work and returns facts; the action plugin (plugins/action/run.py)
-# turns them into changed/failed/msg through the policy table in module_utils/jet_policy.py.
+# turns them into changed/failed/msg through the policy table in plugin_utils/_jet_policy.py.
 
 $spec = @{
     options = @{

@@ -8,7 +8,7 @@
 #AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
 # Thin module: the session host checks its journal and calls JetTruncateLogInstance; the action plugin
-# (plugins/action/truncate.py) applies the truncate policy table in module_utils/jet_policy.py.
+# (plugins/action/truncate.py) applies the truncate policy table in plugin_utils/_jet_policy.py.
 
 $spec = @{
     options = @{
