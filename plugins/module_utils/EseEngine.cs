@@ -538,7 +538,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     }
 
     // ------------------------------------------------------------------------------------------------
-    // Layers 3 and 5: the backup sequence and the backup set writer.
+    // The backup sequence, its staging folder and the backup set writer.
     // ------------------------------------------------------------------------------------------------
     // The staging folder <dest>/.<set_name>.partial belongs to one run. The run prepares it under a name of its
     // own, with run.json (host, pid, start) in it, and renames it into place: a rename never replaces an
@@ -555,6 +555,15 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         // Null when nothing is at path; else KeptLogs, Stale or InProgress, with facts (why, host, pid, started).
         public static string Judge(string path, Dictionary<string, object> facts)
+        {
+            try { return JudgeFolder(path, facts); }
+            catch (IOException) { if (!Directory.Exists(path)) return null; } // published or removed meanwhile
+            catch (UnauthorizedAccessException) { }
+            facts["why"] = "it cannot be read";
+            return InProgress;
+        }
+
+        private static string JudgeFolder(string path, Dictionary<string, object> facts)
         {
             if (File.Exists(path)) { facts["why"] = "it is a file"; return InProgress; }
             if (!Directory.Exists(path)) return null;
@@ -600,17 +609,28 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 run["pid"] = (long)pid; run["pid_start"] = HostProcess.StartKey(pid);
                 run["started"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
                 File.WriteAllText(Path.Combine(own, RunFile), Json.Write(run, true) + "\n", new UTF8Encoding(false));
-                if (Directory.Exists(path) || File.Exists(path)) throw new IOException(path + " exists");
-                Directory.Move(own, path);
+                for (int attempt = 1; ; attempt++)
+                {
+                    try
+                    {
+                        if (Directory.Exists(path) || File.Exists(path)) break;
+                        Directory.Move(own, path);
+                        return;
+                    }
+                    // Refused because another run took the name; or that run has published (and so released it)
+                    // since: then this run takes it, and finds the published set before it truncates or publishes.
+                    catch (IOException) { if (Directory.Exists(path) || File.Exists(path) || attempt >= 3) throw; }
+                }
             }
             catch (IOException)
             {
                 try { Directory.Delete(own, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
                 if (!Directory.Exists(path) && !File.Exists(path)) throw;
-                Dictionary<string, object> holder = new Dictionary<string, object>();
-                Judge(path, holder);
-                throw new InvalidOption("set_name", Busy(setName, path, holder));
             }
+            try { Directory.Delete(own, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            Dictionary<string, object> holder = new Dictionary<string, object>();
+            Judge(path, holder);
+            throw new InvalidOption("set_name", Busy(setName, path, holder));
         }
 
         // Removes a staging folder judged stale, unless another run took the name since: the folder is renamed
@@ -783,7 +803,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         internal BackupSetWriter Writer { get { return writer; } }
         // The file opened by StreamFile and not yet read completely and closed (null when none).
         internal string OpenSource;
-        internal void Setup() { SetupInstance(); }
         internal void StartSet(BackupSetWriter w, bool withDatabases)
         {
             writer = w; dbEntries.Clear();
@@ -795,7 +814,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), writer.Staging + ": " + e.Message); }
             catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, writer.Staging + ": " + e.Message + PathRules.DoubleHop(writer.Staging)); }
         }
-        internal void PublishSet() { Publish(); }
 
         // End failed: JetTerm2(JET_bitTermStopBackup) ends the backup and the instance at once (the attached
         // databases and the session go with it).
@@ -805,8 +823,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             terminated = true; backupOpen = false; sessionOpen = false;
             attached.Clear();
         }
-        internal void Finish() { Teardown(); }
-        internal void Cleanup() { AbortAndCleanup(); }
 
         public void Run()
         {
@@ -847,7 +863,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return Jet.errDiskIO;
         }
 
-        private void SetupInstance()
+        internal void SetupInstance()
         {
             // Page size: read from the header before init, set globally (NULL instance pointer).
             uint headerPs;
@@ -1155,7 +1171,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return d;
         }
 
-        private void Teardown()
+        internal void Teardown()
         {
             // After a normal End: detach, end session, terminate. Problems here are warnings; the set is complete.
             List<object> warnings = (List<object>)result["warnings"];
@@ -1183,7 +1199,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
         }
 
-        private void Publish()
+        internal void Publish()
         {
             Dictionary<string, object> m = new Dictionary<string, object>();
             m["format"] = "ese.backup/1";
@@ -1229,7 +1245,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         }
 
         // Any failure: End2(Abort); if End fails, JetTerm2(StopBackup) so no backup is left open.
-        private void AbortAndCleanup()
+        internal void AbortAndCleanup()
         {
             if (backupOpen)
             {
@@ -1269,7 +1285,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     }
 
     // ------------------------------------------------------------------------------------------------
-    // Layer 6: entry points (plain data in, plain data out).
+    // Entry points (plain data in, plain data out).
     // ------------------------------------------------------------------------------------------------
     public static class Engine
     {

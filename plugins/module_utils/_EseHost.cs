@@ -379,7 +379,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             if (!PathRules.IsWindows)
             {
                 Directory.CreateDirectory(path);
-                if (Unix.chmod(path, 0x1C0) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0700)");
+                if (Posix.chmod(path, 0x1C0) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0700)");
                 return;
             }
 #if CORECLR
@@ -408,12 +408,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
                     InheritanceFlags.ContainerInherit | InheritanceFlags.ObjectInherit, PropagationFlags.None, AccessControlType.Allow));
             return sec;
         }
+    }
 
-        private static class Unix
-        {
-            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
-            internal static extern int chmod(string path, uint mode);
-        }
+    // The one libc call every entry point may make off Windows: restricting a folder or file to its owner.
+    internal static class Posix
+    {
+        [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
+        internal static extern int chmod(string path, uint mode);
     }
 
     // ------------------------------------------------------------------------------------------------

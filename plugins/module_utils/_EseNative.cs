@@ -15,7 +15,7 @@ using System.Threading;
 namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
 {
     // ------------------------------------------------------------------------------------------------
-    // Layer 1: raw P/Invoke, Windows x64 widths (JET_INSTANCE/JET_SESID/JET_HANDLE = IntPtr,
+    // Raw P/Invoke, Windows x64 widths (JET_INSTANCE/JET_SESID/JET_HANDLE = IntPtr,
     // unsigned long/grbit = uint, JET_ERR = int).
     // ------------------------------------------------------------------------------------------------
     public static class NativeMethods
@@ -107,7 +107,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
     }
 
     // ------------------------------------------------------------------------------------------------
-    // Layer 2: checked calls. Every call appends {call, err, detail} to the trace and returns the JET_ERR.
+    // Checked calls. Every call appends {call, err, detail} to the trace and returns the JET_ERR.
     // ------------------------------------------------------------------------------------------------
     public sealed class JetFailure : Exception
     {

@@ -77,7 +77,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             if (!File.Exists(path)) return;
             if (!PathRules.IsWindows)
             {
-                if (Unix.chmod(path, 0x180) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0600)");
+                if (Posix.chmod(path, 0x180) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0600)");
                 return;
             }
             FileSecurity sec = new FileSecurity();
@@ -88,12 +88,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 #else
             File.SetAccessControl(path, sec);
 #endif
-        }
-
-        private static class Unix
-        {
-            [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
-            internal static extern int chmod(string path, uint mode);
         }
     }
 
@@ -792,7 +786,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             long bytes = 0;
             foreach (Target t in targets) bytes += new FileInfo(t.SetFile).Length;
             long free = PathRules.FreeBytes(root);
-            if (free >= 0 && free < bytes + (64L << 20) && Environment.GetEnvironmentVariable("ESE_BACKUP_TEST_IGNORE_FREE_SPACE") != "1")
+            if (free >= 0 && free < bytes + (64L << 20) && Environment.GetEnvironmentVariable(Validator.TestIgnoreFreeSpaceVar) != "1")
                 throw new InvalidOption("scratch", "scratch directory " + root + " has " + free.ToString(CultureInfo.InvariantCulture) + " bytes free; the drill needs about " + bytes.ToString(CultureInfo.InvariantCulture));
             List<object> checks = new List<object>();
             report["checks"] = checks;

@@ -34,8 +34,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         internal static extern int JetStopBackupInstance(IntPtr instance);
 
         [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
-        internal static extern int chmod(string path, uint mode);
-        [DllImport("libc.so.6", CharSet = CharSet.Ansi, SetLastError = true)]
         internal static extern int mkdir(string path, uint mode);
         [DllImport("libc.so.6")]
         internal static extern uint getuid();
@@ -134,7 +132,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     + me.ToString(CultureInfo.InvariantCulture) + ") or root", UnixFix(dir));
             if ((mode & 0x12) != 0)
                 throw Refuse(dir, what, "is writable by its group or by others (mode " + Convert.ToString(mode & 0xFFF, 8) + ")", UnixFix(dir));
-            if (uid == me) SessionNative.chmod(dir, 0x1C0);
+            if (uid == me) Posix.chmod(dir, 0x1C0);
         }
 
         // lstat: owner and mode of path (false when it does not exist). struct stat of glibc on x86_64 (st_mode at
@@ -320,7 +318,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             string p = SessionPaths.Journal(name);
             string tmp = p + "." + Process.GetCurrentProcess().Id.ToString(CultureInfo.InvariantCulture) + ".tmp";
             File.WriteAllText(tmp, Json.Write(j, true) + "\n", new UTF8Encoding(false));
-            if (!PathRules.IsWindows) SessionNative.chmod(tmp, 0x180);
+            if (!PathRules.IsWindows) Posix.chmod(tmp, 0x180);
             int delay = 10;
             for (int attempt = 1; ; attempt++)
             {
@@ -506,7 +504,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             if (File.Exists(path)) File.Delete(path);
             sock = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             sock.Bind(new UnixEndPoint(path));
-            if (SessionNative.chmod(path, 0x180) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0600)");
+            if (Posix.chmod(path, 0x180) != 0) throw new IOException("cannot restrict " + path + " to its owner (chmod 0600)");
             sock.Listen(4);
         }
         public Stream Accept(int timeoutMs)
@@ -673,7 +671,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             {
                 plan = Validator.ValidateSource(o, api);
                 seq = new BackupSequence(plan, api, r);
-                seq.Setup();
+                seq.SetupInstance();
                 seq.BeginBackup();
             }
             catch (Exception e)
@@ -683,7 +681,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 if (inv != null) journal["begin_invalid"] = inv.ToDict();
                 else journal["begin_failed_call"] = f != null ? f.ToDict() : new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
                 if (r["invalid"] != null) journal["begin_invalid"] = r["invalid"];
-                if (seq != null) seq.Cleanup();
+                if (seq != null) seq.AbortAndCleanup();
                 journal["begin_trace"] = trace.Snapshot();
                 journal["state"] = "failed";
                 Save();
@@ -704,7 +702,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 InvalidOption inv = e as InvalidOption;
                 if (inv != null) journal["begin_invalid"] = inv.ToDict();
                 else journal["begin_failed_call"] = new JetFailure("SessionEndpoint", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
-                seq.Cleanup();
+                seq.AbortAndCleanup();
                 journal["state"] = "failed";
                 Save();
                 Failed = journal.ContainsKey("begin_failed_call") ? journal["begin_failed_call"] : null;
@@ -717,7 +715,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 // Nobody could learn that the backup began: end it rather than serve a session no task can see.
                 Trace t2 = new Trace();
                 seq.Rebind(new JetApi(t2), NewResult(t2));
-                seq.Cleanup();
+                seq.AbortAndCleanup();
                 listener.Dispose();
                 Failed = new JetFailure("SessionJournal", Jet.errInvalidParameter, "the journal could not record the session as open, so the backup was ended with abort: " + saveProblem).ToDict();
                 return 1;
@@ -770,7 +768,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             Trace trace = new Trace();
             Dictionary<string, object> r = NewResult(trace);
             seq.Rebind(new JetApi(trace), r);
-            seq.Cleanup(); // End2(Abort); JetTerm2(StopBackup) if End fails; detach, end session, term
+            seq.AbortAndCleanup(); // End2(Abort); JetTerm2(StopBackup) if End fails; detach, end session, term
             foreach (object o in trace.Snapshot())
                 if ("JetEndExternalBackupInstance2".Equals(((IDictionary)o)["call"])) { journal["end_call"] = o; break; }
             journal["ended"] = "idle_timeout";
@@ -872,7 +870,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     }
                 }
                 NoteFiles(seq.Writer.Files);
-                seq.PublishSet();
+                seq.Publish();
                 string set = r["failed_call"] == null ? plan.FinalPath : "(discarded: " + plan.StagingPath + ")";
                 foreach (object f in Files()) { IDictionary d = (IDictionary)f; if (d["set"] == null) d["set"] = set; }
             }
@@ -1008,7 +1006,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             r["recorded_as"] = journal["recorded_as"];
             r["session_type"] = plan.Opt.Type;
             WriteEndings((string)journal["ended"], valid, (string)journal["recorded_as"], proof, journal["end_call"], r);
-            seq.Finish(); // after StopBackupAndTerminate: nothing left to detach or terminate
+            seq.Teardown(); // after StopBackupAndTerminate: nothing left to detach or terminate
             done = true;
         }
 
@@ -1328,7 +1326,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             {
                 using (FileStream fs = new FileStream(serveFile, FileMode.CreateNew, FileAccess.Write, FileShare.None))
                 {
-                    if (!PathRules.IsWindows) SessionNative.chmod(serveFile, 0x180);
+                    if (!PathRules.IsWindows) Posix.chmod(serveFile, 0x180);
                     fs.Write(data, 0, data.Length);
                 }
             }

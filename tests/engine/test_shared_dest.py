@@ -65,7 +65,7 @@ def test_two_runs_with_one_set_name_never_share_a_staging_folder(tmp_path):
         for other in results:
             if other is r:
                 continue
-            assert other["invalid"] and other["invalid"]["option"] == "set_name", other
+            assert other["invalid"] and other["invalid"]["option"] == "set_name", (other["failed_call"], other["warnings"])
             assert name in other["invalid"]["msg"]
         assert sorted(os.listdir(dest)) == sorted("nightly-%d" % k for k in range(rnd + 1))
 
