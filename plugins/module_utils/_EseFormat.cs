@@ -117,6 +117,104 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseFormat
         }
     }
 
+    // ESE's page checksums (checksumu.cxx in Microsoft's ESE source): the legacy XOR of headers and old pages,
+    // and XOR+ECC of pages with the new-checksum flag; the same rules as ese_format.checksum on the controller.
+    internal static class PageChecksum
+    {
+        public const string PageOkay = "ok", PageZero = "zero", PageBad = "bad", PageCorrectable = "correctable", PageBadPgno = "bad_pgno";
+
+        internal static uint XorOld(byte[] b, int cb)
+        {
+            uint x = 0x89ABCDEF;
+            for (int i = 4; i < cb; i += 4) x ^= BitConverter.ToUInt32(b, i);
+            return x;
+        }
+
+        internal static bool Parity(uint v)
+        {
+            v ^= v >> 16; v ^= v >> 8; v ^= v >> 4; v ^= v >> 2; v ^= v >> 1;
+            return (v & 1) != 0;
+        }
+
+        internal static ulong EccXor(byte[] b, int off, int len, uint pgno, bool headerBlock)
+        {
+            uint p = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0, idx = 0xFF800000;
+            for (int i = 0; i < len; i += 16)
+            {
+                uint a = BitConverter.ToUInt32(b, off + i), b1 = BitConverter.ToUInt32(b, off + i + 4);
+                uint c = BitConverter.ToUInt32(b, off + i + 8), e = BitConverter.ToUInt32(b, off + i + 12);
+                if (headerBlock && i == 0) { a = 0; b1 = 0; }
+                c0 ^= a; c1 ^= b1; c2 ^= c; c3 ^= e;
+                if (Parity(a ^ b1 ^ c ^ e)) p ^= idx;
+                idx = unchecked(idx + 0xFF800080);
+            }
+            if (Parity(c0 ^ c1)) p |= 0x00400000;
+            if (Parity(c2 ^ c3)) p |= 0x00000040;
+            uint r0 = c0 ^ c2, r1 = c1 ^ c3;
+            if (Parity(r0)) p |= 0x00200000;
+            if (Parity(r1)) p |= 0x00000020;
+            uint x = r0 ^ r1, r = 0, j = 0xFFFF0000;
+            for (int bit = 0; bit < 32; bit++)
+            {
+                if ((x & (1u << bit)) != 0) r ^= j;
+                j = unchecked(j + 0xFFFF0001);
+            }
+            uint mask = unchecked((uint)((ulong)len << 19) - 1);
+            uint ecc = (p & 0xFFE0FFE0 & mask) | (r & 0x001F001F);
+            return ((ulong)ecc << 32) | (x ^ pgno);
+        }
+
+        // The verdict for one data page, as ESE checks it (checksumu.cxx; the same rules as ese_format.checksum.page_status):
+        // without flag 0x2000 the old XOR on every page size (and zero checksum slots 40-63 on 16/32 KiB pages),
+        // with it XOR+ECC (one block up to 8 KiB, four blocks above, page number at offset 64); a single-bit
+        // error that ESE's ECC corrects is "correctable".
+        internal static string PageStatus(byte[] page, int cb, uint pgno)
+        {
+            if (DbFacts.AllZero(page)) return PageZero;
+            if ((BitConverter.ToUInt32(page, 36) & 0x2000) == 0)
+            {
+                if (BitConverter.ToUInt32(page, 0) != XorOld(page, cb)) return PageBad;
+                if (BitConverter.ToUInt32(page, 4) != pgno) return PageBadPgno;
+                if (cb > 8192) for (int i = 40; i < 64; i++) if (page[i] != 0) return PageBad;
+                return PageOkay;
+            }
+            if (cb <= 8192)
+            {
+                ulong stored = BitConverter.ToUInt64(page, 0), got = EccXor(page, 0, cb, pgno, true);
+                if (stored == got) return PageOkay;
+                return CorruptedBit(got, stored, cb, true) >= 0 ? PageCorrectable : PageBad;
+            }
+            int bs = cb / 4, errors = 0;
+            ulong[] slots = { BitConverter.ToUInt64(page, 0), BitConverter.ToUInt64(page, 40), BitConverter.ToUInt64(page, 48), BitConverter.ToUInt64(page, 56) };
+            for (int k = 0; k < 4; k++)
+            {
+                ulong got = EccXor(page, k * bs, bs, pgno, k == 0);
+                if (slots[k] == got) continue;
+                long ibit = CorruptedBit(got, slots[k], bs, k == 0);
+                if (ibit < 0) return PageBad;
+                errors++;
+                if (k == 0 && errors == 1 && ibit >= 40 * 8 && ibit < 64 * 8)
+                {
+                    long j = ibit - 40 * 8; // TryFixPage: the bit is in another block's stored checksum
+                    slots[1 + j / 64] ^= 1UL << (int)(j % 64);
+                }
+            }
+            if (errors > 0) return PageCorrectable;
+            return BitConverter.ToUInt32(page, 64) != pgno ? PageBadPgno : PageOkay;
+        }
+
+        // FECCErrorIsCorrectable and FTryFixBlock: the bit ESE would flip, or -1.
+        internal static long CorruptedBit(ulong expected, ulong actual, int blockSize, bool headerBlock)
+        {
+            uint diff = (uint)(((expected ^ actual) >> 32) & 0xFFFFFFFF), xdiff = (uint)((expected ^ actual) & 0xFFFFFFFF);
+            uint nbits = (uint)(blockSize * 8 - 1);
+            if ((((diff >> 16) ^ diff) & nbits) != nbits || xdiff == 0 || (xdiff & (xdiff - 1)) != 0) return -1;
+            long ibit = diff & 0xFFFF;
+            if (ibit >= blockSize * 8 || (headerBlock && ibit == 9 * 32 + 13)) return -1;
+            return ibit;
+        }
+    }
+
     // Reading files of a database, a log set or a backup set.
     internal static class FileBytes
     {

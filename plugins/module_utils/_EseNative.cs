@@ -82,7 +82,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseNative
         public static extern int JetEndExternalBackupInstance2(IntPtr instance, uint grbit);
 
         // JET_RSTMAP_W[] is passed as 2 pointers per entry (szDatabaseName, szNewDatabaseName: 16 bytes on x64);
-        // pLogInfo is a 20-byte JET_LOGINFO_W (jet-constants.md 5.3, 5.4).
+        // pLogInfo is a 20-byte JET_LOGINFO_W (as above).
         [DllImport(Esent, CharSet = CharSet.Unicode, ExactSpelling = true)]
         public static extern int JetExternalRestore2W(string szCheckpointFilePath, string szLogPath, [In] IntPtr[] rgrstmap, int crstfilemap,
             string szBackupLogPath, [In, Out] byte[] pLogInfo, string szTargetInstanceName, string szTargetInstanceLogPath,

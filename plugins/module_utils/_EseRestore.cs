@@ -1,6 +1,6 @@
 // ese.backup engine: hard recovery from backup sets (JetExternalRestore2W) and restore drills.
 // C# 5, references System and System.Core only. Contracts: docs/architecture.md (section "Restore"),
-// docs/restore.md; esent semantics: ese-backup-semantics.md section 7.
+// docs/restore.md; esent semantics: JetExternalRestore2W in Microsoft's ESE reference and the external restore in dev/ese/src/ese/backup.cxx.
 
 using System;
 using System.Collections;
@@ -241,7 +241,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             catch (RestoreRefused e) { result["refused"] = e.ToDict(); return result; }
             try
             {
-                if (o.Drill) Drill(o, chain, api, result, checkMode);
+                if (o.Drill) RestoreDrill.Run(o, chain, api, result, checkMode);
                 else RestoreTo(o, chain, api, result, checkMode);
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
@@ -277,7 +277,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 List<ChainSet> chain = new List<ChainSet>();
                 chain.Add(stream);
                 List<object> checks = new List<object>();
-                AttachReadOnly(o, chain, targets, logPath, api, result, checks);
+                RestoreDrill.AttachReadOnly(o, chain, targets, logPath, api, result, checks);
                 result["checks"] = checks;
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
@@ -415,7 +415,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         private static void CheckLogHeader(ChainSet s, SetFile f, uint gen, string signLog)
         {
             byte[] h = FileBytes.ReadPrefix(f.FullPath, 4096);
-            if (h == null || DbFacts.U32(h, 0) != XorOld(h, 4096))
+            if (h == null || DbFacts.U32(h, 0) != PageChecksum.XorOld(h, 4096))
                 throw new RestoreRefused("bad_log", f.FullPath, "log " + f.FullPath + " has no valid log file header");
             if (DbFacts.U32(h, 4) != gen)
                 throw new RestoreRefused("bad_log", f.FullPath, "log " + f.FullPath + " holds generation " + DbFacts.U32(h, 4).ToString(CultureInfo.InvariantCulture)
@@ -440,7 +440,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 
         // ---- targets ----
 
-        private static List<Target> Targets(RestoreOptions o, ChainSet full, string dbDir)
+        internal static List<Target> Targets(RestoreOptions o, ChainSet full, string dbDir)
         {
             List<Target> t = new List<Target>();
             HashSet<string> used = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
@@ -514,7 +514,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             if (!File.Exists(path)) return;
             string kind = SetEntry.Kind(path);
             byte[] h = kind == SetEntry.Regular ? FileBytes.ReadPrefix(path, 4096) : null;
-            bool ok = h != null && DbFacts.U32(h, 0) == XorOld(h, 4096) && (!database || string.Equals(DbFacts.HexBytes(DbFacts.Slice(h, 24, 28)), signDb, StringComparison.OrdinalIgnoreCase));
+            bool ok = h != null && DbFacts.U32(h, 0) == PageChecksum.XorOld(h, 4096) && (!database || string.Equals(DbFacts.HexBytes(DbFacts.Slice(h, 24, 28)), signDb, StringComparison.OrdinalIgnoreCase));
             if (!ok)
                 throw new RestoreRefused("target_not_ours", path, "to_original_paths would replace " + path + ", which is not "
                     + (database ? "this database (its header does not carry the database signature of the backup)" : "an ESE log or checkpoint")
@@ -649,7 +649,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             return w;
         }
 
-        private static Dictionary<string, object> CheckFacts(List<ChainSet> chain, List<Target> targets, string logPath, string sysPath, List<string> existing)
+        internal static Dictionary<string, object> CheckFacts(List<ChainSet> chain, List<Target> targets, string logPath, string sysPath, List<string> existing)
         {
             Dictionary<string, object> c = new Dictionary<string, object>();
             List<object> dbs = new List<object>();
@@ -680,7 +680,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         // Copies the streamed databases to their targets and the chain's logs to a private restore log
         // directory, calls JetExternalRestore2W once (genLow = full's, genHigh = last set's) and checks the
         // restored headers. False (with failed_call) when a step failed.
-        private static bool RestoreCore(List<ChainSet> chain, List<Target> targets, string logPath, string sysPath, string scratchRoot,
+        internal static bool RestoreCore(List<ChainSet> chain, List<Target> targets, string logPath, string sysPath, string scratchRoot,
             JetApi api, Dictionary<string, object> result, Changes changes)
         {
             ChainSet full = chain[0];
@@ -766,7 +766,30 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 
         // ---- drill: restore into a scratch directory, attach read-only, check, remove ----
 
-        private static void Drill(RestoreOptions o, List<ChainSet> chain, JetApi api, Dictionary<string, object> result, bool checkMode)
+        // Test entry: the verdict of every data page of a file ({path, page_size}); the header pages are skipped.
+        public static Dictionary<string, object> PageVerdicts(IDictionary args)
+        {
+            string path = Args.Str(args, "path", null);
+            long? ps = Args.Long(args, "page_size");
+            int cb = ps.HasValue ? (int)ps.Value : 4096;
+            List<object> v = new List<object>();
+            byte[] page = new byte[cb];
+            using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            {
+                long index = 0;
+                while (FileBytes.ReadFull(fs, page)) { if (index >= 2) v.Add(PageChecksum.PageStatus(page, cb, (uint)(index - 1))); index++; }
+            }
+            Dictionary<string, object> r = new Dictionary<string, object>();
+            r["verdicts"] = v;
+            return r;
+        }
+    }
+
+    // The restore drill: the chain restored into a scratch folder, attached read-only, every page checked,
+    // and the scratch folder removed whatever happens.
+    internal static class RestoreDrill
+    {
+        internal static void Run(RestoreOptions o, List<ChainSet> chain, JetApi api, Dictionary<string, object> result, bool checkMode)
         {
             string root = o.Scratch ?? Path.GetTempPath();
             if (!Directory.Exists(root)) throw new InvalidOption("scratch", "scratch directory " + root + " does not exist");
@@ -776,10 +799,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             report["scratch"] = scratch;
             report["gen_low"] = (long)chain[0].GenLow;
             report["gen_high"] = (long)chain[chain.Count - 1].GenHigh;
-            List<Target> targets = Targets(o, chain[0], Path.Combine(scratch, "databases"));
+            List<Target> targets = Restore.Targets(o, chain[0], Path.Combine(scratch, "databases"));
             if (checkMode)
             {
-                result["check"] = CheckFacts(chain, targets, Path.Combine(scratch, "logs"), Path.Combine(scratch, "logs"), new List<string>());
+                result["check"] = Restore.CheckFacts(chain, targets, Path.Combine(scratch, "logs"), Path.Combine(scratch, "logs"), new List<string>());
                 report["passed"] = null;
                 return;
             }
@@ -798,7 +821,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 Directory.CreateDirectory(logs);
                 Directory.CreateDirectory(Path.Combine(scratch, "databases"));
                 Changes changes = new Changes();
-                if (!RestoreCore(chain, targets, logs, logs, scratch, api, result, changes)) { report["passed"] = false; return; }
+                if (!Restore.RestoreCore(chain, targets, logs, logs, scratch, api, result, changes)) { report["passed"] = false; return; }
                 passed = AttachReadOnly(o, chain, targets, logs, api, result, checks);
                 if (passed) passed = VerifyPages(targets, checks);
                 result["written"] = new List<object>();
@@ -827,7 +850,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 
         // Hard recovery done: a fresh instance on the restored log stream attaches every database read-only
         // (JET_bitDbReadOnly) and reads its header, then detaches and terminates.
-        private static bool AttachReadOnly(RestoreOptions o, List<ChainSet> chain, List<Target> targets, string logs, JetApi api,
+        internal static bool AttachReadOnly(RestoreOptions o, List<ChainSet> chain, List<Target> targets, string logs, JetApi api,
             Dictionary<string, object> result, List<object> checks)
         {
             uint high = chain[chain.Count - 1].GenHigh;
@@ -853,7 +876,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     JetApi.Check(api.AttachReadOnly(ses, t.Path), "JetAttachDatabase2W", "read-only " + t.Path);
                     attached.Add(t.Path);
                     checks.Add(Check("attach_read_only", true, t.Path));
-                    Dictionary<string, object> h = HeaderFacts(api, t.Path);
+                    Dictionary<string, object> h = Restore.HeaderFacts(api, t.Path);
                     h["source"] = t.Source;
                     ((List<object>)result["restored"]).Add(h);
                     bool clean = "clean_shutdown".Equals(h["db_state_name"]);
@@ -880,7 +903,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             return ok;
         }
 
-        // Page checksums of the restored file (ese-file-format.md section 5): headers (legacy XOR), data pages
+        // Page checksums of the restored file (checksumu.cxx in Microsoft's ESE source): headers (legacy XOR), data pages
         // (legacy XOR + pgno, or XOR+ECC with flag 0x2000; four blocks for 16/32 KiB pages). All-zero pages are unused.
         private static bool VerifyPages(List<Target> targets, List<object> checks)
         {
@@ -896,10 +919,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     long index = 0;
                     while (FileBytes.ReadFull(fs, page))
                     {
-                        string verdict = DbFacts.AllZero(page) ? PageZero : index < 2 ? (DbFacts.U32(page, 0) == XorOld(page, cb) ? PageOkay : PageBad) : PageStatus(page, cb, (uint)(index - 1));
-                        if (verdict == PageZero) empty++;
-                        else if (verdict == PageCorrectable) { if (correctable.Count < 20) correctable.Add(index - 1); }
-                        else if (verdict != PageOkay)
+                        string verdict = DbFacts.AllZero(page) ? PageChecksum.PageZero : index < 2 ? (DbFacts.U32(page, 0) == PageChecksum.XorOld(page, cb) ? PageChecksum.PageOkay : PageChecksum.PageBad) : PageChecksum.PageStatus(page, cb, (uint)(index - 1));
+                        if (verdict == PageChecksum.PageZero) empty++;
+                        else if (verdict == PageChecksum.PageCorrectable) { if (correctable.Count < 20) correctable.Add(index - 1); }
+                        else if (verdict != PageChecksum.PageOkay)
                         {
                             if (bad.Count < 20) bad.Add(index < 2 ? (object)("header copy " + index.ToString(CultureInfo.InvariantCulture)) : (object)(index - 1));
                             else if (bad.Count == 20) bad.Add("...");
@@ -916,117 +939,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 checks.Add(c);
             }
             return all;
-        }
-
-        internal static uint XorOld(byte[] b, int cb)
-        {
-            uint x = 0x89ABCDEF;
-            for (int i = 4; i < cb; i += 4) x ^= BitConverter.ToUInt32(b, i);
-            return x;
-        }
-
-        private static bool Parity(uint v)
-        {
-            v ^= v >> 16; v ^= v >> 8; v ^= v >> 4; v ^= v >> 2; v ^= v >> 1;
-            return (v & 1) != 0;
-        }
-
-        private static ulong EccXor(byte[] b, int off, int len, uint pgno, bool headerBlock)
-        {
-            uint p = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0, idx = 0xFF800000;
-            for (int i = 0; i < len; i += 16)
-            {
-                uint a = BitConverter.ToUInt32(b, off + i), b1 = BitConverter.ToUInt32(b, off + i + 4);
-                uint c = BitConverter.ToUInt32(b, off + i + 8), e = BitConverter.ToUInt32(b, off + i + 12);
-                if (headerBlock && i == 0) { a = 0; b1 = 0; }
-                c0 ^= a; c1 ^= b1; c2 ^= c; c3 ^= e;
-                if (Parity(a ^ b1 ^ c ^ e)) p ^= idx;
-                idx = unchecked(idx + 0xFF800080);
-            }
-            if (Parity(c0 ^ c1)) p |= 0x00400000;
-            if (Parity(c2 ^ c3)) p |= 0x00000040;
-            uint r0 = c0 ^ c2, r1 = c1 ^ c3;
-            if (Parity(r0)) p |= 0x00200000;
-            if (Parity(r1)) p |= 0x00000020;
-            uint x = r0 ^ r1, r = 0, j = 0xFFFF0000;
-            for (int bit = 0; bit < 32; bit++)
-            {
-                if ((x & (1u << bit)) != 0) r ^= j;
-                j = unchecked(j + 0xFFFF0001);
-            }
-            uint mask = unchecked((uint)((ulong)len << 19) - 1);
-            uint ecc = (p & 0xFFE0FFE0 & mask) | (r & 0x001F001F);
-            return ((ulong)ecc << 32) | (x ^ pgno);
-        }
-
-        public const string PageOkay = "ok", PageZero = "zero", PageBad = "bad", PageCorrectable = "correctable", PageBadPgno = "bad_pgno";
-
-        // The verdict for one data page, as ESE checks it (checksumu.cxx; the same rules as ese_format.checksum.page_status):
-        // without flag 0x2000 the old XOR on every page size (and zero checksum slots 40-63 on 16/32 KiB pages),
-        // with it XOR+ECC (one block up to 8 KiB, four blocks above, page number at offset 64); a single-bit
-        // error that ESE's ECC corrects is "correctable".
-        internal static string PageStatus(byte[] page, int cb, uint pgno)
-        {
-            if (DbFacts.AllZero(page)) return PageZero;
-            if ((BitConverter.ToUInt32(page, 36) & 0x2000) == 0)
-            {
-                if (BitConverter.ToUInt32(page, 0) != XorOld(page, cb)) return PageBad;
-                if (BitConverter.ToUInt32(page, 4) != pgno) return PageBadPgno;
-                if (cb > 8192) for (int i = 40; i < 64; i++) if (page[i] != 0) return PageBad;
-                return PageOkay;
-            }
-            if (cb <= 8192)
-            {
-                ulong stored = BitConverter.ToUInt64(page, 0), got = EccXor(page, 0, cb, pgno, true);
-                if (stored == got) return PageOkay;
-                return CorruptedBit(got, stored, cb, true) >= 0 ? PageCorrectable : PageBad;
-            }
-            int bs = cb / 4, errors = 0;
-            ulong[] slots = { BitConverter.ToUInt64(page, 0), BitConverter.ToUInt64(page, 40), BitConverter.ToUInt64(page, 48), BitConverter.ToUInt64(page, 56) };
-            for (int k = 0; k < 4; k++)
-            {
-                ulong got = EccXor(page, k * bs, bs, pgno, k == 0);
-                if (slots[k] == got) continue;
-                long ibit = CorruptedBit(got, slots[k], bs, k == 0);
-                if (ibit < 0) return PageBad;
-                errors++;
-                if (k == 0 && errors == 1 && ibit >= 40 * 8 && ibit < 64 * 8)
-                {
-                    long j = ibit - 40 * 8; // TryFixPage: the bit is in another block's stored checksum
-                    slots[1 + j / 64] ^= 1UL << (int)(j % 64);
-                }
-            }
-            if (errors > 0) return PageCorrectable;
-            return BitConverter.ToUInt32(page, 64) != pgno ? PageBadPgno : PageOkay;
-        }
-
-        // FECCErrorIsCorrectable and FTryFixBlock: the bit ESE would flip, or -1.
-        private static long CorruptedBit(ulong expected, ulong actual, int blockSize, bool headerBlock)
-        {
-            uint diff = (uint)(((expected ^ actual) >> 32) & 0xFFFFFFFF), xdiff = (uint)((expected ^ actual) & 0xFFFFFFFF);
-            uint nbits = (uint)(blockSize * 8 - 1);
-            if ((((diff >> 16) ^ diff) & nbits) != nbits || xdiff == 0 || (xdiff & (xdiff - 1)) != 0) return -1;
-            long ibit = diff & 0xFFFF;
-            if (ibit >= blockSize * 8 || (headerBlock && ibit == 9 * 32 + 13)) return -1;
-            return ibit;
-        }
-
-        // Test entry: the verdict of every data page of a file ({path, page_size}); the header pages are skipped.
-        public static Dictionary<string, object> PageVerdicts(IDictionary args)
-        {
-            string path = Args.Str(args, "path", null);
-            long? ps = Args.Long(args, "page_size");
-            int cb = ps.HasValue ? (int)ps.Value : 4096;
-            List<object> v = new List<object>();
-            byte[] page = new byte[cb];
-            using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
-            {
-                long index = 0;
-                while (FileBytes.ReadFull(fs, page)) { if (index >= 2) v.Add(PageStatus(page, cb, (uint)(index - 1))); index++; }
-            }
-            Dictionary<string, object> r = new Dictionary<string, object>();
-            r["verdicts"] = v;
-            return r;
         }
     }
 

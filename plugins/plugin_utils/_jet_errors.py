@@ -528,7 +528,7 @@ FACILITY_NTDSB = 0x800
 FACILITY_BACKUP = 0x7FF
 FACILITY_JET_ERR = 0xE5E
 
-# ntdsbmsg.h client-layer errors (0xC7FF00xx), as listed in windows-backup-apis.md section 1.
+# ntdsbmsg.h client-layer errors (0xC7FF00xx) of the AD DS backup API (ntdsbcli.dll, Microsoft's reference).
 BACKUP_CLIENT_ERRORS = {
     0xC7FF0001: "hrInvalidParam",
     0xC7FF0002: "hrError",
@@ -548,7 +548,7 @@ BACKUP_CLIENT_ERRORS = {
     0xC7FF0011: "hrContentsExpired",
 }
 
-# What to do, for the codes the backup path produces (ese-backup-semantics.md section 3).
+# What to do, for the codes the backup path produces (the external backup calls of dev/ese/src/ese/backup.cxx).
 ADVICE = {
     0: "nothing to do",
     -505: "another backup (or a VSS snapshot) owns this ESE instance: wait for it to finish, or end the stale "
