@@ -12,7 +12,7 @@ SIM_HDR := $(wildcard tests/sim/esent/*.h)
 ENGINE_SRC := $(wildcard plugins/module_utils/*.cs)
 export LD_LIBRARY_PATH := $(BUILD)/sim$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: setup sim engine build test test-lanes test-rest test-min demo sanity lint bench gen clean
+.PHONY: setup sim engine build test test-lanes test-rest test-min demo sanity lint docs-venv bench gen clean
 setup: $(VENV)/.done $(BUILD)/collections/ansible_collections/ese/backup
 
 $(VENV)/.done: requirements-test.txt tools/bootstrap.sh
@@ -63,8 +63,25 @@ test-min: build $(VENV_MIN)/.done
 sanity: setup
 	tools/sanity.sh $(VENV)
 
-lint: setup
+# The changelog and docs tools live in a virtualenv of their own, so that the test virtualenvs never change:
+# made the way tools/bootstrap.sh makes those, with the machine's python3.
+DOCS_VENV := $(BUILD)/venv-docs
+DOCS_PYTHON ?= python3
+docs-venv: $(DOCS_VENV)/.done
+$(DOCS_VENV)/.done: requirements-docs.txt
+	rm -rf $(DOCS_VENV)
+	$(DOCS_PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q --upgrade pip
+	$(DOCS_VENV)/bin/pip install -q -r requirements-docs.txt
+	touch $@
+
+# ansible-lint on the role and playbooks; antsibull-changelog on the changelog fragments; antsibull-docs on the
+# collection's docs (plugins, role and extra docs) as its docs site renders them.
+lint: setup $(DOCS_VENV)/.done
 	$(VENV)/bin/ansible-lint --profile production $(wildcard roles playbooks)
+	$(DOCS_VENV)/bin/antsibull-changelog lint
+	PATH=$(DOCS_VENV)/bin:$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(BUILD)/collections \
+	  antsibull-docs lint-collection-docs --plugin-docs .
 
 # The main job against three simulated hosts (one with an injected fault); a fresh run each time.
 demo: build
