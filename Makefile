@@ -12,7 +12,7 @@ SIM_HDR := $(wildcard tests/sim/esent/*.h)
 ENGINE_SRC := $(wildcard plugins/module_utils/*.cs)
 export LD_LIBRARY_PATH := $(BUILD)/sim$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: setup sim engine build test test-lanes test-rest test-min demo sanity lint docs-venv bench gen clean
+.PHONY: setup sim engine build test test-lanes test-rest test-min demo sanity lint docs-venv docs-site bench gen clean
 setup: $(VENV)/.done $(BUILD)/collections/ansible_collections/ese/backup
 
 $(VENV)/.done: requirements-test.txt tools/bootstrap.sh
@@ -76,12 +76,17 @@ $(DOCS_VENV)/.done: requirements-docs.txt
 	touch $@
 
 # ansible-lint on the role and playbooks; antsibull-changelog on the changelog fragments; antsibull-docs on the
-# collection's docs (plugins, role and extra docs) as its docs site renders them.
+# collection's docs (plugins, role and extra docs) as its docs site renders them; then the docs site itself.
 lint: setup $(DOCS_VENV)/.done
 	$(VENV)/bin/ansible-lint --profile production $(wildcard roles playbooks)
 	$(DOCS_VENV)/bin/antsibull-changelog lint
 	PATH=$(DOCS_VENV)/bin:$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(BUILD)/collections \
 	  antsibull-docs lint-collection-docs --plugin-docs .
+	$(MAKE) --no-print-directory docs-site
+
+# The collection's HTML docs site (antsibull-docs and Sphinx; any warning fails it): build/docs-site/html.
+docs-site: setup $(DOCS_VENV)/.done
+	tools/docs_site.sh $(DOCS_VENV) $(VENV)
 
 # The main job against three simulated hosts (one with an injected fault); a fresh run each time.
 demo: build
