@@ -46,7 +46,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             long? lf = Args.Long(args, "legacy_file_names");
             o.LegacyFileNames = lf.HasValue ? lf.Value : 3;
             long? bs = Args.Long(args, "buffer_size");
-            o.BufferSize = bs.HasValue ? bs.Value : 1048576;
+            o.BufferSize = bs.HasValue ? bs.Value : DefaultBufferSize;
             o.InstanceName = Args.Str(args, "instance_name", "ese.backup");
             if (o.SystemPath == null) o.SystemPath = o.LogPath;
             o.SetName = SetNameOf(args, o.Type);
@@ -63,6 +63,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             byte[] r = new byte[2];
             using (RandomNumberGenerator rng = RandomNumberGenerator.Create()) rng.GetBytes(r);
             return type + "-" + DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture) + "-" + HostName.ForName() + "-" + DbFacts.HexBytes(r);
+        }
+
+        public const long DefaultBufferSize = 1048576;
+
+        // One read from the engine: whole pages, at least 3 of them, at most 256 MiB.
+        public static void RequireBufferSize(long bufferSize, uint pageSize)
+        {
+            if (bufferSize % pageSize != 0 || bufferSize < 3 * (long)pageSize || bufferSize > 256L * 1024 * 1024)
+                throw new InvalidOption("buffer_size", "buffer_size " + bufferSize.ToString(CultureInfo.InvariantCulture) + " must be a multiple of the page size "
+                    + pageSize.ToString(CultureInfo.InvariantCulture) + ", at least 3 pages (" + (3L * pageSize).ToString(CultureInfo.InvariantCulture)
+                    + ") and at most 256 MiB; the default is " + DefaultBufferSize.ToString(CultureInfo.InvariantCulture));
+        }
+
+        public Options With(string dest, string setName, long bufferSize)
+        {
+            Options o = (Options)MemberwiseClone();
+            o.Dest = dest; o.SetName = setName; o.BufferSize = bufferSize;
+            return o;
         }
 
         public string LogExt { get { return (LegacyFileNames & 1) != 0 ? ".log" : ".jtx"; } }
@@ -92,6 +110,16 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public List<object> LogsOnDisk = new List<object>();
         public IDictionary ExistingManifest; // set_name names a complete set of this same backup: nothing to do
         public string StaleStaging; // why the staging folder left at StagingPath is stale (removed when the run starts)
+
+        // The same validated source with another destination (a session's copy): dest, set_name and buffer_size
+        // are the copy's own, and the session's plan is left as it is.
+        public Plan ForCopy(string dest, string setName, long bufferSize)
+        {
+            Plan p = new Plan();
+            p.Opt = Opt.With(dest, setName, bufferSize);
+            p.DbPaths = DbPaths; p.DbSetNames = DbSetNames; p.DbFacts = DbFacts; p.PageSize = PageSize;
+            return p;
+        }
     }
 
     // Why a file of the source is in use, and what to do (ESE opens databases and logs exclusively and without
@@ -197,8 +225,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
             if (o.PageSize.HasValue && o.PageSize.Value != p.PageSize)
                 Fail("page_size", "page_size " + o.PageSize.Value + " contradicts the database header (" + p.PageSize + "); omit page_size or set it to " + p.PageSize);
-            if (o.BufferSize % p.PageSize != 0 || o.BufferSize < 3 * (long)p.PageSize || o.BufferSize > 256L * 1024 * 1024)
-                Fail("buffer_size", "buffer_size " + o.BufferSize + " must be a multiple of the page size " + p.PageSize + ", at least 3 pages (" + (3 * p.PageSize) + ") and at most 256 MiB; the default is 1048576");
+            Options.RequireBufferSize(o.BufferSize, p.PageSize);
 
             return p;
         }
@@ -683,16 +710,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     {
         public readonly string Staging, Final;
         public readonly List<object> Files = new List<object>();
-        public BackupSetWriter(string staging, string final) { Staging = staging; Final = final; }
+        public readonly string SetName, StaleWhy; // StaleWhy: the staging folder left there is stale (see Create)
+        public BackupSetWriter(Plan p) { Staging = p.StagingPath; Final = p.FinalPath; SetName = p.Opt.SetName; StaleWhy = p.StaleStaging; }
 
         private bool owned; // this run created Staging: only then may it remove it
 
         // Claims Staging for this run (StagingFolder.Claim), then creates the set's folders in it.
         // Returns a warning when a stale folder was removed first.
-        public string Create(bool withDatabases, string setName, string stale)
+        public string Create(bool withDatabases)
         {
-            string removed = stale != null ? StagingFolder.RemoveStale(Staging, stale) : null;
-            StagingFolder.Claim(Staging, setName);
+            string removed = StaleWhy != null ? StagingFolder.RemoveStale(Staging, StaleWhy) : null;
+            StagingFolder.Claim(Staging, SetName);
             owned = true;
             if (withDatabases) Directory.CreateDirectory(Path.Combine(Staging, "databases"));
             Directory.CreateDirectory(Path.Combine(Staging, "logs"));
@@ -700,8 +728,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         }
 
         // Another run published this set while this one ran: fail before logs are truncated.
-        public void RequireFinalFree(string setName)
+        public void RequireFinalFree()
         {
+            string setName = SetName;
             if (Directory.Exists(Final) || File.Exists(Final))
                 throw new InvalidOption("set_name", "another run published set_name '" + setName + "' (" + Final + ") while this one ran, so this run's set is not "
                     + "published; choose another set_name, or leave set_name unset for a unique default");
@@ -808,7 +837,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             writer = w; dbEntries.Clear();
             try
             {
-                string removed = writer.Create(withDatabases, o.SetName, plan.StaleStaging);
+                string removed = writer.Create(withDatabases);
                 if (removed != null) ((List<object>)result["warnings"]).Add(removed);
             }
             catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), writer.Staging + ": " + e.Message); }
@@ -829,10 +858,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             try
             {
                 SetupInstance();
-                StartSet(new BackupSetWriter(plan.StagingPath, plan.FinalPath), !o.Incremental);
+                StartSet(new BackupSetWriter(plan), !o.Incremental);
                 DoBackup();
                 Teardown();
-                if (true.Equals(result["backup_valid"])) { writer.RequireFinalFree(o.SetName); Publish(); }
+                if (true.Equals(result["backup_valid"])) { writer.RequireFinalFree(); Publish(); }
                 else DiscardStaging(); // no set: the header does not record the backup (kept when the logs were truncated)
             }
             catch (JetFailure f)
@@ -928,7 +957,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             {
                 // After truncation the staging folder may hold the only copy of these logs: mark it first, so that a
                 // failure before publishing leaves a folder that verify, info and a re-run know as kept logs.
-                writer.RequireFinalFree(o.SetName);
+                writer.RequireFinalFree();
                 WriteKeptLogs();
                 TruncateLogs();
                 truncated = true;
@@ -958,8 +987,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         {
             Dictionary<string, object> k = new Dictionary<string, object>();
             k["format"] = "ese.backup/kept-logs/1";
-            k["set_name"] = o.SetName; k["type"] = o.Type;
-            k["reason"] = "the logs were truncated on the host before the set " + plan.FinalPath + " was published; this folder holds the only copy of them";
+            k["set_name"] = writer.SetName; k["type"] = o.Type;
+            k["reason"] = "the logs were truncated on the host before the set " + writer.Final + " was published; this folder holds the only copy of them";
             k["created"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
             k["logs_truncated"] = true;
             Dictionary<string, object> logs = new Dictionary<string, object>();
@@ -1239,7 +1268,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 result["failed_call"] = new JetFailure("WriteFile", MapIo(e), "manifest.json: " + e.Message).ToDict();
                 return;
             }
-            result["backup_set"] = plan.FinalPath;
+            result["backup_set"] = writer.Final;
             result["manifest"] = m;
             if (ending != null) result["ending"] = ending;
         }

@@ -825,28 +825,23 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         private void Copy(IDictionary args, bool check, Dictionary<string, object> r)
         {
-            Options o = plan.Opt;
-            o.Dest = Args.Str(args, "dest", null);
-            o.SetName = Options.SetNameOf(args, o.Type);
             long? bs = Args.Long(args, "buffer_size");
-            o.BufferSize = bs.HasValue ? bs.Value : 1048576;
+            Plan target = plan.ForCopy(Args.Str(args, "dest", null), Options.SetNameOf(args, plan.Opt.Type), bs.HasValue ? bs.Value : Options.DefaultBufferSize);
+            Options o = target.Opt;
             bool dbs = Args.Bool(args, "databases", true) && !o.Incremental;
             bool logs = Args.Bool(args, "logs", true);
             if (!dbs && !logs) throw new InvalidOption("logs", "nothing to copy: databases and logs are both false" + (o.Incremental ? " (an incremental session has no databases to stream)" : ""));
-            if (o.BufferSize % plan.PageSize != 0 || o.BufferSize < 3 * (long)plan.PageSize || o.BufferSize > 256L * 1024 * 1024)
-                throw new InvalidOption("buffer_size", "buffer_size " + o.BufferSize + " must be a multiple of the page size " + plan.PageSize + ", at least 3 pages and at most 256 MiB");
+            Options.RequireBufferSize(o.BufferSize, plan.PageSize);
             if (!seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; end it and begin a new one");
             if (true.Equals(journal["truncated"])) throw new InvalidOption("session", "the logs of session '" + name + "' are already truncated; end the session");
-            plan.LogsOnDisk.Clear();
-            plan.ExistingManifest = null;
-            Validator.ValidateDest(plan);
-            if (plan.ExistingManifest != null || Directory.Exists(plan.FinalPath))
-                throw new InvalidOption("set_name", "'" + plan.FinalPath + "' already exists; a session copy never writes into an existing set, choose another set_name");
+            Validator.ValidateDest(target);
+            if (target.ExistingManifest != null || Directory.Exists(target.FinalPath))
+                throw new InvalidOption("set_name", "'" + target.FinalPath + "' already exists; a session copy never writes into an existing set, choose another set_name");
             if (check)
             {
                 Dictionary<string, object> c = new Dictionary<string, object>();
-                c["would_create"] = plan.FinalPath; c["staging"] = plan.StagingPath;
-                c["databases"] = dbs; c["logs"] = logs; c["estimated_bytes"] = plan.EstimatedBytes; c["free_bytes"] = plan.FreeBytes;
+                c["would_create"] = target.FinalPath; c["staging"] = target.StagingPath;
+                c["databases"] = dbs; c["logs"] = logs; c["estimated_bytes"] = target.EstimatedBytes; c["free_bytes"] = target.FreeBytes;
                 r["check"] = c;
                 return;
             }
@@ -854,7 +849,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             List<string> names = null;
             try
             {
-                seq.StartSet(new BackupSetWriter(plan.StagingPath, plan.FinalPath), dbs);
+                seq.StartSet(new BackupSetWriter(target), dbs);
                 using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
                 {
                     if (dbs) seq.StreamDatabases(pipe);
@@ -871,7 +866,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 }
                 NoteFiles(seq.Writer.Files);
                 seq.Publish();
-                string set = r["failed_call"] == null ? plan.FinalPath : "(discarded: " + plan.StagingPath + ")";
+                string set = r["failed_call"] == null ? target.FinalPath : "(discarded: " + target.StagingPath + ")";
                 foreach (object f in Files()) { IDictionary d = (IDictionary)f; if (d["set"] == null) d["set"] = set; }
             }
             catch (Exception)
@@ -882,10 +877,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     seq.Writer.Remove();
                 }
                 if (seq.OpenSource != null && !Incomplete().Contains(seq.OpenSource)) Incomplete().Add(seq.OpenSource);
-                foreach (object f in Files()) { IDictionary d = (IDictionary)f; if (d["set"] == null) d["set"] = "(discarded: " + plan.StagingPath + ")"; }
+                foreach (object f in Files()) { IDictionary d = (IDictionary)f; if (d["set"] == null) d["set"] = "(discarded: " + target.StagingPath + ")"; }
                 throw;
             }
-            r["backup_set"] = r["failed_call"] == null ? plan.FinalPath : null;
+            r["backup_set"] = r["failed_call"] == null ? target.FinalPath : null;
         }
 
         // Files read completely into the current set: recorded with size and hash; no longer incomplete.
