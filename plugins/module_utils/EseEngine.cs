@@ -1322,19 +1322,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         private static Dictionary<string, object> NewResult(Trace trace)
         {
-            Dictionary<string, object> r = new Dictionary<string, object>();
-            r["trace"] = trace.Entries;
-            r["failed_call"] = null;
-            r["invalid"] = null;
+            Dictionary<string, object> r = Results.New(trace.Entries, "ended", "backup_set", "manifest", "proof", "recorded_as");
             r["backup_started"] = false;
-            r["ended"] = null;
             r["logs_truncated"] = false;
-            r["backup_set"] = null;
-            r["manifest"] = null;
-            r["check"] = null;
-            r["proof"] = null;
-            r["recorded_as"] = null;
-            r["warnings"] = new List<object>();
             return r;
         }
 

@@ -410,6 +410,21 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
         }
     }
 
+    // Every entry point's result starts the same: its trace, no failed call, no invalid option, no check facts
+    // and no warnings; nullKeys are the entry point's own keys that start as null.
+    internal static class Results
+    {
+        public static Dictionary<string, object> New(List<object> trace, params string[] nullKeys)
+        {
+            Dictionary<string, object> r = new Dictionary<string, object>();
+            r["trace"] = trace;
+            r["failed_call"] = null; r["invalid"] = null; r["check"] = null;
+            foreach (string k in nullKeys) r[k] = null;
+            r["warnings"] = new List<object>();
+            return r;
+        }
+    }
+
     // The one libc call every entry point may make off Windows: restricting a folder or file to its owner.
     internal static class Posix
     {

@@ -205,19 +205,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 
         private static Dictionary<string, object> NewResult(Trace trace)
         {
-            Dictionary<string, object> r = new Dictionary<string, object>();
-            r["trace"] = trace.Entries;
-            r["failed_call"] = null;
-            r["invalid"] = null;
-            r["refused"] = null;
+            Dictionary<string, object> r = Results.New(trace.Entries, "refused", "chain", "drill_report");
             r["drill"] = false;
-            r["chain"] = null;
             r["restored"] = new List<object>();
             r["written"] = new List<object>();
             r["undone"] = new List<object>();
-            r["drill_report"] = null;
-            r["check"] = null;
-            r["warnings"] = new List<object>();
             return r;
         }
 

@@ -653,11 +653,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         private static Dictionary<string, object> NewResult(Trace trace)
         {
-            Dictionary<string, object> r = new Dictionary<string, object>();
-            r["trace"] = trace.Entries;
-            r["failed_call"] = null; r["invalid"] = null; r["check"] = null;
-            r["logs_truncated"] = false; r["backup_started"] = true; r["ended"] = null;
-            r["warnings"] = new List<object>();
+            Dictionary<string, object> r = Results.New(trace.Entries, "ended");
+            r["logs_truncated"] = false; r["backup_started"] = true;
             return r;
         }
 
@@ -1101,15 +1098,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         private static Dictionary<string, object> NewResult()
         {
-            Dictionary<string, object> r = new Dictionary<string, object>();
-            r["trace"] = new List<object>();
-            r["failed_call"] = null;
-            r["invalid"] = null;
-            r["check"] = null;
-            r["journal"] = null;
-            r["session"] = null;
-            r["warnings"] = new List<object>();
-            return r;
+            return Results.New(new List<object>(), "journal", "session");
         }
 
         private static string Name(IDictionary args)
