@@ -747,16 +747,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             Files.Add(d);
         }
 
-        public void WriteManifest(Dictionary<string, object> manifest)
-        {
-            string path = PathFor("manifest.json");
-            byte[] data = new UTF8Encoding(false).GetBytes(Json.Write(manifest, true) + "\n");
-            using (FileStream fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                fs.Write(data, 0, data.Length);
-                fs.Flush(true);
-            }
-        }
+        public void WriteManifest(Dictionary<string, object> manifest) { BackupManifest.Write(PathFor(BackupManifest.FileName), manifest); }
 
         // Test hook: the first N moves of this process fail as an antivirus holding a file of the set would.
         public const string TestPublishFailuresVar = "ESE_BACKUP_TEST_PUBLISH_FAILURES";
@@ -1230,13 +1221,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         internal void Publish()
         {
-            Dictionary<string, object> m = new Dictionary<string, object>();
-            m["format"] = "ese.backup/1";
-            Dictionary<string, object> tool = new Dictionary<string, object>();
-            tool["name"] = "ese.backup"; tool["version"] = Engine.ToolVersion;
-            m["tool"] = tool;
-            m["type"] = o.Type;
-            m["created"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+            Dictionary<string, object> m = BackupManifest.New(o.Type);
             Dictionary<string, object> src = new Dictionary<string, object>();
             src["host"] = HostName.Current;
             List<object> dbs = new List<object>();
@@ -1318,7 +1303,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     // ------------------------------------------------------------------------------------------------
     public static class Engine
     {
-        public const string ToolVersion = "0.1.0"; // galaxy.yml version
+        public const string ToolVersion = BackupManifest.ToolVersion;
 
         private static Dictionary<string, object> NewResult(Trace trace)
         {
@@ -1448,12 +1433,21 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                             }
                             continue;
                         }
-                        string mf = Path.Combine(dir, "manifest.json");
-                        if (!File.Exists(mf)) continue;
+                        string mf = Path.Combine(dir, BackupManifest.FileName);
+                        string kind = SetEntry.Kind(mf);
+                        if (kind == SetEntry.Missing) continue;
                         try
                         {
-                            IDictionary m = Json.ReadFile(mf) as IDictionary; // size and depth limits: FormatException
-                            if (m == null || !"ese.backup/1".Equals(m["format"])) { s["status"] = "unknown_format"; sets.Add(s); continue; }
+                            string problem = null, why = null;
+                            IDictionary m = kind == SetEntry.Regular ? BackupManifest.Read(mf, out problem, out why) : null;
+                            if (kind != SetEntry.Regular) { problem = BackupManifest.NotJson; why = mf + " is a " + (kind == SetEntry.Other ? "FIFO, socket or device" : kind == SetEntry.Directory_ ? "folder" : "symbolic link") + ", not a regular file: it is not read"; }
+                            if (m == null)
+                            {
+                                s["status"] = problem == BackupManifest.OtherFormat ? "unknown_format" : "unreadable_manifest";
+                                if (problem != BackupManifest.OtherFormat) s["error"] = why;
+                                sets.Add(s);
+                                continue;
+                            }
                             s["status"] = "complete";
                             s["type"] = m["type"]; s["created"] = m["created"];
                             IDictionary logs = m["logs"] as IDictionary;
@@ -1472,7 +1466,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                             IList mdbs = m["databases"] as IList;
                             s["databases"] = mdbs != null ? (long)mdbs.Count : 0L;
                         }
-                        catch (FormatException e) { s["status"] = "unreadable_manifest"; s["error"] = e.Message; }
+                        catch (IOException e) { s["status"] = "unreadable_manifest"; s["error"] = e.Message; }
+                        catch (UnauthorizedAccessException e) { s["status"] = "unreadable_manifest"; s["error"] = e.Message; }
                         sets.Add(s);
                     }
                 }

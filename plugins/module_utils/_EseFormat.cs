@@ -284,6 +284,71 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseFormat
         public long Size, Generation;
     }
 
+    // The backup set's manifest.json (format ese.backup/1): the one place that names the format, builds a
+    // manifest's fixed part, writes it, and reads it back from a share under the size and depth limits.
+    internal static class BackupManifest
+    {
+        public const string FileName = "manifest.json", Format = "ese.backup/1", ToolVersion = "0.1.0"; // galaxy.yml version
+
+        // The fixed part of a new manifest: format, tool, type and creation time.
+        public static Dictionary<string, object> New(string type)
+        {
+            Dictionary<string, object> m = new Dictionary<string, object>();
+            m["format"] = Format;
+            Dictionary<string, object> tool = new Dictionary<string, object>();
+            tool["name"] = "ese.backup"; tool["version"] = ToolVersion;
+            m["tool"] = tool;
+            m["type"] = type;
+            m["created"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+            return m;
+        }
+
+        // Written once, never over another file, and flushed before the set is published.
+        public static void Write(string path, Dictionary<string, object> manifest)
+        {
+            byte[] data = new UTF8Encoding(false).GetBytes(Json.Write(manifest, true) + "\n");
+            using (FileStream fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                fs.Write(data, 0, data.Length);
+                fs.Flush(true);
+            }
+        }
+
+        public const string TooLarge = "too_large", TooDeep = "too_deep", NotJson = "not_json", OtherFormat = "other_format";
+
+        // The manifest at path (a regular file: the caller checked), or null with the problem (one of the four
+        // above) and a message that names the file.
+        public static IDictionary Read(string path, out string problem, out string message)
+        {
+            problem = null; message = null;
+            if (new FileInfo(path).Length > SetEntry.MaxRecordBytes)
+            {
+                problem = TooLarge; message = "manifest " + path + " is larger than 16 MiB: it is not read";
+                return null;
+            }
+            string text = File.ReadAllText(path, Encoding.UTF8);
+            if (SetEntry.Nesting(text) > SetEntry.MaxNesting)
+            {
+                problem = TooDeep; message = "manifest " + path + " is nested deeper than 64 levels: it is not parsed";
+                return null;
+            }
+            IDictionary m;
+            try { m = Json.Parse(text) as IDictionary; }
+            catch (Exception e)
+            {
+                if (!(e is FormatException || e is InvalidOperationException || e is ArgumentException || e is InsufficientExecutionStackException || e is OverflowException)) throw;
+                problem = NotJson; message = "manifest " + path + " cannot be read: " + e.Message;
+                return null;
+            }
+            if (m == null || !Format.Equals(m["format"]))
+            {
+                problem = OtherFormat; message = "manifest " + path + " is not in the " + Format + " format";
+                return null;
+            }
+            return m;
+        }
+    }
+
     // One backup set of the chain, read from its manifest.json and checked against its files.
     internal sealed class ChainSet
     {
@@ -302,24 +367,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseFormat
             ChainSet s = new ChainSet();
             s.Path = PathRules.Normalize(path);
             s.Name = System.IO.Path.GetFileName(s.Path);
-            string mf = System.IO.Path.Combine(s.Path, "manifest.json");
+            string mf = System.IO.Path.Combine(s.Path, BackupManifest.FileName);
             string kind = SetEntry.Kind(mf);
             if (kind == SetEntry.Missing) throw new RestoreRefused("not_a_set", s.Path, "'" + s.Path + "' (" + option + ") is not a backup set: it has no manifest.json");
             SetEntry.RequireRegular(s.Path, mf, kind);
-            if (new FileInfo(mf).Length > SetEntry.MaxRecordBytes)
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is larger than 16 MiB: it is not read");
-            IDictionary m;
-            string text = File.ReadAllText(mf, Encoding.UTF8);
-            if (SetEntry.Nesting(text) > SetEntry.MaxNesting)
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is nested deeper than 64 levels: it is not parsed");
-            try { m = Json.Parse(text) as IDictionary; }
-            catch (Exception e)
-            {
-                if (!(e is FormatException || e is InvalidOperationException || e is ArgumentException || e is InsufficientExecutionStackException || e is OverflowException)) throw;
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " cannot be read: " + e.Message);
-            }
-            if (m == null || !"ese.backup/1".Equals(m["format"]))
-                throw new RestoreRefused("manifest_unreadable", mf, "manifest " + mf + " is not in the ese.backup/1 format");
+            string problem, why;
+            IDictionary m = BackupManifest.Read(mf, out problem, out why);
+            if (m == null) throw new RestoreRefused("manifest_unreadable", mf, why);
             s.Manifest = m;
             s.Type = Convert.ToString(m["type"], CultureInfo.InvariantCulture);
             s.Source = m["source"] as IDictionary;

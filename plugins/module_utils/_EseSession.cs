@@ -1046,8 +1046,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 IDictionary m;
                 if (!manifests.TryGetValue(set, out m))
                 {
-                    try { m = Json.ReadFile(System.IO.Path.Combine(set, "manifest.json")) as IDictionary; }
-                    catch (Exception e) { m = null; missing.Add("the manifest of set " + set + " cannot be read: " + e.Message); ok = false; }
+                    string problem, why = null;
+                    try { m = BackupManifest.Read(System.IO.Path.Combine(set, BackupManifest.FileName), out problem, out why); }
+                    catch (Exception e) { m = null; why = e.Message; }
+                    if (m == null) { missing.Add("the manifest of set " + set + " cannot be read: " + why); ok = false; }
                     manifests[set] = m ?? new Dictionary<string, object>();
                     if (m == null) continue;
                 }

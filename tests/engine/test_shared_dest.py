@@ -209,3 +209,12 @@ def test_a_staging_folder_without_a_record_is_stale_after_a_day(clean_set, dest)
         os.utime(p, (old, old))
     r = run_host("Run", srum_args(clean_set, dest, set_name="s"))
     assert r["backup_set"] == os.path.join(dest, "s") and any("stale" in w for w in r["warnings"]), r
+
+
+def test_info_never_opens_a_manifest_that_is_not_a_regular_file(dest):
+    """A FIFO planted as a set's manifest.json would block a read forever."""
+    os.mkdir(os.path.join(dest, "planted"))
+    os.mkfifo(os.path.join(dest, "planted", "manifest.json"))
+    info = run_host("Session.Info", {"backup_path": dest})
+    (s,) = info["backup_sets"]
+    assert (s["name"], s["status"]) == ("planted", "unreadable_manifest") and "not a regular file" in s["error"], s
