@@ -18,6 +18,22 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Debian's chromium renders the HTML report in tests/e2e/test_report_html_browser.py. Installed where
+# apt-get can install it; elsewhere the bootstrap goes on and that test skips, saying how to install it.
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  if command -v apt-get >/dev/null 2>&1 && { [[ -z $sudo ]] || command -v sudo >/dev/null 2>&1; }; then
+    echo "bootstrap: installing Debian's chromium (the HTML report's browser test)"
+    if ! { $sudo apt-get update -qq &&
+           DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null; }; then
+      echo "bootstrap: apt-get could not install chromium; the browser test will fail until it is installed" >&2
+    fi
+  else
+    echo "bootstrap: chromium not installed (no apt-get, or no root and no sudo);" \
+      "tests/e2e/test_report_html_browser.py will skip: install Debian's chromium to run it" >&2
+  fi
+fi
+
 pick_python() {  # newest first for main, 3.11 for min
   local want=("$@") p
   for v in "${want[@]}"; do

@@ -1,6 +1,11 @@
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ese.backup.backup_report: one line of facts per host from registered backup and verify results."""
-from __future__ import annotations
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
 
 DOCUMENTATION = r"""
 name: backup_report
@@ -8,6 +13,16 @@ short_description: Summarise ese.backup results per host
 description:
   - Builds one report entry per host from the registered results of M(ese.backup.run) (C(ese_backup))
     and, optionally, the looped results of M(ese.backup.verify) keyed by host name.
+  - The JSON report of C(playbooks/backup.yml). The same results give a JUnit XML report
+    (P(ese.backup.backup_report_junit#filter)), an HTML page (P(ese.backup.backup_report_html#filter)) and a
+    line per host (P(ese.backup.backup_report_summary#filter)).
+  - The reports are filters rather than a callback plugin. They are built from the results the play
+    registered (C(hostvars) and the verify task's C(results)), so they hold exactly what the play saw. They
+    need no callback to be enabled (C(callbacks_enabled) in C(ansible.cfg) or the environment) and run
+    wherever the play runs - AWX and automation controller replace the stdout callback with their own, and a
+    callback would write its file on the controller (there, a job's short-lived execution environment).
+    The reports are written by ordinary M(ansible.builtin.copy) tasks of the backup server's play, onto the
+    backup server, with the mode those tasks set.
 positional: _input, hostvars, verify_results
 options:
   _input:
@@ -41,39 +56,13 @@ _value:
   elements: dict
 """
 
+from ansible_collections.ese.backup.plugins.plugin_utils._backup_report import host_entries
+
+KEYS = ("host", "status", "backup_set", "type", "log_generations", "jet_err", "message", "verified")
+
 
 def backup_report(hosts, hostvars, verify_results=None):
-    verified = {}
-    for res in verify_results or []:
-        if not res.get("skipped"):
-            verified[res.get("item")] = {"valid": res.get("valid"),
-                                         "problems": len(res.get("problems") or [])}
-    report = []
-    for host in hosts:
-        facts = hostvars[host]
-        backup = dict(facts.get("ese_backup") or {})
-        manifest = backup.get("manifest") or {}
-        logs = manifest.get("logs") or {}
-        # A task before the backup (reading the headers, reaching the host) failed: the play's rescue
-        # keeps its message in ese_backup_failure.
-        failure = facts.get("ese_backup_failure")
-        if backup.get("failed") or (not backup and failure):
-            status = "failed"
-        elif not backup:
-            status = "not run"
-        else:
-            status = "ok"
-        report.append({
-            "host": host,
-            "status": status,
-            "backup_set": backup.get("backup_set"),
-            "type": manifest.get("type"),
-            "log_generations": [logs["gen_low"], logs["gen_high"]] if logs else None,
-            "jet_err": backup.get("jet_err"),
-            "message": backup.get("msg") or failure or "",
-            "verified": verified.get(host),
-        })
-    return report
+    return [dict((key, entry[key]) for key in KEYS) for entry in host_entries(hosts, hostvars, verify_results)]
 
 
 class FilterModule:
