@@ -93,7 +93,7 @@ demo: build
 	rm -rf $(BUILD)/demo
 	ESESIM_ROOT=$(BUILD)/demo $(PY) tests/sim/run_playbook.py -i tests/sim/demo-inventory.yml playbooks/backup.yml
 	@echo "Backup sets: $(BUILD)/demo/unc/backup01/ese (\\\\backup01\\ese on the simulated hosts)"
-	@echo "Report:      $(BUILD)/demo/report.json"
+	@echo "Reports:     $(BUILD)/demo/report.json (JSON), $(BUILD)/demo/report.xml (JUnit XML), $(BUILD)/demo/report.html (open in a browser)"
 
 # Regenerates what is generated from data: the JET error catalog (tools/data/jet-errors.tsv) and
 # docs/jet-policy.md (the policy tables). The tests run both with --check.
