@@ -1,0 +1,491 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: prune
+short_description: Delete old ESE backup sets by retention rules, chain by chain
+description:
+  - "Applies retention to a folder of backup sets written by M(ese.backup.run) (or begin/copy/end), in Python, where
+    the sets are stored (the controller with C(delegate_to: localhost), or a Linux backup server)."
+  - "Chains are the unit: a full set and the incrementals and differentials that depend on it (built as
+    M(ese.backup.verify) builds them) are kept or removed together. A copy set is a chain of its own."
+  - "A chain is kept when any rule keeps it - O(keep_full), O(keep_days), O(keep_daily), O(keep_weekly),
+    O(keep_monthly), O(min_verified) - and always when it is the newest chain whose full set verified. It is also
+    kept (held, and reported) when any of its sets has no valid ending record (C(ending.json) missing, invalid, or
+    C(backup_valid) false), a manifest that cannot be read, a chain problem (gap, signature mismatch), or no
+    creation time. When a set may depend on an older full (its signatures differ from its chain's), every older
+    chain is held too."
+  - "Sets are deleted newest dependant first and the full set last, each renamed aside (C(.<name>.<random>.prune))
+    before it is deleted, so that a run stopped anywhere leaves no incremental or differential without its full set
+    and no half-deleted set under its own name."
+  - "Staging folders: a C(.<name>.partial) folder with C(kept-logs.json) holds the only copy of logs truncated on the
+    host and is never deleted. Other C(.<name>.partial) folders (with or without C(run.json)) may be being written by
+    a backup; one is removed only when nothing in it was written for longer than O(partial_older_than_hours), the
+    rule the engine uses, and it is renamed aside first so that a backup starting meanwhile gets a fresh folder.
+    Leftovers named C(*.new), C(*.stale) and C(*.prune) older than that are removed too."
+  - "Symbolic links are never followed: a set folder that is a link is reported, not deleted. C(manifest.json),
+    C(ending.json) and C(run.json) are read within the verifier's limits (16 MiB, 64 levels of nesting)."
+  - "Check mode lists exactly what would be removed and why; with C(--diff) the folder's listing before and after."
+options:
+  path:
+    description:
+      - The folder of backup sets. An empty value fails the task; it never means the working directory.
+    type: path
+    required: true
+  keep_full:
+    description:
+      - Keep the newest N chains (each based on a full or a copy set).
+      - At least one of O(keep_full), O(keep_days), O(keep_daily), O(keep_weekly) or O(keep_monthly) must be
+        more than 0.
+    type: int
+    default: 0
+  keep_days:
+    description:
+      - Keep every chain that has a set created within the last N days (UTC).
+    type: int
+    default: 0
+  keep_daily:
+    description:
+      - Keep the newest chain (by its full set's creation time, UTC) of each of the last N calendar days,
+        today included. A day without a backup keeps nothing.
+    type: int
+    default: 0
+  keep_weekly:
+    description:
+      - Keep the newest chain of each of the last N ISO weeks (Monday to Sunday, UTC), this week included.
+    type: int
+    default: 0
+  keep_monthly:
+    description:
+      - Keep the newest chain of each of the last N calendar months (UTC), this month included.
+    type: int
+    default: 0
+  min_verified:
+    description:
+      - Always keep the newest N chains whose every set verified (see O(verify)).
+    type: int
+    default: 1
+  verify:
+    description:
+      - "How a set is judged verified, for O(min_verified) and for the newest verified full."
+      - "C(ending): its C(ending.json) says the backup was valid and its manifest reads (no file is read)."
+      - "C(files): that, and the checks of M(ese.backup.verify) without page checksums (every file present with
+        its size and SHA-256, headers, log sequences); only the newest chains are read, until O(min_verified)
+        verified chains and a verified full are found."
+      - "C(checksums): as C(files), with every page and log sector checksum."
+    type: str
+    choices: [ending, files, checksums]
+    default: files
+  partial_older_than_hours:
+    description:
+      - A C(.<name>.partial) staging folder without C(kept-logs.json), or a C(*.new), C(*.stale) or C(*.prune)
+        leftover, is removed only when nothing in it was written for longer than this (hours, more than 0).
+    type: float
+    default: 24
+notes:
+  - Runs on the machine where the sets are; use C(delegate_to) for sets on the controller.
+  - "The planner (C(plugins/module_utils/ese_format/retention.py)) is pure; the rules and their names are in
+    C(docs/prune.md)."
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Lists what would be removed and why, and changes nothing.
+  diff_mode:
+    support: full
+    details: The folder's sets and staging folders before and after.
+  platform:
+    platforms: posix
+seealso:
+  - module: ese.backup.verify
+  - module: ese.backup.run
+author:
+  - ese.backup developers (@ese-backup)
+"""
+
+EXAMPLES = r"""
+- name: Keep a week of daily chains, four weekly and six monthly ones
+  ese.backup.prune:
+    path: /srv/backup/sru
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 6
+    min_verified: 2
+  delegate_to: localhost
+
+- name: See what would go, and why
+  ese.backup.prune:
+    path: /srv/backup/sru
+    keep_full: 3
+  check_mode: true
+  diff: true
+  delegate_to: localhost
+  register: plan
+
+- name: Show the sets held for a person to look at
+  ansible.builtin.debug:
+    msg: "{{ plan.held }}"
+"""
+
+RETURN = r"""
+kept:
+  description:
+    - "The sets kept, each with C(name), C(type), C(chain) (its full set's name), C(created) and C(rules) (the rules
+      that keep its chain, such as C(keep_daily (newest of 2026-11-25)), or the holds, such as
+      C(ending_not_valid: <set>))."
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "full-20261125T040000Z", "type": "full", "chain": "full-20261125T040000Z",
+            "created": "2026-11-25T04:00:00Z", "rules": ["keep_full (one of the 3 newest)", "newest_verified_full"]}]
+removed:
+  description:
+    - The sets removed (in check mode, that would be removed), in the order of deletion, each with C(name), C(type),
+      C(chain), C(created), C(rules) (C(no_rule_keeps_it)) and C(bytes).
+  returned: always
+  type: list
+  elements: dict
+held:
+  description: The sets kept only by a hold (no rule keeps them) - worth a look; see C(rules) and RV(problems).
+  returned: always
+  type: list
+  elements: dict
+staging:
+  description:
+    - The staging folders and leftovers found, each with C(name), C(kind) (C(kept_logs), C(partial), C(leftover),
+      C(link)), C(action) (C(keep) or C(remove)), C(why), C(bytes), and C(run) (the facts of its C(run.json)).
+  returned: always
+  type: list
+  elements: dict
+problems:
+  description:
+    - What was found wrong, in the verifier's form (C(code), C(severity), C(file), C(detail)) - endings missing or not
+      valid, unreadable manifests, chain problems, links - plus C(PRUNE_REMOVE_FAILED) for a deletion that failed.
+  returned: always
+  type: list
+  elements: dict
+chains:
+  description: The chains, newest first (C(base), C(sets), C(continuous), C(type)).
+  returned: always
+  type: list
+  elements: dict
+bytes_freed:
+  description: The bytes of the files removed (in check mode, that would be removed).
+  returned: always
+  type: int
+newest_verified_full:
+  description: The full set of the newest chain whose full verified (never removed), or null.
+  returned: always
+  type: str
+"""
+
+import datetime
+import math
+import os
+import shutil
+import time
+import uuid
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import backupset as bs
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import retention as rt
+
+RUN = "run.json"
+RUN_FORMAT = "ese.backup/run/1"
+LEFTOVER_ENDINGS = (".new", ".stale", ".prune")
+SCAN_LIMIT = 10000          # entries looked at for the last write time, as the engine does
+
+
+class PruneError(Exception):
+    """A failure that names the option (or the folder) at fault; ``result`` is what was done before."""
+
+    def __init__(self, msg, result=None):
+        Exception.__init__(self, msg)
+        self.result = result or {}
+
+
+def tree_facts(path):
+    """``(bytes, last_write)`` of a folder without following links: regular files' sizes, and the newest
+    modification time of the folder and its entries (at most SCAN_LIMIT entries)."""
+    st = os.lstat(path)
+    total, last, seen = 0, st.st_mtime, 0
+    stack = [path]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                est = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            seen += 1
+            last = max(last, est.st_mtime)
+            k = fs.kind_of(est.st_mode)
+            if k == "file":
+                total += est.st_size
+            elif k == "dir" and seen < SCAN_LIMIT:
+                stack.append(e.path)
+    return total, last
+
+
+def _aside(root, name):
+    hidden = name if name.startswith(".") else "." + name
+    return os.path.join(root, "%s.%s.prune" % (hidden, uuid.uuid4().hex[:12]))
+
+
+def _remove_folder(root, name):
+    """Rename ``root/name`` aside, then delete it (links inside are removed, never followed)."""
+    src = os.path.join(root, name)
+    kind = fs.lkind(src)
+    if kind != "dir":
+        raise OSError("%s is %s, not a folder: not removed" % (src, kind or "gone"))
+    aside = _aside(root, name)
+    os.rename(src, aside)
+    shutil.rmtree(aside)
+
+
+def _remove_leftover(root, name):
+    full = os.path.join(root, name)
+    kind = fs.lkind(full)
+    if kind == "file":
+        os.unlink(full)
+    elif kind == "dir":
+        if name.endswith(".prune"):
+            shutil.rmtree(full)
+        else:
+            _remove_folder(root, name)
+    else:
+        raise OSError("%s is %s: not removed" % (full, kind or "gone"))
+
+
+def _remove_partial(root, name, older_than):
+    """Rename a quiet staging folder aside and delete it, unless it gained kept logs or a write meanwhile."""
+    src = os.path.join(root, name)
+    if fs.lkind(src) != "dir" or fs.lkind(os.path.join(src, bs.KEPT)) is not None:
+        raise OSError("%s changed: not removed" % src)
+    aside = _aside(root, name)
+    os.rename(src, aside)
+    if fs.lkind(os.path.join(aside, bs.KEPT)) is not None or time.time() - tree_facts(aside)[1] <= older_than:
+        try:
+            os.rename(aside, src)
+        except OSError:
+            pass
+        raise OSError("%s was written to while being removed: kept" % src)
+    shutil.rmtree(aside)
+
+
+def _run_facts(folder):
+    p = os.path.join(folder, RUN)
+    if fs.lkind(p) != "file":
+        return None
+    try:
+        r = fs.load_json(p, max_bytes=65536)
+    except (IOError, OSError, ValueError, UnicodeDecodeError):
+        return {"readable": False}
+    if not isinstance(r, dict) or r.get("format") != RUN_FORMAT:
+        return {"readable": False}
+    return dict((k, r.get(k)) for k in ("host", "pid", "started") if isinstance(r.get(k), (str, int)))
+
+
+def problem(code, file, detail):
+    """A problem in the verifier's form; prune's own code (PRUNE_REMOVE_FAILED) is an error too."""
+    return {"code": code, "severity": "error", "file": file, "detail": detail}
+
+
+def _hours(seconds):
+    return "%.1f hours" % (seconds / 3600.0)
+
+
+def scan_staging(root, older_than, now_ts, kept, partial, links):
+    out, probs = [], []
+    for n in kept:
+        b = tree_facts(os.path.join(root, n))[0]
+        out.append({"name": n, "kind": "kept_logs", "action": "keep", "bytes": b, "run": None,
+                    "why": "holds kept-logs.json, the only copy of logs truncated on the host: never removed"})
+    for n in partial:
+        b, last = tree_facts(os.path.join(root, n))
+        quiet = now_ts - last
+        go = quiet > older_than
+        out.append({"name": n, "kind": "partial", "action": "remove" if go else "keep", "bytes": b,
+                    "run": _run_facts(os.path.join(root, n)),
+                    "why": "nothing in it was written for %s, more than partial_older_than_hours" % _hours(quiet)
+                    if go else "written %s ago: a backup may be writing it" % _hours(max(quiet, 0))})
+    for n in links:
+        out.append({"name": n, "kind": "link", "action": "keep", "bytes": 0, "run": None,
+                    "why": "a symbolic link: not followed, not removed"})
+        probs.append(problem("FOLDER_SYMLINK", n, "a symbolic link to a set folder: not followed, not removed"))
+    for n in sorted(os.listdir(root)):
+        if not (n.startswith(".") and n.endswith(LEFTOVER_ENDINGS)):
+            continue
+        full = os.path.join(root, n)
+        k = fs.lkind(full)
+        if k not in ("dir", "file"):
+            out.append({"name": n, "kind": "leftover", "action": "keep", "bytes": 0, "run": None,
+                        "why": "a %s: not followed, not removed" % k})
+            continue
+        b, last = tree_facts(full) if k == "dir" else (os.lstat(full).st_size, os.lstat(full).st_mtime)
+        quiet = now_ts - last
+        go = quiet > older_than
+        out.append({"name": n, "kind": "leftover", "action": "remove" if go else "keep", "bytes": b, "run": None,
+                    "why": "a leftover untouched for %s" % _hours(quiet) if go
+                    else "written %s ago: may be in use" % _hours(max(quiet, 0))})
+    return out, probs
+
+
+def read_records(root, names, verify, min_verified):
+    records = []
+    for n in names:
+        d = os.path.join(root, n)
+        m, mp = bs.load_manifest(os.path.join(d, bs.MANIFEST), n + "/" + bs.MANIFEST)
+        _e, ok, ep = bs.load_ending(d, lambda r, n=n: n + "/" + r)
+        rec = rt.set_record(n, m, mp, ok, ep, size=tree_facts(d)[0])
+        if verify == "ending":
+            rec["verified"] = rec["ending_ok"] and rec["manifest_ok"]
+        records.append(rec)
+    if verify == "ending":
+        return records
+    by_name = dict((r["name"], r) for r in records)
+    found, full_found = 0, False
+    for chain in rt.verification_order(records):
+        if found >= min_verified and full_found:
+            break
+        ok = True
+        for n in chain:
+            r = by_name[n]
+            res = bs.verify_set(os.path.join(root, n), checksums=(verify == "checksums"), prefix=n + "/")
+            r["verified"] = bool(res["restorable"])
+            ok = ok and r["verified"]
+        if ok:
+            found += 1
+        if by_name[chain[0]]["type"] == "full" and by_name[chain[0]]["verified"]:
+            full_found = True
+    return records
+
+
+def _line(d):
+    return "%s  %s %s  (%s)" % (d["name"], d.get("type") or d.get("kind"), d.get("created") or "",
+                                "; ".join(d["rules"]) if "rules" in d else d["why"])
+
+
+def run(params, check_mode=False, now=None):
+    """Plan and (unless ``check_mode``) apply retention. Returns the result dict; raises PruneError."""
+    root = params.get("path")
+    if not isinstance(root, str) or not root.strip():
+        raise PruneError("path: must name the folder of backup sets; it is empty")
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise PruneError("path: %s is not a folder" % root)
+    older = params.get("partial_older_than_hours")
+    older = 24.0 if older is None else older
+    if isinstance(older, bool) or not isinstance(older, (int, float)) or math.isnan(older) or older <= 0:
+        raise PruneError("partial_older_than_hours: must be more than 0, got %r" % (older,))
+    verify = params.get("verify") or "files"
+    if verify not in ("ending", "files", "checksums"):
+        raise PruneError("verify: must be one of ending, files, checksums, got %r" % (verify,))
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    counts = dict((k, params.get(k)) for k in ("keep_full", "keep_days", "keep_daily", "keep_weekly",
+                                               "keep_monthly", "min_verified"))
+    if counts["min_verified"] is None:
+        counts["min_verified"] = 1
+    try:
+        rt.plan([], now, **counts)       # options first: nothing is read or removed on bad input
+    except ValueError as e:
+        raise PruneError(str(e))
+    names, kept, partial, links = bs.find_sets(root)
+    records = read_records(root, names, verify, counts["min_verified"])
+    p = rt.plan(records, now, **counts)
+    # file times are the share's clock: judged against this machine's clock, whatever ``now`` plans with
+    staging, sprobs = scan_staging(root, older * 3600.0, time.time(), kept, partial, links)
+    problems = [x for r in records for x in r["problems"]] + p["problems"] + sprobs
+    decisions = dict((d["name"], d) for d in p["sets"])
+
+    def out(d):
+        return dict((k, d[k]) for k in ("name", "type", "chain", "created", "rules"))
+    kept_sets = [out(d) for d in p["sets"] if d["action"] == "keep"]
+    removed = [dict(out(decisions[n]), bytes=decisions[n]["size"]) for n in p["remove_order"]]
+    result = {
+        "path": root, "kept": kept_sets, "removed": removed, "staging": staging, "problems": problems,
+        "held": [out(d) for d in p["sets"] if d["held"]], "chains": p["chains"],
+        "newest_verified_full": p["newest_verified_full"], "verify": verify,
+        "bytes_freed": sum(x["bytes"] for x in removed) + sum(s["bytes"] for s in staging if s["action"] == "remove"),
+        "changed": bool(removed or any(s["action"] == "remove" for s in staging)),
+    }
+    before = sorted([_line(decisions[n]) for n in decisions] + [_line(s) for s in staging])
+    after = sorted([_line(decisions[n]) for n in decisions if decisions[n]["action"] == "keep"]
+                   + [_line(s) for s in staging if s["action"] == "keep"])
+    result["diff"] = {"before_header": root + " (before)", "after_header": root + " (after)",
+                      "before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"}
+    if check_mode:
+        return result
+    done, freed = [], 0
+    for item in removed:
+        try:
+            _remove_folder(root, item["name"])
+        except (IOError, OSError) as e:
+            result["removed"] = done
+            result["bytes_freed"] = freed
+            result["changed"] = bool(done)
+            result["problems"].append(problem("PRUNE_REMOVE_FAILED", item["name"], str(e)))
+            raise PruneError("%s: not removed (%s); %d set(s) removed before it, none left without the sets it "
+                             "depends on" % (item["name"], e, len(done)), result)
+        done.append(item)
+        freed += item["bytes"]
+    for s in staging:
+        if s["action"] != "remove":
+            continue
+        try:
+            if s["kind"] == "partial":
+                _remove_partial(root, s["name"], older * 3600.0)
+            else:
+                _remove_leftover(root, s["name"])
+            freed += s["bytes"]
+        except (IOError, OSError) as e:
+            s["action"] = "keep"
+            s["why"] = "not removed: %s" % e
+            result["problems"].append(problem("PRUNE_REMOVE_FAILED", s["name"], str(e)))
+    result["bytes_freed"] = freed
+    result["changed"] = bool(done or any(s["action"] == "remove" for s in staging))
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            keep_full=dict(type="int", default=0),
+            keep_days=dict(type="int", default=0),
+            keep_daily=dict(type="int", default=0),
+            keep_weekly=dict(type="int", default=0),
+            keep_monthly=dict(type="int", default=0),
+            min_verified=dict(type="int", default=1),
+            verify=dict(type="str", default="files", choices=["ending", "files", "checksums"]),
+            partial_older_than_hours=dict(type="float", default=24),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module.params, check_mode=module.check_mode)
+    except PruneError as e:
+        module.fail_json(msg=str(e), **dict(e.result, changed=bool(e.result.get("removed"))))
+    except (IOError, OSError) as e:
+        module.fail_json(msg="path: cannot prune %s: %s" % (module.params["path"], e), changed=False)
+    if not module._diff:
+        result.pop("diff")
+    for h in result["held"]:
+        module.warn("%s kept: %s" % (h["name"], "; ".join(h["rules"])))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
