@@ -21,21 +21,8 @@ description:
     plugin is said there.
   - Characters that XML 1.0 cannot hold are replaced by U+FFFD; the rest is escaped.
 positional: _input, hostvars, verify_results
-options:
-  _input:
-    description: Host names.
-    type: list
-    elements: str
-    required: true
-  hostvars:
-    description: The C(hostvars) magic variable.
-    type: dict
-    required: true
-  verify_results:
-    description: The C(results) list of a M(ese.backup.verify) task looped over host names.
-    type: list
-    elements: dict
-    default: []
+extends_documentation_fragment:
+  - ese.backup.backup_report_inputs
 """
 
 EXAMPLES = r"""

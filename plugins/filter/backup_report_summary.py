@@ -17,21 +17,8 @@ description:
   - Takes the same arguments as P(ese.backup.backup_report#filter); why this is a filter and not a callback
     plugin is said there.
 positional: _input, hostvars, verify_results
-options:
-  _input:
-    description: Host names.
-    type: list
-    elements: str
-    required: true
-  hostvars:
-    description: The C(hostvars) magic variable.
-    type: dict
-    required: true
-  verify_results:
-    description: The C(results) list of a M(ese.backup.verify) task looped over host names.
-    type: list
-    elements: dict
-    default: []
+extends_documentation_fragment:
+  - ese.backup.backup_report_inputs
 """
 
 EXAMPLES = r"""
