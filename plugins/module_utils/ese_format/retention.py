@@ -259,7 +259,8 @@ def plan(records, now, keep_full=0, keep_days=0, keep_daily=0, keep_weekly=0, ke
             decisions.append({"name": r["name"], "type": r["type"], "chain": None, "created": r["created"],
                               "action": "keep", "rules": [HOLD_ORPHAN], "size": r.get("size", 0), "held": True})
     rank = dict((n, i) for i, n in enumerate(remove_order))
-    assert not dependants_left(chains, set(rank)), "a kept set would lose a set it depends on"
+    if dependants_left(chains, set(rank)):  # chains are removed whole: a planner bug, never a user error
+        raise RuntimeError("retention plan would leave a kept set without a set it depends on")
     return {"chains": [dict((k, v) for k, v in c.items() if k not in ("time", "last_time")) for c in chains],
             "sets": decisions, "remove_order": remove_order, "problems": probs, "newest_verified_full": newest_full}
 
