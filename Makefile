@@ -54,7 +54,7 @@ test-lanes: build
 
 test-rest: build
 	$(PY) -m pytest -q -p no:cacheprovider $(addprefix --ignore=,$(LANES)) tests
-	$(MAKE) --no-print-directory test-min sanity lint
+	$(MAKE) --no-print-directory -j1 test-min sanity lint  # one after another, beside the lanes
 
 # The lowest supported ansible-core builds every module's payload and runs the end-to-end playbooks too.
 test-min: build $(VENV_MIN)/.done
