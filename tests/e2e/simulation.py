@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -148,6 +149,17 @@ def engine_pids(root):
             continue
         if b"mono" in cmd and state != "Z" and any(v.startswith(marker) for v in environ):
             pids.append(int(entry))
+    return pids
+
+
+def engines_left(root, timeout=20):
+    """The engine processes still running ``timeout`` seconds after a play (a session host answers its last
+    request, then exits): an empty list when every one exited."""
+    deadline = time.time() + timeout
+    pids = engine_pids(root)
+    while pids and time.time() < deadline:
+        time.sleep(0.1)
+        pids = engine_pids(root)
     return pids
 
 

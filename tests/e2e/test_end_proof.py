@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from simulation import SHARE, SRU_DIR, bkinfo, engine_pids
+from simulation import SHARE, SRU_DIR, bkinfo, engines_left
 from test_sessions import ask_host, hosts_cleanup, play  # noqa: F401  (fixture)
 
 DB = SRU_DIR + "\\SRUDB.dat"
@@ -160,7 +160,7 @@ def test_end_is_valid_only_with_both_proofs_on_both_profiles(hosts_cleanup):
             host, again)
         if row == "end.ended_not_valid":
             assert again["policy_row"] == "end.rerun_not_valid" and "ESE treated it as aborted" in again["msg"], again
-    assert engine_pids(sim.root) == []
+    assert engines_left(sim.root) == []
 
 
 def test_a_full_without_truncation_is_recorded_as_a_copy_and_no_incremental_follows_it(hosts_cleanup):
@@ -215,7 +215,7 @@ def test_a_full_without_truncation_is_recorded_as_a_copy_and_no_incremental_foll
         again = res.task("inc-" + p, "end")
         assert (again["status"], again["result"]["changed"], again["result"]["policy_row"]) == (
             "failed", False, "end.rerun_not_valid"), again["result"]
-    assert engine_pids(sim.root) == []
+    assert engines_left(sim.root) == []
 
 
 @pytest.mark.parametrize("profile", PROFILES)

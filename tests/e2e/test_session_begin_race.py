@@ -4,7 +4,7 @@ the serve file was claimed, the second replaced the first's, and a begin waited 
 import threading
 import time
 
-from simulation import engine_pids
+from simulation import engines_left
 from test_sessions import BEGIN, END, hosts_cleanup, play  # noqa: F401  (fixture)
 
 
@@ -35,4 +35,4 @@ def test_two_begins_of_one_session_at_once(hosts_cleanup):
                 assert "already starting" in r["msg"] and rec["status"] == "failed", r
         res = sim.run(play(END), extra_args=["-e", "sess=r%d" % rnd, "-e", "end_mode=abort"])
         assert res.task("dc01", "end")["result"]["policy_row"] == "end.ended_abort"
-    assert engine_pids(sim.root) == []
+    assert engines_left(sim.root) == []

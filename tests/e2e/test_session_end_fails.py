@@ -4,7 +4,7 @@ with JetTerm2(JET_bitTermStopBackup), as run does, and the session host exits. T
 is shown to find the live session host first, so that its "none left" means something."""
 import time
 
-from simulation import engine_pids
+from simulation import engine_pids, engines_left
 from test_sessions import BEGIN, COPY, END, hosts_cleanup, journal, play  # noqa: F401  (fixture)
 
 END_FAILS = [{"api": "JetEndExternalBackupInstance2", "call": 1, "err": -1090, "every": True}]
@@ -34,4 +34,4 @@ def test_end_abort_stops_a_backup_whose_end_always_fails(hosts_cleanup):
     deadline = time.time() + 20
     while pid in engine_pids(sim.root) and time.time() < deadline:
         time.sleep(0.1)
-    assert engine_pids(sim.root) == [], "the session host did not exit"
+    assert engines_left(sim.root) == [], "the session host did not exit"

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from simulation import SHARE, SRU_DIR, bkinfo, checked_manifest, engine_pids, sha256
+from simulation import SHARE, SRU_DIR, bkinfo, checked_manifest, engine_pids, engines_left, sha256
 
 DB = SRU_DIR + "\\SRUDB.dat"
 JOURNALS = "C:\\ProgramData\\ese.backup\\sessions"
@@ -166,7 +166,7 @@ def test_begin_copy_truncate_end_on_two_hosts_and_again(hosts_cleanup):
         assert (end["changed"], end["policy_row"], end["backup_valid"], end["session_state"]) == (
             False, "end.rerun_ended", True, "ended"), end
         assert end["jet_err"]["code"] == -520
-    assert engine_pids(sim.root) == []
+    assert engines_left(sim.root) == []
 
 
 def test_every_end_row_for_real(hosts_cleanup):
@@ -275,7 +275,7 @@ def test_every_end_row_for_real(hosts_cleanup):
         recopy = res.task(host, "recopy")["result"]
         assert recopy["policy_row"] == "copy.copied", (host, recopy["msg"])
         assert res.task(host, "reend")["result"]["policy_row"] == "end.ended_copy"
-    assert engine_pids(sim.root) == []
+    assert engines_left(sim.root) == []
 
 
 def regular_files(sim, host):
