@@ -19,7 +19,8 @@
 # any phase failed. The temporary folder is removed afterwards unless ESE_CLEAN_CLONE_KEEP=1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd -P)
-commit=$(git -C "$root" rev-parse --verify "${1:-HEAD}^{commit}")
+# A checkout without git (an unpacked archive, say) is copied instead, without its build/ and virtualenvs.
+commit=$(git -C "$root" rev-parse --verify "${1:-HEAD}^{commit}" 2>/dev/null) || commit=""
 
 base=$(mktemp -d "${TMPDIR:-/tmp}/ese-clean-clone.XXXXXX")
 base=$(cd "$base" && pwd -P)
@@ -77,13 +78,23 @@ phase() {  # phase NAME COMMAND...: runs COMMAND in the clean environment, timed
 }
 
 total=$SECONDS
-phase clone git clone -q --no-local --no-checkout "$root" "$clone"
+# The checkout's files, without what a build or a test run made (phase runs commands, not functions).
+# shellcheck disable=SC2016  # expanded by the bash -c below
+copy_tree='mkdir -p "$2" && tar -C "$1" --exclude=./.git --exclude=./build --exclude=./.venv --exclude=./.venv-min \
+  --exclude=./.ansible -cf - . | tar -C "$2" -xf -'
+if [[ -n $commit ]]; then
+  phase clone git clone -q --no-local --no-checkout "$root" "$clone"
+else
+  phase "copy (no git)" bash -c "$copy_tree" copy "$root" "$clone"
+fi
 if [[ ${results[-1]} == ok ]]; then
-  git -C "$clone" cat-file -e "$commit^{commit}" 2>/dev/null || git -C "$clone" fetch -q origin "$commit"
-  git -C "$clone" -c advice.detachedHead=false checkout -q --detach "$commit"
+  if [[ -n $commit ]]; then
+    git -C "$clone" cat-file -e "$commit^{commit}" 2>/dev/null || git -C "$clone" fetch -q origin "$commit"
+    git -C "$clone" -c advice.detachedHead=false checkout -q --detach "$commit"
+  fi
   [[ ! -e $base/shared ]] || { echo "clean clone: $base/shared exists" >&2; exit 2; }
   found=$(PATH=$clean_path && cd "$clone" && command -v pwsh) || found=""
-  echo "clean clone: $clone at $(git -C "$clone" log -1 --format='%h %s' | cut -c1-100)"
+  echo "clean clone: $clone at ${commit:0:12}${commit:+ }$(git -C "$clone" log -1 --format='%s' 2>/dev/null | cut -c1-100)"
   echo "clean clone: beside it: $(find "$base" -mindepth 1 -maxdepth 1 -printf '%f '); pwsh on PATH: ${found:-none}"
   case $found in "$root"/*) echo "clean clone: pwsh $found is inside $root" >&2; exit 2 ;; esac
   phase "make test" make -C "$clone" --no-print-directory test
@@ -91,7 +102,7 @@ if [[ ${results[-1]} == ok ]]; then
 fi
 
 echo
-echo "=== clean clone: summary ($(duration $((SECONDS - total))) in all, commit ${commit:0:12})"
+echo "=== clean clone: summary ($(duration $((SECONDS - total))) in all, commit ${commit:-none (copied tree)})"
 for i in "${!names[@]}"; do
   printf '    %-10s %-18s %s\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
 done
