@@ -163,6 +163,18 @@ def engines_left(root, timeout=20):
     return pids
 
 
+def assert_refused_before_writing(res, host, expect):
+    """Each restore task of ``expect`` ({task: (problem, words of the message)}) failed on ``host``, refused with
+    that problem before anything was written: no restore call, no file copied."""
+    for task, (problem, words) in expect.items():
+        rec = res.task(host, task)
+        r = rec["result"]
+        assert rec["status"] == "failed" and r["changed"] is False, (task, r.get("msg"))
+        assert r["refused"]["problem"] == problem and words in r["msg"], (task, r["msg"])
+        assert "nothing was written" in r["msg"]
+        assert not [t for t in r["trace"] if t["call"] in ("JetExternalRestore2W", "CopyFile")]
+
+
 def scratch_collection(name, edit):
     """A copy of the collection under build/payload-scratch/<name> (a collections path), changed by
     ``edit(collection_root)``."""

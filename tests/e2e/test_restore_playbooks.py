@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from simulation import SHARE, SRU_DIR
+from simulation import SHARE, SRU_DIR, assert_refused_before_writing
 from ansible_collections.ese.backup.plugins.module_utils.ese_format.checksum import xor_old
 
 DB = SRU_DIR + "\\SRUDB.dat"
@@ -193,13 +193,7 @@ def test_broken_chains_and_busy_target_fail_before_writing(sim):
         "hash mismatch": ("hash_mismatch", "SHA-256 of databases/SRUDB.dat"),
         "in use": ("in_use", "is in use"),
     }
-    for task, (problem, words) in expect.items():
-        rec = res.task("web01", task)
-        r = rec["result"]
-        assert rec["status"] == "failed" and r["changed"] is False, (task, r.get("msg"))
-        assert r["refused"]["problem"] == problem and words in r["msg"], (task, r["msg"])
-        assert "nothing was written" in r["msg"]
-        assert not [t for t in r["trace"] if t["call"] in ("JetExternalRestore2W", "CopyFile")]
+    assert_refused_before_writing(res, "web01", expect)
     assert "-1032" in res.task("web01", "in use")["result"]["msg"]
     r = res.task("web01", "exists without force")["result"]
     assert r["refused"]["problem"] == "target_exists" and "force: true" in r["msg"], r["msg"]

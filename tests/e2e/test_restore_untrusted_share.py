@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 
-from simulation import SHARE, SRU_DIR
+from simulation import SHARE, SRU_DIR, assert_refused_before_writing
 
 DB = SRU_DIR + "\\SRUDB.dat"
 SETS = SHARE + "\\web01"
@@ -84,13 +84,7 @@ def test_the_manifest_cannot_choose_where_restore_writes(sim, monkeypatch):
     expect = {"force only": ("unconfirmed_target", "to_original_paths: true"),
               "original paths": ("target_not_ours", "not replaced, even with force"),
               "linked logs": ("symlink", "is a symbolic link")}
-    for task, (problem, words) in expect.items():
-        rec = res.task("web01", task)
-        r = rec["result"]
-        assert rec["status"] == "failed" and r["changed"] is False, (task, r.get("msg"))
-        assert r["refused"]["problem"] == problem and words in r["msg"], (task, r["msg"])
-        assert "nothing was written" in r["msg"]
-        assert not [t for t in r["trace"] if t["call"] in ("JetExternalRestore2W", "CopyFile")]
+    assert_refused_before_writing(res, "web01", expect)
 
     # The honest manifest, confirmed by the operator: back over the same database in C:\Windows\System32\sru.
     monkeypatch.setenv("ESE_BACKUP_TEST_WINDOWS_DIR", sim.local("web01", "C:\\Windows"))
