@@ -1,6 +1,7 @@
 // ese.backup engine, host plumbing shared by every entry point: module arguments (Args) and the
-// option failure (InvalidOption), path rules, private folders, hashing, the double-buffered copy and a
-// bounded JSON reader/writer. C# 5, references System and System.Core only (docs/architecture.md).
+// option failure (InvalidOption), the name rule, this host and its processes, path rules, private folders,
+// the result builder, hashing, the double-buffered copy and a bounded JSON reader/writer. C# 5, references
+// System and System.Core only (docs/architecture.md).
 //AssemblyReference -Type System.IO.FileSystemAclExtensions -CLR Core
 
 using System;
