@@ -1,7 +1,6 @@
 // ese.backup engine, file facts: the ESE database header (DbFacts), ESE's page checksums, file bytes and
 // hashes, and the project's own backup-set format (BackupManifest), read back from a share that others may
-// write (ChainSet, SetEntry, Ending). C# 5, references
-// System and System.Core only (docs/architecture.md).
+// write (ChainSet, SetEntry, Ending). C# 5, references System and System.Core only (docs/architecture.md).
 
 using System;
 using System.Collections;
