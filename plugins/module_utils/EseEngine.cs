@@ -1142,7 +1142,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 try { sha = pipe.Finish(); }
                 catch (WriteFailure w) { throw WriteFail(w); }
                 api.Trace.Add("JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total
-                    + " ms=" + clock.Elapsed.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture) + " hash=" + hashKind);
+                    + " ms=" + clock.Elapsed.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture) + " hash=" + hashKind
+                    + (pipe.Stats.Length > 0 ? " " + pipe.Stats : ""));
                 if (total != size)
                     throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "name=" + openName + " delivered " + total + " bytes but OpenFile reported " + size);
                 open = false;

@@ -546,6 +546,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
         public WriteFailure(string path, Exception inner) : base(inner.Message, inner) { Path = path; }
     }
 
+    // Told of each file a copy pipeline starts and of the bytes it has written (called on the writer thread).
+    public interface ICopyProgress
+    {
+        void FileStarted(string path);
+        void Written(long bytes);
+    }
+
     public sealed class CopyPipeline : IDisposable
     {
         public sealed class Slot
@@ -566,6 +573,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
         private StreamHash hash;
         private string path;
 
+        public ICopyProgress Progress;
+
         public CopyPipeline(int bufferSize)
         {
             slots = new Slot[2];
@@ -580,6 +589,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
 
         public string HashKind { get { return hash == null ? "none" : hash.Name; } }
 
+        // How the last file's stages waited on each other, for the trace ("" when not measured).
+        public string Stats { get { return ""; } }
+
         public void Begin(string destPath)
         {
             path = destPath;
@@ -593,6 +605,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             catch (IOException e) { throw new WriteFailure(destPath, e); }
             catch (UnauthorizedAccessException e) { throw new WriteFailure(destPath, e); }
             hash = StreamHash.Create();
+            if (Progress != null) Progress.FileStarted(destPath);
             worker = new Thread(Work);
             worker.IsBackground = true;
             worker.Name = "ese.backup writer";
@@ -617,6 +630,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
                         Marshal.Copy(s.Native.Pointer, s.Managed, 0, s.Length);
                         hash.Append(s.Native.Pointer, s.Managed, s.Length);
                         output.Write(s.Managed, 0, s.Length);
+                        if (Progress != null) Progress.Written(s.Length);
                     }
                 }
                 catch (Exception e)
