@@ -255,7 +255,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseFormat
                     int n;
                     while ((n = fs.Read(buf, 0, buf.Length)) > 0)
                     {
-                        h.Append(pin.AddrOfPinnedObject(), buf, n);
+                        h.Append(pin.AddrOfPinnedObject(), buf, 0, n);
                         if (outp != null) outp.Write(buf, 0, n);
                     }
                     return DbFacts.HexBytes(h.Finish());
