@@ -41,14 +41,24 @@ options:
     type: list
     default: []
     vars: [{name: esesim_faults}]
+notes:
+  - With C(ESESIM_COUNT_FILE) set, each C(exec_command) call (one module execution, which is one WinRM
+    round trip on a real host) appends one JSON line to that file,
+    C({host, module, host_cpu, plugin_cpu, time}). C(host) is the host's address; C(module) the module's
+    name (null when the payload could not be read); C(host_cpu) the CPU seconds of the processes the call
+    ran and waited for (the engine under Mono, a compile); C(plugin_cpu) the CPU seconds the call itself
+    took in the worker process (reading the payload, Ansible.Basic's checks); C(time) when it ended.
+    Workers are separate processes, so each line is one O_APPEND write.
 """
 
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
+import time
 
 from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.connection import ConnectionBase
@@ -238,6 +248,12 @@ def plan_module_call(call):
             "assembly": assembly, "compile_note": compiled.get("note")}, None
 
 
+def _children_cpu():
+    """User and system CPU seconds of this process's children that ended and were waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Connection(ConnectionBase):
     """Runs each ese.backup module call as a Windows host would, on the engine under Mono and the simulator."""
 
@@ -268,6 +284,25 @@ class Connection(ConnectionBase):
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        count_file = os.environ.get("ESESIM_COUNT_FILE")
+        if not count_file:
+            return self._exec(in_data)
+        started = (_children_cpu(), time.process_time())
+        module = []
+        try:
+            return self._exec(in_data, module)
+        finally:
+            line = {"host": self._play_context.remote_addr or "localhost", "module": (module or [None])[0],
+                    "host_cpu": round(_children_cpu() - started[0], 4),
+                    "plugin_cpu": round(time.process_time() - started[1], 4), "time": time.time()}
+            fd = os.open(count_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, (json.dumps(line) + "\n").encode("utf-8"))
+            finally:
+                os.close(fd)
+
+    def _exec(self, in_data, module=None):
+        """One module execution; appends the module's name to ``module`` once the payload is read."""
         self._connect()
         try:
             call = ps_payload.parse_payload(in_data)
@@ -275,6 +310,8 @@ class Connection(ConnectionBase):
             raise PayloadError(str(e))
         except ps_payload.WindowsLoadError as e:
             return self._reply({"failed": True, "msg": str(e)})
+        if module is not None:
+            module.append(call["module"])
         plan, exit_result = plan_module_call(call)
         if plan is None:
             return self._reply(exit_result)
