@@ -44,7 +44,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             o.Dest = Args.Str(args, "dest", null);
             o.CircularLogging = Args.Bool(args, "circular_logging", false);
             long? lf = Args.Long(args, "legacy_file_names");
-            o.LegacyFileNames = lf.HasValue ? lf.Value : 3;
+            o.LegacyFileNames = lf.HasValue ? lf.Value : DefaultLegacyFileNames;
             long? bs = Args.Long(args, "buffer_size");
             o.BufferSize = bs.HasValue ? bs.Value : DefaultBufferSize;
             o.InstanceName = Args.Str(args, "instance_name", "ese.backup");
@@ -83,15 +83,23 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return o;
         }
 
-        public string LogExt { get { return (LegacyFileNames & 1) != 0 ? ".log" : ".jtx"; } }
-        public string ChkExt { get { return (LegacyFileNames & 1) != 0 ? ".chk" : ".jcp"; } }
+        public string LogExt { get { return LogExtOf(LegacyFileNames); } }
+        public string ChkExt { get { return ChkExtOf(LegacyFileNames); } }
+        public string LogName(uint gen) { return LogNameOf(BaseName, gen, LegacyFileNames); }
+
+        // The one definition of ESE's file names under JET_paramLegacyFileNames (backup and restore use it):
+        // bit 0 (JET_bitESE98FileNames) keeps .log/.chk, else .jtx/.jcp; bit 1 (JET_bitEightDotThreeSoftCompat)
+        // names generations up to 0xFFFFF with 5 hex digits, else 8.
+        public const long DefaultLegacyFileNames = 3;
+        public static string LogExtOf(long legacyFileNames) { return (legacyFileNames & 1) != 0 ? ".log" : ".jtx"; }
+        public static string ChkExtOf(long legacyFileNames) { return (legacyFileNames & 1) != 0 ? ".chk" : ".jcp"; }
 
         // The engine's own log naming rule: base name + upper-case hex generation + extension.
-        public string LogName(uint gen)
+        public static string LogNameOf(string baseName, uint gen, long legacyFileNames)
         {
-            string hex = ((LegacyFileNames & 2) != 0 && gen <= 0xFFFFF)
+            string hex = ((legacyFileNames & 2) != 0 && gen <= 0xFFFFF)
                 ? gen.ToString("X5", CultureInfo.InvariantCulture) : gen.ToString("X8", CultureInfo.InvariantCulture);
-            return BaseName + hex + LogExt;
+            return baseName + hex + LogExtOf(legacyFileNames);
         }
     }
 
@@ -795,12 +803,45 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         }
     }
 
+    // What a backup sequence established (BackupSequence.Run, or the steps a session host calls for one request):
+    // the entry point turns them into its result with WriteTo. Each fact is written only once established, so a
+    // result keeps what its entry point set before (a session request's backup_started and logs_truncated, say).
+    internal sealed class BackupFacts
+    {
+        public bool BackupStarted, LogsTruncated;
+        public string Ended;                        // null, "normal" or "abort"
+        public Dictionary<string, object> FailedCall, Invalid;
+        public readonly List<object> Warnings = new List<object>();
+        public string RecordedAs;
+        public Dictionary<string, object> Proof;
+        public bool? BackupValid;                    // the proof's verdict once End(Normal) returned
+        public string BackupSet, KeptStaging;        // the published set; the staging folder kept for its logs
+        public Dictionary<string, object> Manifest, Ending;
+
+        public void WriteTo(Dictionary<string, object> r)
+        {
+            if (BackupStarted) r["backup_started"] = true;
+            if (Ended != null) r["ended"] = Ended;
+            if (LogsTruncated) r["logs_truncated"] = true;
+            if (Invalid != null) r["invalid"] = Invalid;
+            if (FailedCall != null) r["failed_call"] = FailedCall;
+            if (RecordedAs != null) r["recorded_as"] = RecordedAs;
+            if (Proof != null) r["proof"] = Proof;
+            if (BackupValid.HasValue) r["backup_valid"] = BackupValid.Value;
+            if (KeptStaging != null) r["kept_staging"] = KeptStaging;
+            if (BackupSet != null) r["backup_set"] = BackupSet;
+            if (Manifest != null) r["manifest"] = Manifest;
+            if (Ending != null) r["ending"] = Ending;
+            if (Warnings.Count > 0) ((List<object>)r["warnings"]).AddRange(Warnings);
+        }
+    }
+
     internal sealed class BackupSequence
     {
         private readonly Plan plan;
         private readonly Options o;
         private JetApi api;
-        private Dictionary<string, object> result;
+        private BackupFacts facts;
         private IntPtr inst = IntPtr.Zero, sesid = IntPtr.Zero;
         private bool instCreated, terminated, sessionOpen, backupOpen;
         private readonly List<string> attached = new List<string>();
@@ -808,14 +849,15 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         private readonly List<object> dbEntries = new List<object>();
         private uint genLow, genHigh;
 
-        public BackupSequence(Plan plan, JetApi api, Dictionary<string, object> result)
+        public BackupSequence(Plan plan, JetApi api, BackupFacts facts)
         {
-            this.plan = plan; this.o = plan.Opt; this.api = api; this.result = result;
+            this.plan = plan; this.o = plan.Opt; this.api = api; this.facts = facts;
         }
 
         // Reusable steps (Run below, and the session host in _EseSession.cs, which keeps one sequence across
-        // requests: each request brings its own trace and result).
-        internal void Rebind(JetApi api, Dictionary<string, object> result) { this.api = api; this.result = result; }
+        // requests: each request brings its own trace and facts).
+        internal void Rebind(JetApi api, BackupFacts facts) { this.api = api; this.facts = facts; }
+        internal BackupFacts Facts { get { return facts; } }
         internal IntPtr Instance { get { return inst; } }
         internal bool BackupOpen { get { return backupOpen; } }
         internal uint GenLow { get { return genLow; } }
@@ -829,7 +871,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             try
             {
                 string removed = writer.Create(withDatabases);
-                if (removed != null) ((List<object>)result["warnings"]).Add(removed);
+                if (removed != null) facts.Warnings.Add(removed);
             }
             catch (IOException e) { throw new JetFailure("CreateDirectory", MapIo(e), writer.Staging + ": " + e.Message); }
             catch (UnauthorizedAccessException e) { throw new JetFailure("CreateDirectory", Jet.errFileAccessDenied, writer.Staging + ": " + e.Message + PathRules.DoubleHop(writer.Staging)); }
@@ -844,7 +886,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             attached.Clear();
         }
 
-        public void Run()
+        // The whole backup of Engine.Run; what it established, for the entry point's result.
+        public BackupFacts Run()
         {
             try
             {
@@ -852,25 +895,26 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 StartSet(new BackupSetWriter(plan), !o.Incremental);
                 DoBackup();
                 Teardown();
-                if (true.Equals(result["backup_valid"])) { writer.RequireFinalFree(); Publish(); }
+                if (facts.BackupValid == true) { writer.RequireFinalFree(); Publish(); }
                 else DiscardStaging(); // no set: the header does not record the backup (kept when the logs were truncated)
             }
             catch (JetFailure f)
             {
-                result["failed_call"] = f.ToDict();
+                facts.FailedCall = f.ToDict();
                 AbortAndCleanup();
             }
-            catch (InvalidOption)
+            catch (InvalidOption e)
             {
                 AbortAndCleanup();
-                throw;
+                facts.Invalid = e.ToDict();
             }
             catch (Exception e)
             {
-                result["failed_call"] = (NativeLoad.IsLoadFailure(e) ? NativeLoad.Failure(e, "esent.dll")
+                facts.FailedCall = (NativeLoad.IsLoadFailure(e) ? NativeLoad.Failure(e, "esent.dll")
                     : new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message)).ToDict();
                 AbortAndCleanup();
             }
+            return facts;
         }
 
         private static int MapIo(Exception e)
@@ -895,7 +939,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             {
                 if (gerr >= 0 && current != headerPs)
                 {
-                    result["invalid"] = new InvalidOption("page_size", "this process already runs ESE with page size " + current
+                    facts.Invalid = new InvalidOption("page_size", "this process already runs ESE with page size " + current
                         + " and cannot switch to the database's " + headerPs + "; run the backup in a fresh process").ToDict();
                     throw new JetFailure("JetSetSystemParameterW", serr, "JET_paramDatabasePageSize=" + headerPs + " (process uses " + current + ")");
                 }
@@ -914,7 +958,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             Set(Jet.ParamNoInformationEvent, 1, null, "JET_paramNoInformationEvent");
             int ierr = api.Init(ref inst, Jet.InitLogStreamMustExist);
             if (InUse.Is(ierr))
-                result["invalid"] = new InvalidOption("log_path", InUse.LogSet(o.LogPath, "JetInit3W", ierr)).ToDict();
+                facts.Invalid = new InvalidOption("log_path", InUse.LogSet(o.LogPath, "JetInit3W", ierr)).ToDict();
             JetApi.Check(ierr, "JetInit3W", "grbit=0x40");
             JetApi.Check(api.BeginSession(inst, out sesid), "JetBeginSessionW", "");
             sessionOpen = true;
@@ -922,7 +966,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             {
                 int err = api.Attach(sesid, db);
                 if (InUse.Is(err))
-                    result["invalid"] = new InvalidOption("databases", InUse.Database(db, "JetAttachDatabase2W", err)).ToDict();
+                    facts.Invalid = new InvalidOption("databases", InUse.Database(db, "JetAttachDatabase2W", err)).ToDict();
                 JetApi.Check(err, "JetAttachDatabase2W", "path=" + db);
                 attached.Add(db);
             }
@@ -956,17 +1000,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             JetApi.Check(api.EndBackup(inst, Jet.BackupEndNormal), "JetEndExternalBackupInstance2", "grbit=0x1");
             object endCall = api.Trace.Entries[api.Trace.Entries.Count - 1];
             backupOpen = false;
-            result["ended"] = "normal";
-            result["logs_truncated"] = truncated;
+            facts.Ended = "normal";
+            facts.LogsTruncated = truncated;
             // The proof (BackupProof): every file above was read to its reported size into the staging set (a short
             // read throws), so the sequence is complete; the header is read now, before detach.
             List<object> missing = new List<object>(), headers = new List<object>();
             string recordedAs = BackupProof.RecordedAs(o.Incremental, truncated);
             bool recorded = BackupProof.Header(api, plan, recordedAs, genLow, genHigh, genLow != 0, missing, headers);
             Dictionary<string, object> proof = BackupProof.Facts(true, recorded, missing, headers);
-            result["recorded_as"] = recordedAs;
-            result["proof"] = proof;
-            result["backup_valid"] = recorded;
+            facts.RecordedAs = recordedAs;
+            facts.Proof = proof;
+            facts.BackupValid = recorded;
             if (recorded) ending = BackupProof.Ending(null, "normal", true, truncated, recordedAs, proof, endCall, o.Type);
         }
 
@@ -1012,7 +1056,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             uint grbit = o.Incremental ? Jet.BackupIncremental : 0;
             JetApi.Check(api.BeginBackup(inst, grbit), "JetBeginExternalBackupInstance", "grbit=" + JetApi.Hex(grbit));
             backupOpen = true;
-            result["backup_started"] = true;
+            facts.BackupStarted = true;
         }
 
         // Full: streams every configured database (checked against the attach list); incremental: header facts.
@@ -1083,7 +1127,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         internal void TruncateLogs()
         {
             JetApi.Check(api.TruncateLog(inst), "JetTruncateLogInstance", "");
-            result["logs_truncated"] = true;
+            facts.LogsTruncated = true;
         }
 
         // Streams one file from esent into the set; returns the size. Total must equal OpenFile's size.
@@ -1195,7 +1239,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         internal void Teardown()
         {
             // After a normal End: detach, end session, terminate. Problems here are warnings; the set is complete.
-            List<object> warnings = (List<object>)result["warnings"];
+            List<object> warnings = facts.Warnings;
             foreach (string db in new List<string>(attached))
             {
                 int err = api.Detach(sesid, db);
@@ -1238,7 +1282,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             m["logs"] = logs;
             m["databases"] = dbEntries;
             m["files"] = writer.Files;
-            m["logs_truncated"] = result["logs_truncated"];
+            m["logs_truncated"] = facts.LogsTruncated;
             m["trace"] = api.Trace.Snapshot();
             try
             {
@@ -1251,12 +1295,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             catch (IOException e)
             {
                 DiscardStaging();
-                result["failed_call"] = new JetFailure("WriteFile", MapIo(e), "manifest.json: " + e.Message).ToDict();
+                facts.FailedCall = new JetFailure("WriteFile", MapIo(e), "manifest.json: " + e.Message).ToDict();
                 return;
             }
-            result["backup_set"] = writer.Final;
-            result["manifest"] = m;
-            if (ending != null) result["ending"] = ending;
+            facts.BackupSet = writer.Final;
+            facts.Manifest = m;
+            if (ending != null) facts.Ending = ending;
         }
 
         // Any failure: End2(Abort); if End fails, JetTerm2(StopBackup) so no backup is left open.
@@ -1266,7 +1310,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             {
                 int err = api.EndBackup(inst, Jet.BackupEndAbort);
                 backupOpen = false;
-                result["ended"] = "abort";
+                facts.Ended = "abort";
                 if (err < 0)
                 {
                     api.Term(inst, Jet.TermStopBackup);
@@ -1292,8 +1336,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         private void DiscardStaging()
         {
             if (writer == null) return;
-            if (true.Equals(result["logs_truncated"]))
-                result["kept_staging"] = writer.Staging;
+            if (facts.LogsTruncated)
+                facts.KeptStaging = writer.Staging;
             else
                 writer.Remove();
         }
@@ -1367,14 +1411,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 result["check"] = c;
                 return result;
             }
-            try
-            {
-                new BackupSequence(plan, api, result).Run();
-            }
-            catch (InvalidOption e)
-            {
-                result["invalid"] = e.ToDict();
-            }
+            new BackupSequence(plan, api, new BackupFacts()).Run().WriteTo(result);
             return result;
         }
 

@@ -368,6 +368,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     byName[leaf] = f.Sha256;
                 }
             }
+            LegacyFileNames(chain);
             return chain;
         }
 
@@ -555,6 +556,32 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 
         private static string LogName(string baseName, string ext) { return baseName + ext; }
 
+        // The JET_paramLegacyFileNames value that names the chain's logs as its sets hold them (Options.LogNameOf, the
+        // rule the backup wrote them by): a set taken with .jtx logs restores to .jtx logs and a .jcp checkpoint. Every
+        // log of the chain must follow one rule; a chain without logs (Attach) uses ESE's default.
+        internal static long LegacyFileNames(List<ChainSet> chain)
+        {
+            List<long> fits = new List<long> { 3, 2, 1, 0 }; // the default first
+            foreach (ChainSet s in chain)
+                foreach (SetFile f in s.Files)
+                {
+                    if (f.Role != "log") continue;
+                    string leaf = Path.GetFileName(f.FullPath);
+                    List<long> names = new List<long>();
+                    foreach (long v in fits)
+                        if (f.Generation > 0 && f.Generation <= uint.MaxValue
+                            && string.Equals(leaf, Options.LogNameOf(s.BaseName, (uint)f.Generation, v), StringComparison.OrdinalIgnoreCase))
+                            names.Add(v);
+                    if (names.Count == 0)
+                        throw new RestoreRefused("bad_log", f.FullPath, "log " + f.Name + " of backup set " + s.Path + " is not named as ESE names generation "
+                            + f.Generation.ToString(CultureInfo.InvariantCulture) + " of base name " + s.BaseName + " (for example "
+                            + Options.LogNameOf(s.BaseName, (uint)Math.Max(0, Math.Min(uint.MaxValue, f.Generation)), fits[0]) + ")"
+                            + (fits.Count < 4 ? ", as the chain's other logs are" : ""));
+                    fits = names;
+                }
+            return fits[0];
+        }
+
         // ---- restore to the original or new paths ----
 
         private static void RestoreTo(RestoreOptions o, List<ChainSet> chain, JetApi api, Dictionary<string, object> result, bool checkMode)
@@ -568,8 +595,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     + "if not the same), or set to_original_paths: true to use the log path the manifest of " + full.Path + " records ('" + srcLog + "')");
             string logPath = o.LogPath != null ? PathRules.Normalize(o.LogPath) : Original(srcLog, "source.log_path", full);
             string sysPath = o.SystemPath != null ? PathRules.Normalize(o.SystemPath) : (o.LogPath != null ? logPath : Original(srcSys ?? srcLog, "source.system_path", full));
-            string curLog = Path.Combine(logPath, LogName(full.BaseName, ".log"));
-            string chk = Path.Combine(sysPath, LogName(full.BaseName, ".chk"));
+            long legacy = LegacyFileNames(chain);
+            string curLog = Path.Combine(logPath, LogName(full.BaseName, Options.LogExtOf(legacy)));
+            string chk = Path.Combine(sysPath, LogName(full.BaseName, Options.ChkExtOf(legacy)));
             CheckService(o.Service);
             foreach (Target t in targets) CheckNotInUse(api, t.Path);
             string signDb = null;
@@ -604,7 +632,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 changes.Commit();
                 result["written"] = Written(changes, curLog, chk);
                 foreach (object f in (List<object>)result["written"]) Protect.File_((string)f);
-                ((List<object>)result["warnings"]).AddRange(OtherLogs(logPath, full.BaseName, last.GenHigh));
+                ((List<object>)result["warnings"]).AddRange(OtherLogs(logPath, full.BaseName, Options.LogExtOf(legacy), last.GenHigh));
             }
             catch (Exception e)
             {
@@ -624,12 +652,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         }
 
         // Logs newer than the restored range in the log path: esent replays them after the backup's logs.
-        private static List<object> OtherLogs(string logPath, string baseName, uint high)
+        private static List<object> OtherLogs(string logPath, string baseName, string logExt, uint high)
         {
             List<object> w = new List<object>();
             try
             {
-                foreach (string f in Directory.GetFiles(logPath, baseName + "*.log"))
+                foreach (string f in Directory.GetFiles(logPath, baseName + "*" + logExt))
                 {
                     string n = Path.GetFileNameWithoutExtension(f).Substring(baseName.Length);
                     uint g;
@@ -705,17 +733,22 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 uint want = targets.Count > 0 ? targets[0].PageSize : 4096;
                 if (api.GetGlobalParam(Jet.ParamDatabasePageSize, "JET_paramDatabasePageSize", out pageSize) >= 0 && pageSize != want)
                     api.SetGlobalParam(Jet.ParamDatabasePageSize, want, "JET_paramDatabasePageSize");
+                // The restore instance esent creates takes the process's defaults: the sets' log naming (only when not ESE's).
+                long legacy = LegacyFileNames(chain);
+                if (legacy != Options.DefaultLegacyFileNames)
+                    JetApi.Check(api.SetGlobalParam(Jet.ParamLegacyFileNames, legacy, "JET_paramLegacyFileNames"), "JetSetSystemParameterW", "JET_paramLegacyFileNames");
+                string logExt = Options.LogExtOf(legacy), chkExt = Options.ChkExtOf(legacy);
                 int err = api.ExternalRestore(PathRules.WithSeparator(sysPath), PathRules.WithSeparator(logPath), map, PathRules.WithSeparator(rlogs), low, high, full.BaseName);
                 if (err < 0)
                 {
                     result["failed_call"] = new JetFailure("JetExternalRestore2W", err, "generations " + low.ToString(CultureInfo.InvariantCulture) + "-" + high.ToString(CultureInfo.InvariantCulture)).ToDict();
                     result["written"] = new List<object>(changes.Written);
-                    changes.Written.Add(Path.Combine(logPath, full.BaseName + ".log"));
-                    changes.Written.Add(Path.Combine(sysPath, full.BaseName + ".chk"));
+                    changes.Written.Add(Path.Combine(logPath, full.BaseName + logExt));
+                    changes.Written.Add(Path.Combine(sysPath, full.BaseName + chkExt));
                     return false;
                 }
-                changes.Written.Add(Path.Combine(logPath, full.BaseName + ".log"));
-                changes.Written.Add(Path.Combine(sysPath, full.BaseName + ".chk"));
+                changes.Written.Add(Path.Combine(logPath, full.BaseName + logExt));
+                changes.Written.Add(Path.Combine(sysPath, full.BaseName + chkExt));
                 List<object> restored = (List<object>)result["restored"];
                 foreach (Target t in targets)
                 {
@@ -857,6 +890,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 JetApi.Check(api.SetParam(ref inst, Jet.ParamLogFilePath, 0, dir, "JET_paramLogFilePath"), "JetSetSystemParameterW", "JET_paramLogFilePath");
                 JetApi.Check(api.SetParam(ref inst, Jet.ParamTempPath, 0, dir, "JET_paramTempPath"), "JetSetSystemParameterW", "JET_paramTempPath");
                 JetApi.Check(api.SetParam(ref inst, Jet.ParamBaseName, 0, chain[0].BaseName, "JET_paramBaseName"), "JetSetSystemParameterW", "JET_paramBaseName");
+                long legacy = Restore.LegacyFileNames(chain);
+                if (legacy != Options.DefaultLegacyFileNames)
+                    JetApi.Check(api.SetParam(ref inst, Jet.ParamLegacyFileNames, legacy, null, "JET_paramLegacyFileNames"), "JetSetSystemParameterW", "JET_paramLegacyFileNames");
                 JetApi.Check(api.SetParam(ref inst, Jet.ParamMaxTemporaryTables, 0, null, "JET_paramMaxTemporaryTables"), "JetSetSystemParameterW", "JET_paramMaxTemporaryTables");
                 JetApi.Check(api.SetParam(ref inst, Jet.ParamNoInformationEvent, 1, null, "JET_paramNoInformationEvent"), "JetSetSystemParameterW", "JET_paramNoInformationEvent");
                 JetApi.Check(api.Init(ref inst, Jet.InitLogStreamMustExist), "JetInit3W", "the restored log stream");

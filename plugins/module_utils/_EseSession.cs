@@ -267,6 +267,264 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         }
     }
 
+    // One file a copy of the session read completely: its place in the set, size and hash, and the set it went
+    // to (null until the copy ends; "(discarded: <staging>)" when that copy failed).
+    internal sealed class CopiedFile
+    {
+        public string File, Name, Role, Sha256, Set, Source;
+        public long? Generation;
+        public long Size;
+
+        public bool Published { get { return Set != null && !Set.StartsWith("(discarded", StringComparison.Ordinal); } }
+
+        public Dictionary<string, object> ToJson()
+        {
+            Dictionary<string, object> e = new Dictionary<string, object>();
+            e["file"] = File; e["name"] = Name; e["role"] = Role;
+            if (Generation.HasValue) e["generation"] = Generation.Value;
+            e["size"] = Size; e["sha256"] = Sha256; e["set"] = Set; e["source"] = Source;
+            return e;
+        }
+
+        public static CopiedFile FromJson(IDictionary d)
+        {
+            CopiedFile f = new CopiedFile();
+            f.File = SessionJournal.Str(d, "file"); f.Name = SessionJournal.Str(d, "name"); f.Role = SessionJournal.Str(d, "role");
+            f.Generation = SessionJournal.Long(d, "generation");
+            long? size = SessionJournal.Long(d, "size");
+            f.Size = size.HasValue ? size.Value : 0;
+            f.Sha256 = SessionJournal.Str(d, "sha256"); f.Set = SessionJournal.Str(d, "set"); f.Source = SessionJournal.Str(d, "source");
+            return f;
+        }
+    }
+
+    // The log range of the session (JetGetLogInfoInstance2W at the first copy of logs) and its file names.
+    internal sealed class LogRange
+    {
+        public long GenLow, GenHigh;
+        public List<string> Names = new List<string>();
+
+        public Dictionary<string, object> ToJson()
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["gen_low"] = GenLow; d["gen_high"] = GenHigh;
+            d["names"] = SessionJournal.Objects(Names);
+            return d;
+        }
+
+        public static LogRange FromJson(IDictionary d)
+        {
+            if (d == null) return null;
+            LogRange r = new LogRange();
+            long? lo = SessionJournal.Long(d, "gen_low"), hi = SessionJournal.Long(d, "gen_high");
+            r.GenLow = lo.HasValue ? lo.Value : 0; r.GenHigh = hi.HasValue ? hi.Value : 0;
+            r.Names = SessionJournal.Strings(d, "names");
+            return r;
+        }
+    }
+
+    // The session journal (format ese.backup.session/1, docs/architecture.md "Session journal facts"): one record
+    // per session, written and read as JSON only through ToJson and FromJson. The first twenty keys are always
+    // written; the others once they are known (begin_*, stop_requested, ended_at, ending_records; proof,
+    // backup_valid and recorded_as once a verdict is recorded). Keys it does not know are kept as they were.
+    internal sealed class SessionJournal
+    {
+        public const string FormatName = "ese.backup.session/1";
+
+        public string Format = FormatName, Session, Token;
+        public long? Pid;
+        public string PidStart, Started, LastActivity;
+        public long? IdleTimeout;            // seconds
+        public IDictionary Params;           // the begin options (Session.Params)
+        public string Endpoint;              // the pipe name (Windows) or socket path
+        public string State;                 // starting, open, failed, ended
+        public string Ended, EndReason;      // null, normal, abort, idle_timeout, host_crash; and why
+        public object EndCall;               // the JetEndExternalBackupInstance2 trace entry
+        public bool StopSeen, Truncated;
+        public List<string> IncompleteFiles = new List<string>();
+        public List<CopiedFile> Files = new List<CopiedFile>();
+        public List<object> Calls = new List<object>(); // {time, op, call, err}
+        public LogRange LogRange;
+
+        public List<object> BeginTrace;
+        public object BeginInvalid, BeginFailedCall;
+        public string StopRequested, EndedAt;
+        public bool HasVerdict;              // proof, backup_valid and recorded_as are recorded
+        public object Proof;
+        public bool? BackupValid;
+        public string RecordedAs;
+        public List<object> EndingRecords;
+
+        private Dictionary<string, object> unknown = new Dictionary<string, object>();
+
+        private static readonly string[] Known = { "format", "session", "token", "pid", "pid_start", "started", "last_activity", "idle_timeout",
+            "params", "endpoint", "state", "ended", "end_reason", "end_call", "stop_seen", "truncated", "incomplete_files", "files", "calls",
+            "log_range", "begin_trace", "begin_invalid", "begin_failed_call", "stop_requested", "ended_at", "proof", "backup_valid",
+            "recorded_as", "ending_records" };
+
+        // Ended with a verdict: proof, backup_valid and recorded_as together.
+        public void RecordVerdict(object proof, bool valid, string recordedAs)
+        {
+            HasVerdict = true; Proof = proof; BackupValid = valid; RecordedAs = recordedAs;
+        }
+
+        // What HostProcess.Gone reads: the host's pid and start.
+        public IDictionary ProcessRecord()
+        {
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["pid"] = Pid.HasValue ? (object)Pid.Value : null; d["pid_start"] = PidStart;
+            return d;
+        }
+
+        public string Type { get { return Params != null ? Params["type"] as string : null; } }
+
+        public Dictionary<string, object> ToJson()
+        {
+            Dictionary<string, object> j = new Dictionary<string, object>();
+            j["format"] = Format; j["session"] = Session; j["token"] = Token;
+            j["pid"] = Pid.HasValue ? (object)Pid.Value : null; j["pid_start"] = PidStart;
+            j["started"] = Started; j["last_activity"] = LastActivity;
+            j["idle_timeout"] = IdleTimeout.HasValue ? (object)IdleTimeout.Value : null;
+            j["params"] = Params; j["endpoint"] = Endpoint; j["state"] = State;
+            j["ended"] = Ended; j["end_reason"] = EndReason; j["end_call"] = EndCall;
+            j["stop_seen"] = StopSeen; j["truncated"] = Truncated;
+            j["incomplete_files"] = Objects(IncompleteFiles);
+            List<object> files = new List<object>();
+            foreach (CopiedFile f in Files) files.Add(f.ToJson());
+            j["files"] = files;
+            j["calls"] = Calls;
+            j["log_range"] = LogRange != null ? LogRange.ToJson() : null;
+            if (BeginFailedCall != null) j["begin_failed_call"] = BeginFailedCall;
+            if (BeginInvalid != null) j["begin_invalid"] = BeginInvalid;
+            if (BeginTrace != null) j["begin_trace"] = BeginTrace;
+            if (StopRequested != null) j["stop_requested"] = StopRequested;
+            if (EndedAt != null) j["ended_at"] = EndedAt;
+            if (HasVerdict)
+            {
+                j["proof"] = Proof; j["backup_valid"] = BackupValid.HasValue ? (object)BackupValid.Value : null; j["recorded_as"] = RecordedAs;
+            }
+            if (EndingRecords != null) j["ending_records"] = EndingRecords;
+            foreach (KeyValuePair<string, object> kv in unknown) j[kv.Key] = kv.Value;
+            return j;
+        }
+
+        // A journal as read from disk; FormatException names a field of the wrong type.
+        public static SessionJournal FromJson(IDictionary d)
+        {
+            if (d == null) return null;
+            SessionJournal j = new SessionJournal();
+            j.Load(d);
+            return j;
+        }
+
+        // Takes over every field of another record of this session (a fresher read of the file).
+        public void CopyFrom(SessionJournal other) { Load(other.ToJson()); }
+
+        private void Load(IDictionary d)
+        {
+            Format = Str(d, "format"); Session = Str(d, "session"); Token = Str(d, "token");
+            Pid = Long(d, "pid"); PidStart = Str(d, "pid_start");
+            Started = Str(d, "started"); LastActivity = Str(d, "last_activity");
+            IdleTimeout = Long(d, "idle_timeout");
+            Params = Dict(d, "params");
+            Endpoint = Str(d, "endpoint"); State = Str(d, "state");
+            Ended = Str(d, "ended"); EndReason = Str(d, "end_reason");
+            EndCall = d.Contains("end_call") ? d["end_call"] : null;
+            StopSeen = d.Contains("stop_seen") && true.Equals(d["stop_seen"]);
+            Truncated = d.Contains("truncated") && true.Equals(d["truncated"]);
+            IncompleteFiles = Strings(d, "incomplete_files");
+            Files = new List<CopiedFile>();
+            IList files = List(d, "files");
+            if (files != null)
+                foreach (object o in files)
+                {
+                    if (!(o is IDictionary)) throw Wrong("files[]", o, "an object");
+                    Files.Add(CopiedFile.FromJson((IDictionary)o));
+                }
+            IList calls = List(d, "calls");
+            Calls = new List<object>();
+            if (calls != null) foreach (object o in calls) Calls.Add(o);
+            LogRange = LogRange.FromJson(Dict(d, "log_range"));
+            BeginTrace = null;
+            IList bt = List(d, "begin_trace");
+            if (bt != null) { BeginTrace = new List<object>(); foreach (object o in bt) BeginTrace.Add(o); }
+            BeginInvalid = d.Contains("begin_invalid") ? d["begin_invalid"] : null;
+            BeginFailedCall = d.Contains("begin_failed_call") ? d["begin_failed_call"] : null;
+            StopRequested = Str(d, "stop_requested"); EndedAt = Str(d, "ended_at");
+            HasVerdict = d.Contains("backup_valid") || d.Contains("proof") || d.Contains("recorded_as");
+            Proof = d.Contains("proof") ? d["proof"] : null;
+            BackupValid = d.Contains("backup_valid") && d["backup_valid"] is bool ? (bool?)(bool)d["backup_valid"] : null;
+            RecordedAs = Str(d, "recorded_as");
+            EndingRecords = null;
+            IList er = List(d, "ending_records");
+            if (er != null) { EndingRecords = new List<object>(); foreach (object o in er) EndingRecords.Add(o); }
+            unknown = new Dictionary<string, object>();
+            foreach (DictionaryEntry e in d)
+            {
+                string k = Convert.ToString(e.Key, CultureInfo.InvariantCulture);
+                if (Array.IndexOf(Known, k) < 0) unknown[k] = e.Value;
+            }
+        }
+
+        private static FormatException Wrong(string k, object o, string want)
+        {
+            return new FormatException("the session journal's '" + k + "' is " + (o == null ? "null" : "a " + o.GetType().Name) + ", not " + want);
+        }
+
+        // Absent and null read as null; any other type is a FormatException.
+        internal static string Str(IDictionary d, string k)
+        {
+            object o = d.Contains(k) ? d[k] : null;
+            if (o == null || o is string) return (string)o;
+            throw Wrong(k, o, "a string");
+        }
+
+        internal static long? Long(IDictionary d, string k)
+        {
+            object o = d.Contains(k) ? d[k] : null;
+            if (o == null) return null;
+            if (o is long) return (long)o;
+            if (o is int) return (int)o;
+            throw Wrong(k, o, "a whole number");
+        }
+
+        internal static List<string> Strings(IDictionary d, string k)
+        {
+            List<string> l = new List<string>();
+            object v = d.Contains(k) ? d[k] : null;
+            if (v == null) return l;
+            IList src = v as IList;
+            if (src == null) throw Wrong(k, v, "a list");
+            foreach (object o in src)
+            {
+                if (!(o is string)) throw Wrong(k + "[]", o, "a string");
+                l.Add((string)o);
+            }
+            return l;
+        }
+
+        internal static IList List(IDictionary d, string k)
+        {
+            object v = d.Contains(k) ? d[k] : null;
+            if (v == null || v is IList) return (IList)v;
+            throw Wrong(k, v, "a list");
+        }
+
+        internal static IDictionary Dict(IDictionary d, string k)
+        {
+            object v = d.Contains(k) ? d[k] : null;
+            if (v == null || v is IDictionary) return (IDictionary)v;
+            throw Wrong(k, v, "an object");
+        }
+
+        internal static List<object> Objects(List<string> l)
+        {
+            List<object> r = new List<object>();
+            foreach (string s in l) r.Add(s);
+            return r;
+        }
+    }
+
     // The journal: one small JSON file per session, rewritten atomically. Readers open it with
     // FileShare.ReadWrite | FileShare.Delete, so that they never block the host's replace. Another process that
     // holds it without FileShare.Delete (an antivirus, an older reader) makes File.Replace fail with a sharing
@@ -278,7 +536,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         public const int WriteAttempts = 10;
         private static int injectedFailures;
 
-        public static Dictionary<string, object> Read(string name)
+        // The journal of a session (null when there is none); FormatException when a field has the wrong type.
+        public static SessionJournal Read(string name)
+        {
+            return SessionJournal.FromJson(ReadJson(name));
+        }
+
+        private static IDictionary ReadJson(string name)
         {
             string p = SessionPaths.Journal(name);
             for (int attempt = 0; attempt < 5; attempt++)
@@ -288,7 +552,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     if (!File.Exists(p)) return null;
                     using (FileStream fs = new FileStream(p, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
                     using (StreamReader reader = new StreamReader(fs, Encoding.UTF8))
-                        return Json.Parse(reader.ReadToEnd()) as Dictionary<string, object>;
+                        return Json.Parse(reader.ReadToEnd()) as IDictionary;
                 }
                 catch (FileNotFoundException) { return null; }
                 catch (IOException) { Thread.Sleep(50); }
@@ -313,11 +577,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 throw new IOException("The process cannot access the file '" + p + "' because it is being used by another process (" + TestReplaceFailuresVar + ")");
         }
 
-        public static void Write(string name, Dictionary<string, object> j)
+        public static void Write(string name, SessionJournal j)
         {
             string p = SessionPaths.Journal(name);
             string tmp = p + "." + Process.GetCurrentProcess().Id.ToString(CultureInfo.InvariantCulture) + ".tmp";
-            File.WriteAllText(tmp, Json.Write(j, true) + "\n", new UTF8Encoding(false));
+            File.WriteAllText(tmp, Json.Write(j.ToJson(), true) + "\n", new UTF8Encoding(false));
             if (!PathRules.IsWindows) Posix.chmod(tmp, 0x180);
             int delay = 10;
             for (int attempt = 1; ; attempt++)
@@ -349,43 +613,35 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         }
 
         // The journal facts of docs/architecture.md: {ended, stop_seen, incomplete_files}, plus context.
-        public static Dictionary<string, object> Facts(Dictionary<string, object> j)
+        public static Dictionary<string, object> Facts(SessionJournal j)
         {
             if (j == null) return null;
             Dictionary<string, object> f = new Dictionary<string, object>();
-            f["ended"] = j.ContainsKey("ended") ? j["ended"] : null;
-            f["stop_seen"] = j.ContainsKey("stop_seen") && true.Equals(j["stop_seen"]);
-            f["incomplete_files"] = j.ContainsKey("incomplete_files") ? j["incomplete_files"] : new List<object>();
-            f["end_reason"] = j.ContainsKey("end_reason") ? j["end_reason"] : null;
-            f["pid"] = j.ContainsKey("pid") ? j["pid"] : null;
-            f["logs_truncated"] = j.ContainsKey("truncated") && true.Equals(j["truncated"]);
+            f["ended"] = j.Ended;
+            f["stop_seen"] = j.StopSeen;
+            f["incomplete_files"] = SessionJournal.Objects(j.IncompleteFiles);
+            f["end_reason"] = j.EndReason;
+            f["pid"] = j.Pid.HasValue ? (object)j.Pid.Value : null;
+            f["logs_truncated"] = j.Truncated;
             f["missing_logs"] = MissingLogs(j);
-            f["proof"] = j.ContainsKey("proof") ? j["proof"] : null;
-            f["backup_valid"] = j.ContainsKey("backup_valid") ? j["backup_valid"] : null;
-            f["recorded_as"] = j.ContainsKey("recorded_as") ? j["recorded_as"] : null;
-            f["type"] = j.ContainsKey("params") && j["params"] is IDictionary ? ((IDictionary)j["params"])["type"] : null;
-            f["path"] = SessionPaths.Journal(Convert.ToString(j["session"], CultureInfo.InvariantCulture));
+            f["proof"] = j.Proof;
+            f["backup_valid"] = j.BackupValid.HasValue ? (object)j.BackupValid.Value : null;
+            f["recorded_as"] = j.RecordedAs;
+            f["type"] = j.Type;
+            f["path"] = SessionPaths.Journal(j.Session);
             return f;
         }
 
         // Logs of the computed range that no copy has read completely (empty list: none; null: no range yet).
-        public static List<object> MissingLogs(Dictionary<string, object> j)
+        public static List<object> MissingLogs(SessionJournal j)
         {
-            IDictionary range = j.ContainsKey("log_range") ? j["log_range"] as IDictionary : null;
-            if (range == null) return null;
+            if (j.LogRange == null) return null;
             HashSet<string> done = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-            IList files = j["files"] as IList;
-            if (files != null)
-                foreach (object o in files)
-                {
-                    IDictionary f = o as IDictionary;
-                    string set = f != null ? f["set"] as string : null;
-                    if (f != null && "log".Equals(f["role"]) && set != null && !set.StartsWith("(discarded", StringComparison.Ordinal))
-                        done.Add(Convert.ToString(f["name"], CultureInfo.InvariantCulture)); // a copy in a published set only
-                }
+            foreach (CopiedFile f in j.Files)
+                if (f.Role == "log" && f.Published && f.Name != null) done.Add(f.Name); // a copy in a published set only
             List<object> missing = new List<object>();
-            foreach (object n in (IList)range["names"])
-                if (!done.Contains((string)n)) missing.Add(n);
+            foreach (string n in j.LogRange.Names)
+                if (!done.Contains(n)) missing.Add(n);
             return missing;
         }
     }
@@ -609,13 +865,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
     internal sealed class SessionHost
     {
         private readonly string name;
-        private readonly Dictionary<string, object> journal;
+        private readonly SessionJournal journal;
         private readonly int idleMs;
         private BackupSequence seq;
         private Plan plan;
         private bool done;
 
-        public SessionHost(string name, Dictionary<string, object> journal, int idleMs)
+        public SessionHost(string name, SessionJournal journal, int idleMs)
         {
             this.name = name; this.journal = journal; this.idleMs = idleMs;
         }
@@ -627,7 +883,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         private string saveProblem;
         private bool Save()
         {
-            journal["last_activity"] = Now();
+            journal.LastActivity = Now();
             try { JournalFile.Write(name, journal); saveProblem = null; return true; }
             catch (IOException e) { saveProblem = e.Message; }
             catch (UnauthorizedAccessException e) { saveProblem = e.Message; }
@@ -640,14 +896,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
 
         private void Record(string op, List<object> trace)
         {
-            List<object> calls = (List<object>)journal["calls"];
             foreach (object o in trace)
             {
                 IDictionary e = (IDictionary)o;
                 Dictionary<string, object> c = new Dictionary<string, object>();
                 c["time"] = Now(); c["op"] = op; c["call"] = e["call"]; c["err"] = e["err"];
-                calls.Add(c);
-                if (Convert.ToInt64(e["err"], CultureInfo.InvariantCulture) == Jet.errBackupAbortByServer) journal["stop_seen"] = true;
+                journal.Calls.Add(c);
+                if (Convert.ToInt64(e["err"], CultureInfo.InvariantCulture) == Jet.errBackupAbortByServer) journal.StopSeen = true;
             }
         }
 
@@ -662,12 +917,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         {
             Trace trace = new Trace();
             JetApi api = new JetApi(trace);
-            Dictionary<string, object> r = NewResult(trace);
-            r["backup_started"] = false;
+            BackupFacts begun = new BackupFacts();
             try
             {
                 plan = Validator.ValidateSource(o, api);
-                seq = new BackupSequence(plan, api, r);
+                seq = new BackupSequence(plan, api, begun);
                 seq.SetupInstance();
                 seq.BeginBackup();
             }
@@ -675,43 +929,43 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             {
                 JetFailure f = e as JetFailure;
                 InvalidOption inv = e as InvalidOption;
-                if (inv != null) journal["begin_invalid"] = inv.ToDict();
-                else journal["begin_failed_call"] = f != null ? f.ToDict() : new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
-                if (r["invalid"] != null) journal["begin_invalid"] = r["invalid"];
+                if (inv != null) journal.BeginInvalid = inv.ToDict();
+                else journal.BeginFailedCall = f != null ? f.ToDict() : new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
+                if (begun.Invalid != null) journal.BeginInvalid = begun.Invalid;
                 if (seq != null) seq.AbortAndCleanup();
-                journal["begin_trace"] = trace.Snapshot();
-                journal["state"] = "failed";
+                journal.BeginTrace = trace.Snapshot();
+                journal.State = "failed";
                 Save();
-                Failed = journal.ContainsKey("begin_failed_call") ? journal["begin_failed_call"] : null;
-                FailedInvalid = journal.ContainsKey("begin_invalid") ? journal["begin_invalid"] : null;
+                Failed = journal.BeginFailedCall;
+                FailedInvalid = journal.BeginInvalid;
                 return 1;
             }
-            journal["begin_trace"] = trace.Snapshot();
+            journal.BeginTrace = trace.Snapshot();
             Record("begin", trace.Snapshot());
             IListener listener;
             try
             {
-                string ep = (string)journal["endpoint"];
+                string ep = journal.Endpoint;
                 listener = PathRules.IsWindows ? (IListener)new PipeListener(ep) : new UnixListener(ep);
             }
             catch (Exception e)
             {
                 InvalidOption inv = e as InvalidOption;
-                if (inv != null) journal["begin_invalid"] = inv.ToDict();
-                else journal["begin_failed_call"] = new JetFailure("SessionEndpoint", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
+                if (inv != null) journal.BeginInvalid = inv.ToDict();
+                else journal.BeginFailedCall = new JetFailure("SessionEndpoint", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
                 seq.AbortAndCleanup();
-                journal["state"] = "failed";
+                journal.State = "failed";
                 Save();
-                Failed = journal.ContainsKey("begin_failed_call") ? journal["begin_failed_call"] : null;
-                FailedInvalid = journal.ContainsKey("begin_invalid") ? journal["begin_invalid"] : null;
+                Failed = journal.BeginFailedCall;
+                FailedInvalid = journal.BeginInvalid;
                 return 1;
             }
-            journal["state"] = "open";
+            journal.State = "open";
             if (!Save())
             {
                 // Nobody could learn that the backup began: end it rather than serve a session no task can see.
                 Trace t2 = new Trace();
-                seq.Rebind(new JetApi(t2), NewResult(t2));
+                seq.Rebind(new JetApi(t2), new BackupFacts());
                 seq.AbortAndCleanup();
                 listener.Dispose();
                 Failed = new JetFailure("SessionJournal", Jet.errInvalidParameter, "the journal could not record the session as open, so the backup was ended with abort: " + saveProblem).ToDict();
@@ -764,16 +1018,16 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         {
             Trace trace = new Trace();
             Dictionary<string, object> r = NewResult(trace);
-            seq.Rebind(new JetApi(trace), r);
+            seq.Rebind(new JetApi(trace), new BackupFacts());
             seq.AbortAndCleanup(); // End2(Abort); JetTerm2(StopBackup) if End fails; detach, end session, term
             foreach (object o in trace.Snapshot())
-                if ("JetEndExternalBackupInstance2".Equals(((IDictionary)o)["call"])) { journal["end_call"] = o; break; }
-            journal["ended"] = "idle_timeout";
-            journal["end_reason"] = "no request for " + (idleMs / 1000).ToString(CultureInfo.InvariantCulture) + " s (idle_timeout); the session host ended the backup with abort";
-            journal["ended_at"] = Now();
-            journal["state"] = "ended";
-            journal["backup_valid"] = false; journal["proof"] = null; journal["recorded_as"] = null;
-            WriteEndings("idle_timeout", false, null, null, journal["end_call"], r);
+                if ("JetEndExternalBackupInstance2".Equals(((IDictionary)o)["call"])) { journal.EndCall = o; break; }
+            journal.Ended = "idle_timeout";
+            journal.EndReason = "no request for " + (idleMs / 1000).ToString(CultureInfo.InvariantCulture) + " s (idle_timeout); the session host ended the backup with abort";
+            journal.EndedAt = Now();
+            journal.State = "ended";
+            journal.RecordVerdict(null, false, null);
+            WriteEndings("idle_timeout", false, null, null, journal.EndCall, r);
             Record("idle_timeout", trace.Snapshot());
             Save();
         }
@@ -787,8 +1041,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             Trace trace = new Trace();
             JetApi api = new JetApi(trace);
             Dictionary<string, object> r = NewResult(trace);
-            seq.Rebind(api, r);
-            r["logs_truncated"] = true.Equals(journal["truncated"]);
+            BackupFacts facts = new BackupFacts();
+            facts.LogsTruncated = journal.Truncated; // a staging folder that holds truncated logs is kept
+            seq.Rebind(api, facts);
+            r["logs_truncated"] = journal.Truncated;
             try
             {
                 if (op == "status") { }
@@ -798,27 +1054,25 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 else if (op == "stop")
                 {
                     int err = trace.Add("JetStopBackupInstance", SessionNative.JetStopBackupInstance(seq.Instance), "requested on the session host");
-                    if (err >= 0) { journal["stop_seen"] = true; journal["stop_requested"] = Now(); }
+                    if (err >= 0) { journal.StopSeen = true; journal.StopRequested = Now(); }
                 }
                 else r["invalid"] = new InvalidOption("op", "unknown session request '" + op + "'").ToDict();
             }
             catch (InvalidOption e) { r["invalid"] = e.ToDict(); }
             catch (JetFailure f) { r["failed_call"] = f.ToDict(); }
             catch (Exception e) { r["failed_call"] = new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict(); }
+            facts.WriteTo(r);
             if ((!check && op != "status") || trace.Entries.Count > 0)
             {
                 Record(op, trace.Snapshot());
                 if (!Save())
                     ((List<object>)r["warnings"]).Add("the session journal could not be saved (" + saveProblem + "); the session host keeps the record and saves it again with the next request");
             }
-            r["logs_truncated"] = true.Equals(journal["truncated"]);
+            r["logs_truncated"] = journal.Truncated;
             r["session"] = Session.Describe(name, journal, !done);
             r["journal"] = JournalFile.Facts(journal);
             return r;
         }
-
-        private List<object> Files() { return (List<object>)journal["files"]; }
-        private List<object> Incomplete() { return (List<object>)journal["incomplete_files"]; }
 
         private void Copy(IDictionary args, bool check, Dictionary<string, object> r)
         {
@@ -830,7 +1084,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             if (!dbs && !logs) throw new InvalidOption("logs", "nothing to copy: databases and logs are both false" + (o.Incremental ? " (an incremental session has no databases to stream)" : ""));
             Options.RequireBufferSize(o.BufferSize, plan.PageSize);
             if (!seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; end it and begin a new one");
-            if (true.Equals(journal["truncated"])) throw new InvalidOption("session", "the logs of session '" + name + "' are already truncated; end the session");
+            if (journal.Truncated) throw new InvalidOption("session", "the logs of session '" + name + "' are already truncated; end the session");
             Validator.ValidateDest(target);
             if (target.ExistingManifest != null || Directory.Exists(target.FinalPath))
                 throw new InvalidOption("set_name", "'" + target.FinalPath + "' already exists; a session copy never writes into an existing set, choose another set_name");
@@ -853,18 +1107,16 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     if (logs)
                     {
                         names = seq.ReadLogInfo();
-                        Dictionary<string, object> range = new Dictionary<string, object>();
-                        range["gen_low"] = (long)seq.GenLow; range["gen_high"] = (long)seq.GenHigh;
-                        List<object> n = new List<object>(); foreach (string s in names) n.Add(s);
-                        range["names"] = n;
-                        journal["log_range"] = range;
+                        LogRange range = new LogRange();
+                        range.GenLow = seq.GenLow; range.GenHigh = seq.GenHigh; range.Names = new List<string>(names);
+                        journal.LogRange = range;
                         seq.StreamLogs(pipe, names, 0);
                     }
                 }
                 NoteFiles(seq.Writer.Files);
                 seq.Publish();
-                string set = r["failed_call"] == null ? target.FinalPath : "(discarded: " + target.StagingPath + ")";
-                foreach (object f in Files()) { IDictionary d = (IDictionary)f; if (d["set"] == null) d["set"] = set; }
+                string set = seq.Facts.FailedCall == null ? target.FinalPath : "(discarded: " + target.StagingPath + ")";
+                foreach (CopiedFile f in journal.Files) if (f.Set == null) f.Set = set;
             }
             catch (Exception)
             {
@@ -873,11 +1125,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     NoteFiles(seq.Writer.Files);
                     seq.Writer.Remove();
                 }
-                if (seq.OpenSource != null && !Incomplete().Contains(seq.OpenSource)) Incomplete().Add(seq.OpenSource);
-                foreach (object f in Files()) { IDictionary d = (IDictionary)f; if (d["set"] == null) d["set"] = "(discarded: " + target.StagingPath + ")"; }
+                if (seq.OpenSource != null && !journal.IncompleteFiles.Contains(seq.OpenSource)) journal.IncompleteFiles.Add(seq.OpenSource);
+                foreach (CopiedFile f in journal.Files) if (f.Set == null) f.Set = "(discarded: " + target.StagingPath + ")";
                 throw;
             }
-            r["backup_set"] = r["failed_call"] == null ? target.FinalPath : null;
+            r["backup_set"] = seq.Facts.FailedCall == null ? target.FinalPath : null;
         }
 
         // Files read completely into the current set: recorded with size and hash; no longer incomplete.
@@ -890,22 +1142,19 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 string role = (string)w["role"];
                 string fileName = rel.Substring(rel.IndexOf('/') + 1);
                 bool seen = false;
-                foreach (object f in Files())
-                {
-                    IDictionary d = (IDictionary)f;
-                    if (d["set"] == null && rel.Equals(d["file"])) seen = true;
-                }
+                foreach (CopiedFile f in journal.Files)
+                    if (f.Set == null && rel == f.File) seen = true;
                 if (seen) continue;
-                Dictionary<string, object> e = new Dictionary<string, object>();
-                e["file"] = rel; e["name"] = fileName; e["role"] = role;
-                if (w.Contains("generation")) e["generation"] = w["generation"];
-                e["size"] = w["size"]; e["sha256"] = w["sha256"]; e["set"] = null;
+                CopiedFile e = new CopiedFile();
+                e.File = rel; e.Name = fileName; e.Role = role;
+                if (w.Contains("generation")) e.Generation = (long)w["generation"];
+                e.Size = (long)w["size"]; e.Sha256 = (string)w["sha256"]; e.Set = null;
                 string source = role == "log" ? System.IO.Path.Combine(PathRules.Normalize(plan.Opt.LogPath), fileName) : null;
                 if (role == "database")
                     for (int i = 0; i < plan.DbSetNames.Count; i++) if (plan.DbSetNames[i] == fileName) source = plan.DbPaths[i];
-                e["source"] = source;
-                Files().Add(e);
-                if (source != null) Incomplete().Remove(source);
+                e.Source = source;
+                journal.Files.Add(e);
+                if (source != null) journal.IncompleteFiles.Remove(source);
             }
         }
 
@@ -914,7 +1163,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             Options o = plan.Opt;
             if (!o.Truncate)
                 throw new InvalidOption("session", "session '" + name + "' is a " + o.Type + " backup, which never truncates logs; use type full or incremental");
-            if (true.Equals(journal["truncated"])) { r["already_truncated"] = true; return; }
+            if (journal.Truncated) { r["already_truncated"] = true; return; }
             if (!seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; nothing can be truncated");
             List<object> missing = JournalFile.MissingLogs(journal);
             if (missing == null || missing.Count > 0)
@@ -929,7 +1178,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             }
             if (check) { Dictionary<string, object> c = new Dictionary<string, object>(); c["would_truncate"] = true; r["check"] = c; return; }
             seq.TruncateLogs();
-            journal["truncated"] = true;
+            journal.Truncated = true;
         }
 
         private void End(IDictionary args, bool check, Dictionary<string, object> r, JetApi api)
@@ -954,7 +1203,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             if (truncateDone && mode == "normal") grbit |= Jet.BackupTruncateDone;
             int err = api.EndBackup(seq.Instance, grbit);
             r["end_call"] = api.Trace.Entries[api.Trace.Entries.Count - 1];
-            journal["end_call"] = r["end_call"];
+            journal.EndCall = r["end_call"];
             bool stopped = false;
             if (err < 0 && err != Jet.errNoBackup && err != Jet.errBackupAbortByCaller && err != Jet.errBackupAbortByServer)
             {
@@ -965,16 +1214,15 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 stopped = true;
                 r["stopped"] = true;
             }
-            if (err >= 0) journal["ended"] = mode;
-            else journal["ended"] = "abort";
-            journal["end_reason"] = err >= 0 ? "ended by request (mode " + mode + ")"
+            journal.Ended = err >= 0 ? mode : "abort";
+            journal.EndReason = err >= 0 ? "ended by request (mode " + mode + ")"
                 : stopped ? "End with abort returned " + err.ToString(CultureInfo.InvariantCulture) + ": the session host stopped the backup with JetTerm2(JET_bitTermStopBackup)"
                 : err == Jet.errNoBackup ? "esent had no backup in progress any more (an earlier call aborted it)"
                 : "End returned " + err.ToString(CultureInfo.InvariantCulture) + ": esent ended the backup as an abort";
-            journal["ended_at"] = Now();
-            journal["state"] = "ended";
-            r["ended"] = journal["ended"];
-            bool truncated = true.Equals(journal["truncated"]) || truncateDone;
+            journal.EndedAt = Now();
+            journal.State = "ended";
+            r["ended"] = journal.Ended;
+            bool truncated = journal.Truncated || truncateDone;
             string recordedAs = BackupProof.RecordedAs(plan.Opt.Incremental, truncated);
             Dictionary<string, object> proof = null;
             bool valid = false;
@@ -983,21 +1231,19 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 // The proof (BackupProof in EseEngine.cs): the journal's sequence, then the header, read before detach.
                 List<object> missing = new List<object>(), headers = new List<object>();
                 bool complete = SequenceComplete(missing);
-                IDictionary range = journal["log_range"] as IDictionary;
-                long lo = range != null ? Convert.ToInt64(range["gen_low"], CultureInfo.InvariantCulture) : 0;
-                long hi = range != null ? Convert.ToInt64(range["gen_high"], CultureInfo.InvariantCulture) : 0;
+                LogRange range = journal.LogRange;
+                long lo = range != null ? range.GenLow : 0;
+                long hi = range != null ? range.GenHigh : 0;
                 bool recorded = BackupProof.Header(api, plan, recordedAs, lo, hi, range != null, missing, headers);
                 proof = BackupProof.Facts(complete, recorded, missing, headers);
-                valid = complete && recorded && !true.Equals(journal["stop_seen"]) && Incomplete().Count == 0;
+                valid = complete && recorded && !journal.StopSeen && journal.IncompleteFiles.Count == 0;
             }
-            journal["proof"] = proof;
-            journal["backup_valid"] = valid;
-            journal["recorded_as"] = err >= 0 && mode == "normal" && valid ? recordedAs : null;
+            journal.RecordVerdict(proof, valid, err >= 0 && mode == "normal" && valid ? recordedAs : null);
             r["proof"] = proof;
             r["backup_valid"] = valid;
-            r["recorded_as"] = journal["recorded_as"];
+            r["recorded_as"] = journal.RecordedAs;
             r["session_type"] = plan.Opt.Type;
-            WriteEndings((string)journal["ended"], valid, (string)journal["recorded_as"], proof, journal["end_call"], r);
+            WriteEndings(journal.Ended, valid, journal.RecordedAs, proof, journal.EndCall, r);
             seq.Teardown(); // after StopBackupAndTerminate: nothing left to detach or terminate
             done = true;
         }
@@ -1006,43 +1252,38 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         // was read to its reported size into a published set of this session, with that hash in the set's manifest.
         private bool SequenceComplete(List<object> missing)
         {
-            List<IDictionary> published = new List<IDictionary>();
-            foreach (object o in Files())
-            {
-                IDictionary f = (IDictionary)o;
-                string set = f["set"] as string;
-                if (set != null && !set.StartsWith("(discarded", StringComparison.Ordinal)) published.Add(f);
-            }
+            List<CopiedFile> published = new List<CopiedFile>();
+            foreach (CopiedFile f in journal.Files) if (f.Published) published.Add(f);
             if (published.Count == 0) { missing.Add("no file was copied"); return false; }
             bool ok = true;
             Dictionary<string, IDictionary> manifests = new Dictionary<string, IDictionary>(StringComparer.Ordinal);
-            List<IDictionary> needed = new List<IDictionary>();
+            List<CopiedFile> needed = new List<CopiedFile>();
             if (!plan.Opt.Incremental)
                 foreach (string db in plan.DbPaths)
                 {
-                    IDictionary hit = null;
-                    foreach (IDictionary f in published)
-                        if ("database".Equals(f["role"]) && string.Equals(f["source"] as string, db, PathRules.Cmp)) hit = f;
+                    CopiedFile hit = null;
+                    foreach (CopiedFile f in published)
+                        if (f.Role == "database" && string.Equals(f.Source, db, PathRules.Cmp)) hit = f;
                     if (hit == null) { ok = false; missing.Add("the database " + db + " was not copied"); }
                     else needed.Add(hit);
                 }
-            IDictionary range = journal["log_range"] as IDictionary;
+            LogRange range = journal.LogRange;
             if (range == null) { ok = false; missing.Add("the logs were not copied"); }
             else
             {
                 List<string> absent = new List<string>();
-                foreach (object n in (IList)range["names"])
+                foreach (string n in range.Names)
                 {
-                    IDictionary hit = null;
-                    foreach (IDictionary f in published)
-                        if ("log".Equals(f["role"]) && string.Equals(f["name"] as string, (string)n, StringComparison.OrdinalIgnoreCase)) hit = f;
-                    if (hit == null) absent.Add((string)n); else needed.Add(hit);
+                    CopiedFile hit = null;
+                    foreach (CopiedFile f in published)
+                        if (f.Role == "log" && string.Equals(f.Name, n, StringComparison.OrdinalIgnoreCase)) hit = f;
+                    if (hit == null) absent.Add(n); else needed.Add(hit);
                 }
                 if (absent.Count > 0) { ok = false; missing.Add("the logs were not copied completely: " + string.Join(", ", absent.ToArray())); }
             }
-            foreach (IDictionary f in needed)
+            foreach (CopiedFile f in needed)
             {
-                string set = (string)f["set"];
+                string set = f.Set;
                 IDictionary m;
                 if (!manifests.TryGetValue(set, out m))
                 {
@@ -1059,9 +1300,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     foreach (object o in mf)
                     {
                         IDictionary e = o as IDictionary;
-                        if (e != null && Equals(e["name"], f["file"]) && Equals(e["sha256"], f["sha256"])) listed = true;
+                        if (e != null && Equals(e["name"], f.File) && Equals(e["sha256"], f.Sha256)) listed = true;
                     }
-                if (!listed && m.Count > 0) { ok = false; missing.Add("the manifest of set " + set + " does not list " + f["file"] + " with the hash of its copy"); }
+                if (!listed && m.Count > 0) { ok = false; missing.Add("the manifest of set " + set + " does not list " + f.File + " with the hash of its copy"); }
             }
             return ok;
         }
@@ -1071,12 +1312,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         private void WriteEndings(string ended, bool valid, string recordedAs, Dictionary<string, object> proof, object endCall, Dictionary<string, object> r)
         {
             HashSet<string> sets = new HashSet<string>(StringComparer.Ordinal);
-            foreach (object o in Files())
-            {
-                string set = ((IDictionary)o)["set"] as string;
-                if (set != null && !set.StartsWith("(discarded", StringComparison.Ordinal)) sets.Add(set);
-            }
-            Dictionary<string, object> ending = BackupProof.Ending(name, ended, valid, true.Equals(journal["truncated"]), recordedAs, proof, endCall, plan.Opt.Type);
+            foreach (CopiedFile f in journal.Files) if (f.Published) sets.Add(f.Set);
+            Dictionary<string, object> ending = BackupProof.Ending(name, ended, valid, journal.Truncated, recordedAs, proof, endCall, plan.Opt.Type);
             List<object> written = new List<object>();
             foreach (string set in sets)
             {
@@ -1086,7 +1323,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     ((List<object>)r["warnings"]).Add("the ending record of set " + set + " could not be written (" + e.GetType().Name + ": " + e.Message + "); verify reports the set as not restorable");
                 }
             }
-            journal["ending_records"] = written;
+            journal.EndingRecords = written;
             r["ending"] = ending;
             r["ending_records"] = written;
         }
@@ -1111,30 +1348,29 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             return name;
         }
 
-        internal static Dictionary<string, object> Describe(string name, Dictionary<string, object> j, bool running)
+        internal static Dictionary<string, object> Describe(string name, SessionJournal j, bool running)
         {
             return Describe(name, j, running ? "open" : null, null);
         }
 
         // live: "open" (the host answered), "busy" (its process runs but did not answer) or null (no host).
-        internal static Dictionary<string, object> Describe(string name, Dictionary<string, object> j, string live, string busy)
+        internal static Dictionary<string, object> Describe(string name, SessionJournal j, string live, string busy)
         {
             Dictionary<string, object> d = new Dictionary<string, object>();
             d["name"] = name;
             if (j == null) { d["state"] = "not_found"; return d; }
-            object ended = j.ContainsKey("ended") ? j["ended"] : null;
             string state;
-            if (ended == null) state = live ?? "lost";
-            else state = new Dictionary<string, string> { { "normal", "ended" }, { "abort", "aborted" }, { "idle_timeout", "idle_timeout" }, { "host_crash", "host_crash" } }[(string)ended];
+            if (j.Ended == null) state = live ?? "lost";
+            else state = new Dictionary<string, string> { { "normal", "ended" }, { "abort", "aborted" }, { "idle_timeout", "idle_timeout" }, { "host_crash", "host_crash" } }[j.Ended];
             d["state"] = state;
-            d["pid"] = j.ContainsKey("pid") ? j["pid"] : null;
-            d["started"] = j.ContainsKey("started") ? j["started"] : null;
-            d["last_activity"] = j.ContainsKey("last_activity") ? j["last_activity"] : null;
-            d["idle_timeout"] = j.ContainsKey("idle_timeout") ? j["idle_timeout"] : null;
-            d["type"] = j.ContainsKey("params") ? ((IDictionary)j["params"])["type"] : null;
-            d["end_reason"] = j.ContainsKey("end_reason") ? j["end_reason"] : null;
-            d["logs_truncated"] = j.ContainsKey("truncated") && true.Equals(j["truncated"]);
-            d["files_copied"] = j.ContainsKey("files") ? (long)((IList)j["files"]).Count : 0L;
+            d["pid"] = j.Pid.HasValue ? (object)j.Pid.Value : null;
+            d["started"] = j.Started;
+            d["last_activity"] = j.LastActivity;
+            d["idle_timeout"] = j.IdleTimeout.HasValue ? (object)j.IdleTimeout.Value : null;
+            d["type"] = j.Type;
+            d["end_reason"] = j.EndReason;
+            d["logs_truncated"] = j.Truncated;
+            d["files_copied"] = (long)j.Files.Count;
             if (busy != null) d["busy"] = busy;
             return d;
         }
@@ -1142,38 +1378,38 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         // Asks a live host; null when no host answers. Then the journal's process decides: when it still runs
         // (same pid, same start), the host is busy (busy says why) and the journal is left as it is; when it is
         // gone, a journal without an end record is marked host_crash (no backup survives its process).
-        private static Dictionary<string, object> Ask(string name, Dictionary<string, object> j, Dictionary<string, object> request, int timeoutMs, out string busy)
+        private static Dictionary<string, object> Ask(string name, SessionJournal j, Dictionary<string, object> request, int timeoutMs, out string busy)
         {
             busy = null;
-            if (j == null || j["ended"] != null) return null;
-            string pidText = Convert.ToString(j.ContainsKey("pid") ? j["pid"] : null, CultureInfo.InvariantCulture);
-            if ("starting".Equals(j["state"]))
+            if (j == null || j.Ended != null) return null;
+            string pidText = j.Pid.HasValue ? j.Pid.Value.ToString(CultureInfo.InvariantCulture) : "";
+            if (j.State == "starting")
             {
-                if (HostProcess.Gone(j) == null) busy = "its session host (pid " + pidText + ") is still starting";
+                if (HostProcess.Gone(j.ProcessRecord()) == null) busy = "its session host (pid " + pidText + ") is still starting";
                 return null;
             }
-            if (!"open".Equals(j["state"])) return null;
+            if (j.State != "open") return null;
             string problem;
-            try { return Wire.Call((string)j["endpoint"], Convert.ToInt64(j["pid"], CultureInfo.InvariantCulture), request, timeoutMs); }
+            try { return Wire.Call(j.Endpoint, j.Pid.HasValue ? j.Pid.Value : 0, request, timeoutMs); }
             catch (Wire.Impostor e) { throw new InvalidOption("session", "session '" + name + "': " + e.Message); }
             catch (Wire.NoHost e) { problem = e.Message; }
-            string gone = HostProcess.Gone(j);
+            string gone = HostProcess.Gone(j.ProcessRecord());
             if (gone == null)
             {
                 busy = "its session host (pid " + pidText + ") runs but did not answer (" + problem + "); it serves one request at a time, so another task (a long copy?) may be using it";
                 return null;
             }
-            Dictionary<string, object> again = JournalFile.Read(name);
-            if (again != null && again["ended"] == null && Equals(again["token"], j["token"]))
+            SessionJournal again = JournalFile.Read(name);
+            if (again != null && again.Ended == null && again.Token == j.Token)
             {
-                again["ended"] = "host_crash";
-                again["state"] = "ended";
-                again["end_reason"] = "the session host process (pid " + pidText + ") is gone without an end record (" + gone + "; " + problem + "); no backup survives its process";
-                again["ended_at"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+                again.Ended = "host_crash";
+                again.State = "ended";
+                again.EndReason = "the session host process (pid " + pidText + ") is gone without an end record (" + gone + "; " + problem + "); no backup survives its process";
+                again.EndedAt = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
                 try { JournalFile.Write(name, again); }
                 catch (IOException) { }
                 catch (UnauthorizedAccessException) { }
-                foreach (KeyValuePair<string, object> kv in again) j[kv.Key] = kv.Value;
+                j.CopyFrom(again);
             }
             return null;
         }
@@ -1221,7 +1457,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 r["trace"] = trace.Entries;
                 Dictionary<string, object> prm = Params(o);
                 SessionPaths.EnsureDir();
-                Dictionary<string, object> j = JournalFile.Read(name);
+                SessionJournal j = JournalFile.Read(name);
                 Dictionary<string, object> status = new Dictionary<string, object>();
                 status["op"] = "status";
                 string busy;
@@ -1231,8 +1467,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                     // A live session whose host is busy: the same as an open one, without its answer.
                     r["session"] = Describe(name, j, "busy", busy);
                     r["journal"] = JournalFile.Facts(j);
-                    if (!SameParams(j["params"], prm))
-                        throw new InvalidOption("session", "session '" + name + "' is running with other parameters (" + Json.Write(j["params"], false) + "); end it first or choose another name");
+                    if (!SameParams(j.Params, prm))
+                        throw new InvalidOption("session", "session '" + name + "' is running with other parameters (" + Json.Write(j.Params, false) + "); end it first or choose another name");
                     r["exists"] = true;
                     ((List<object>)r["warnings"]).Add("session '" + name + "' is open but busy: " + busy);
                     if (checkMode) { Dictionary<string, object> c0 = new Dictionary<string, object>(); c0["would_begin"] = false; r["check"] = c0; }
@@ -1242,8 +1478,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 {
                     r["session"] = live["session"];
                     r["journal"] = live["journal"];
-                    if (!SameParams(j["params"], prm))
-                        throw new InvalidOption("session", "session '" + name + "' is running with other parameters (" + Json.Write(j["params"], false) + "); end it first or choose another name");
+                    if (!SameParams(j.Params, prm))
+                        throw new InvalidOption("session", "session '" + name + "' is running with other parameters (" + Json.Write(j.Params, false) + "); end it first or choose another name");
                     r["exists"] = true;
                     if (checkMode) { Dictionary<string, object> c0 = new Dictionary<string, object>(); c0["would_begin"] = false; r["check"] = c0; }
                     return r;
@@ -1318,8 +1554,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             }
             catch (IOException) { if (File.Exists(serveFile)) throw new InvalidOption("session", busy); throw; }
             // A begin that read no live journal, while another's host wrote one since: that one holds the session.
-            Dictionary<string, object> j = JournalFile.Read(name);
-            if (j != null && j["ended"] == null && ("starting".Equals(j["state"]) || "open".Equals(j["state"])) && HostProcess.Gone(j) == null)
+            SessionJournal j = JournalFile.Read(name);
+            if (j != null && j.Ended == null && (j.State == "starting" || j.State == "open") && HostProcess.Gone(j.ProcessRecord()) == null)
             {
                 try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
                 throw new InvalidOption("session", busy.Replace("is starting its session host", "started its session host"));
@@ -1367,22 +1603,24 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             DateTime deadline = DateTime.UtcNow.AddSeconds(waitSec);
             while (DateTime.UtcNow < deadline)
             {
-                Dictionary<string, object> j = JournalFile.Read(name);
-                if (j == null || !token.Equals(j["token"])) { Thread.Sleep(50); continue; }
-                if ("starting".Equals(j["state"]))
+                SessionJournal j;
+                try { j = JournalFile.Read(name); }
+                catch (FormatException) { j = null; } // not the host's record: wait for it
+                if (j == null || token != j.Token) { Thread.Sleep(50); continue; }
+                if (j.State == "starting")
                 {
-                    string gone = HostProcess.Gone(j);
+                    string gone = HostProcess.Gone(j.ProcessRecord());
                     if (gone == null) { Thread.Sleep(50); continue; }
                     r["failed_call"] = new JetFailure("SessionHost", Jet.errInvalidParameter, "the session host (pid "
-                        + Convert.ToString(j["pid"], CultureInfo.InvariantCulture) + ") ended while starting, before it reported (" + gone + ")").ToDict();
+                        + (j.Pid.HasValue ? j.Pid.Value.ToString(CultureInfo.InvariantCulture) : "") + ") ended while starting, before it reported (" + gone + ")").ToDict();
                     r["backup_started"] = false;
                     return r;
                 }
-                r["trace"] = j["begin_trace"];
-                if ("failed".Equals(j["state"]))
+                r["trace"] = j.BeginTrace;
+                if (j.State == "failed")
                 {
-                    r["failed_call"] = j.ContainsKey("begin_failed_call") ? j["begin_failed_call"] : null;
-                    r["invalid"] = j.ContainsKey("begin_invalid") ? j["begin_invalid"] : null;
+                    r["failed_call"] = j.BeginFailedCall;
+                    r["invalid"] = j.BeginInvalid;
                     r["backup_started"] = false;
                     JournalFile.Delete(name);
                     return r;
@@ -1414,25 +1652,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
         {
             IDictionary args = (IDictionary)serve["args"];
             string name = Name(args);
-            Dictionary<string, object> j = new Dictionary<string, object>();
-            j["format"] = "ese.backup.session/1";
-            j["session"] = name;
-            j["token"] = serve["token"];
+            SessionJournal j = new SessionJournal();
+            j.Session = name;
+            j.Token = serve["token"] as string;
             Process self = Process.GetCurrentProcess();
-            j["pid"] = (long)self.Id;
-            j["pid_start"] = HostProcess.StartKey(self.Id);
-            j["started"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
-            j["last_activity"] = j["started"];
-            j["idle_timeout"] = serve["idle_timeout"];
-            j["params"] = serve["params"];
-            j["endpoint"] = SessionPaths.Endpoint(name);
-            j["state"] = "starting";
-            j["ended"] = null; j["end_reason"] = null; j["end_call"] = null;
-            j["stop_seen"] = false; j["truncated"] = false;
-            j["incomplete_files"] = new List<object>();
-            j["files"] = new List<object>();
-            j["calls"] = new List<object>();
-            j["log_range"] = null;
+            j.Pid = self.Id;
+            j.PidStart = HostProcess.StartKey(self.Id);
+            j.Started = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+            j.LastActivity = j.Started;
+            j.IdleTimeout = Convert.ToInt64(serve["idle_timeout"], CultureInfo.InvariantCulture);
+            j.Params = serve["params"] as IDictionary;
+            j.Endpoint = SessionPaths.Endpoint(name);
+            j.State = "starting";
             JournalFile.Write(name, j);
             // Deleted once the journal says "starting": a concurrent begin always sees one or the other.
             try { File.Delete(serveFile); } catch (IOException) { } catch (UnauthorizedAccessException) { }
@@ -1441,7 +1672,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             r["rc"] = (long)host.Serve(Options.Parse(args));
             r["started"] = host.Started;
             r["backup_started"] = host.Started;
-            r["trace"] = j.ContainsKey("begin_trace") ? j["begin_trace"] : new List<object>();
+            r["trace"] = j.BeginTrace ?? new List<object>();
             r["failed_call"] = host.Failed;
             r["invalid"] = host.FailedInvalid;
             return r;
@@ -1454,7 +1685,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             {
                 string name = Name(args);
                 SessionPaths.CheckDir();
-                Dictionary<string, object> j = JournalFile.Read(name);
+                SessionJournal j = JournalFile.Read(name);
                 Dictionary<string, object> req = new Dictionary<string, object>();
                 Dictionary<string, object> a = new Dictionary<string, object>();
                 foreach (DictionaryEntry e in args) a[Convert.ToString(e.Key, CultureInfo.InvariantCulture)] = e.Value;
@@ -1477,7 +1708,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 }
                 string why = j == null ? "no session named '" + name + "' exists on this host (no journal)"
                     : "session '" + name + "' is not running (" + Convert.ToString(Describe(name, j, false)["state"], CultureInfo.InvariantCulture)
-                      + (j["end_reason"] != null ? ": " + j["end_reason"] : "") + "); begin a new session";
+                      + (j.EndReason != null ? ": " + j.EndReason : "") + "); begin a new session";
                 throw new InvalidOption("session", why);
             }
             catch (InvalidOption e) { r["invalid"] = e.ToDict(); }
@@ -1520,13 +1751,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             {
                 string n = System.IO.Path.GetFileNameWithoutExtension(f);
                 if (n.EndsWith(".serve", StringComparison.Ordinal) || !SessionPaths.ValidName(n)) continue;
-                Dictionary<string, object> j = JournalFile.Read(n);
-                if (j == null) continue;
+                SessionJournal j = null;
                 Dictionary<string, object> status = new Dictionary<string, object>();
                 status["op"] = "status";
                 string busy;
                 Dictionary<string, object> live;
-                try { live = Ask(n, j, status, StatusTimeoutMs, out busy); }
+                try
+                {
+                    j = JournalFile.Read(n);
+                    if (j == null) continue;
+                    live = Ask(n, j, status, StatusTimeoutMs, out busy);
+                }
                 catch (InvalidOption e)
                 {
                     Dictionary<string, object> d = Describe(n, j, "unverified", null);
