@@ -26,11 +26,21 @@ $(VENV_MIN)/.done: requirements-min.txt tools/bootstrap.sh
 $(BUILD)/collections/ansible_collections/ese/backup:
 	mkdir -p $(dir $@) && ln -sfn $(ROOT) $@
 
-sim: $(BUILD)/sim/libesent.so
+sim: $(BUILD)/sim/libesent.so $(BUILD)/sim/libcertadm.so $(BUILD)/sim/certsvc-sim
 $(BUILD)/sim/libesent.so: $(SIM_SRC) $(SIM_HDR)
 	mkdir -p $(dir $@)
 	gcc $(CFLAGS_SIM) -shared -o $@ $(SIM_SRC) -lm
 	ln -sfn libesent.so $(BUILD)/sim/esent.dll  # .NET (PowerShell 7) probes the name as written
+
+# certadm.dll (the AD CS backup client) and the CA service it talks to, which links the esent simulator.
+CERTADM_DIR := tests/sim/certadm
+$(BUILD)/sim/libcertadm.so: $(CERTADM_DIR)/certadm.c $(CERTADM_DIR)/proto.c $(CERTADM_DIR)/certsim.h
+	mkdir -p $(dir $@)
+	gcc $(CFLAGS_SIM) -shared -o $@ $(CERTADM_DIR)/certadm.c $(CERTADM_DIR)/proto.c -lpthread
+	ln -sfn libcertadm.so $(BUILD)/sim/certadm.dll
+$(BUILD)/sim/certsvc-sim: $(CERTADM_DIR)/certsvc.c $(CERTADM_DIR)/proto.c $(CERTADM_DIR)/certsim.h $(SIM_SRC) $(SIM_HDR)
+	mkdir -p $(dir $@)
+	gcc $(CFLAGS_SIM) -o $@ $(CERTADM_DIR)/certsvc.c $(CERTADM_DIR)/proto.c $(SIM_SRC) -lm
 
 engine: $(BUILD)/engine/EseEngine.dll $(BUILD)/sim/EseSimHost.exe
 $(BUILD)/engine/EseEngine.dll: $(ENGINE_SRC)
