@@ -582,25 +582,25 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             public readonly Queue<Slot> Queue = new Queue<Slot>();
             public Thread Thread;
             public long BusyTicks, WaitTicks;
+            public int Done;
         }
 
         private readonly Slot[] slots;
-        private readonly object gate = new object();
         private readonly Queue<Slot> free = new Queue<Slot>();
         private readonly Stage hashing = new Stage();
         private readonly Stage writing = new Stage();
-        private bool finishing;
-        private Exception error;
+        private volatile bool finishing;
+        private volatile Exception error;
         private FileStream output;
         private StreamHash hash;
         private string path;
         private int writeDelayMs;
         private long readWaitTicks;
-        private int inFlight, peakInFlight;
+        private int inFlight, peakInFlight, hashAhead;
 
         public ICopyProgress Progress;
 
-        public CopyPipeline(int bufferSize) : this(bufferSize, DefaultDepth) { }
+        public CopyPipeline(int bufferSize) : this(bufferSize, Environment.GetEnvironmentVariable("TMP_DEPTH") != null ? int.Parse(Environment.GetEnvironmentVariable("TMP_DEPTH")) : DefaultDepth) { }
 
         public CopyPipeline(int bufferSize, int depth)
         {
@@ -615,7 +615,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
 
         public string HashKind { get { return hash == null ? "none" : hash.Name; } }
 
-        // How the last file's stages waited on each other, for the trace.
+        // How the last file's stages waited on each other, for the trace: slots in flight at most (peak), time
+        // each stage waited and worked, and how many slots the hasher got ahead of the writer at most.
         public string Stats
         {
             get
@@ -623,7 +624,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
                 return "depth=" + slots.Length + " peak=" + peakInFlight
                     + " read_wait_ms=" + Ms(readWaitTicks)
                     + " hash_ms=" + Ms(hashing.BusyTicks) + " hash_wait_ms=" + Ms(hashing.WaitTicks)
-                    + " write_ms=" + Ms(writing.BusyTicks) + " write_wait_ms=" + Ms(writing.WaitTicks);
+                    + " write_ms=" + Ms(writing.BusyTicks) + " write_wait_ms=" + Ms(writing.WaitTicks)
+                    + " hash_ahead=" + hashAhead;
             }
         }
 
@@ -638,8 +640,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             error = null; finishing = false;
             free.Clear(); hashing.Queue.Clear(); writing.Queue.Clear();
             foreach (Slot s in slots) free.Enqueue(s);
-            readWaitTicks = 0; inFlight = 0; peakInFlight = 0;
+            readWaitTicks = 0; inFlight = 0; peakInFlight = 0; hashAhead = 0;
             hashing.BusyTicks = hashing.WaitTicks = writing.BusyTicks = writing.WaitTicks = 0;
+            hashing.Done = writing.Done = 0;
             int delay;
             writeDelayMs = int.TryParse(Environment.GetEnvironmentVariable(TestWriteDelayVar), NumberStyles.None, CultureInfo.InvariantCulture, out delay) ? delay : 0;
             try
@@ -662,12 +665,18 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             stage.Thread.Start();
         }
 
-        private void HashSlot(Slot s) { hash.Append(s.Native.Pointer, s.Native.Array, s.Native.Offset, s.Length); }
+        private void HashSlot(Slot s)
+        {
+            hash.Append(s.Native.Pointer, s.Native.Array, s.Native.Offset, s.Length);
+            int ahead = Interlocked.Increment(ref hashing.Done) - Volatile.Read(ref writing.Done);
+            if (ahead > hashAhead) hashAhead = ahead;
+        }
 
         private void WriteSlot(Slot s)
         {
             if (writeDelayMs > 0) Thread.Sleep(writeDelayMs);
             output.Write(s.Native.Array, s.Native.Offset, s.Length);
+            Interlocked.Increment(ref writing.Done);
             if (Progress != null) Progress.Written(s.Length);
         }
 
@@ -677,9 +686,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             {
                 Slot s;
                 long waited = Stopwatch.GetTimestamp();
-                lock (gate)
+                lock (stage.Queue)
                 {
-                    while (stage.Queue.Count == 0 && !finishing) Monitor.Wait(gate);
+                    while (stage.Queue.Count == 0 && !finishing) Monitor.Wait(stage.Queue);
                     if (stage.Queue.Count == 0) return;
                     s = stage.Queue.Dequeue();
                 }
@@ -691,14 +700,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
                 }
                 catch (Exception e)
                 {
-                    lock (gate) { if (error == null) error = e; }
+                    lock (free) { if (error == null) error = e; }
                 }
                 stage.BusyTicks += Stopwatch.GetTimestamp() - started;
-                lock (gate)
-                {
-                    if (--s.Pending == 0) { free.Enqueue(s); inFlight--; }
-                    Monitor.PulseAll(gate);
-                }
+                if (Interlocked.Decrement(ref s.Pending) == 0)
+                    lock (free) { free.Enqueue(s); inFlight--; Monitor.Pulse(free); }
             }
         }
 
@@ -710,35 +716,36 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
         public Slot Acquire()
         {
             long waited = Stopwatch.GetTimestamp();
-            lock (gate)
+            lock (free)
             {
-                while (free.Count == 0 && error == null) Monitor.Wait(gate);
+                while (free.Count == 0 && error == null) Monitor.Wait(free);
                 readWaitTicks += Stopwatch.GetTimestamp() - waited;
                 ThrowIfFailed();
                 return free.Dequeue();
             }
         }
 
-        public void Release(Slot s) { lock (gate) { free.Enqueue(s); Monitor.PulseAll(gate); } }
+        // Gives back a slot that the caller acquired and did not submit.
+        public void Release(Slot s) { lock (free) { free.Enqueue(s); Monitor.Pulse(free); } }
 
         public void Submit(Slot s, int length)
         {
             s.Length = length;
-            lock (gate)
+            s.Pending = 2;
+            lock (free)
             {
-                s.Pending = 2;
-                hashing.Queue.Enqueue(s);
-                writing.Queue.Enqueue(s);
                 if (++inFlight > peakInFlight) peakInFlight = inFlight;
-                Monitor.PulseAll(gate);
             }
+            foreach (Stage stage in new[] { hashing, writing })
+                lock (stage.Queue) { stage.Queue.Enqueue(s); Monitor.Pulse(stage.Queue); }
         }
 
         private void StopConsumers()
         {
-            lock (gate) { finishing = true; Monitor.PulseAll(gate); }
+            finishing = true;
             foreach (Stage stage in new[] { hashing, writing })
             {
+                lock (stage.Queue) Monitor.Pulse(stage.Queue);
                 if (stage.Thread == null) continue;
                 stage.Thread.Join();
                 stage.Thread = null;
