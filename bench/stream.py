@@ -20,6 +20,12 @@ ansible-core's Add-CSharpType). Neither is Windows' .NET Framework.
                                      [--buffer-size BYTES] [--repeat 3] [--json]
 
 With --json the last line is one JSON object with the figures.
+
+    .venv/bin/python bench/stream.py --rss 1024,8192 [--runtime ...] [--json]
+
+measures instead the engine's peak RSS (ru_maxrss of its process) for a full backup of each size: 1024 MiB of
+checksummed pages, extended with a sparse tail of zero (unused) pages, so 8 GiB is never on disk at once; the
+set is written to a folder under build/ and removed after each run.
 """
 import argparse
 import json
@@ -44,6 +50,14 @@ def build_source(src, size_mib, page_size):
                             sign_log=sign_log, state=3, zero_every=0, seed=7)
     ese_synth.make_log_set(src, "SRU", [1, 2], sign_log, current=True, page_size=page_size)
     ese_synth.make_checkpoint(os.path.join(src, "SRU.chk"), 2, sign_log)
+    return db
+
+
+def build_sparse_source(src, size_mib, page_size):
+    """Like build_source, with at most 1024 MiB of real pages and a sparse tail of zero pages up to size_mib."""
+    db = build_source(src, min(size_mib, 1024), page_size)
+    with open(db, "r+b") as f:
+        f.truncate(size_mib * 1048576)
     return db
 
 
@@ -89,6 +103,26 @@ class EngineRunner:
         self.cmd = [binary, "-NoProfile", "-NonInteractive", "-File", os.path.join(ROOT, "bench", "engine_coreclr.ps1"),
                     "-AddType", add_type, "-Utils", os.path.join(ROOT, "plugins", "module_utils")]
 
+    def peak_rss_kib(self, src, dest, buffer_size):
+        """The engine process's ru_maxrss (KiB) for one full backup, taken from wait4."""
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        req = {"entry": "Run", "check_mode": False, "args": {
+            "databases": [os.path.join(src, "SRUDB.dat")], "log_path": src, "system_path": src, "base_name": "SRU",
+            "dest": dest, "type": "copy", "set_name": "bench", "buffer_size": buffer_size}}
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as inp:
+            inp.write(json.dumps(req))
+            inp.seek(0)
+            child = subprocess.Popen(self.cmd, stdin=inp, stdout=out, stderr=subprocess.DEVNULL, env=self.env)
+            _pid, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            result = json.loads(out.read() or "{}")
+        shutil.rmtree(dest, ignore_errors=True)
+        if child.returncode != 0 or result.get("failed_call") or result.get("invalid"):
+            sys.exit("engine run failed: %s" % (result.get("failed_call") or result.get("invalid") or child.returncode))
+        return usage.ru_maxrss
+
     def run(self, src, dest, buffer_size):
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
@@ -120,7 +154,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", help="where to build the database (default: a tmpfs)")
     ap.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    ap.add_argument("--rss", help="comma-separated database sizes in MiB: measure the engine's peak RSS instead")
     a = ap.parse_args()
+    if a.rss:
+        return peak_rss(a, [int(size) for size in a.rss.split(",")])
     for tool in ("cp", "openssl"):
         if not shutil.which(tool):
             sys.exit(tool + " not found")
@@ -177,6 +214,27 @@ def main():
             os.rmdir(work)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def peak_rss(a, sizes):
+    runner = EngineRunner(a.runtime)
+    os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+    figures = {}
+    for size_mib in sizes:
+        work = tempfile.mkdtemp(prefix="ese-bench-rss-", dir=os.path.join(ROOT, "build"))
+        try:
+            src = os.path.join(work, "src")
+            os.makedirs(src)
+            build_sparse_source(src, size_mib, a.page_size)
+            figures[str(size_mib)] = runner.peak_rss_kib(src, os.path.join(work, "dest"), a.buffer_size)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print("engine peak RSS, %5d MiB database: %7.1f MiB  (runtime %s, buffer %d)"
+              % (size_mib, figures[str(size_mib)] / 1024.0, a.runtime, a.buffer_size))
+    if a.json:
+        print(json.dumps({"bench": "stream-rss", "runtime": a.runtime, "page_size": a.page_size,
+                          "buffer_size": a.buffer_size, "peak_rss_kib": figures}))
+    return 0
 
 
 if __name__ == "__main__":
