@@ -197,30 +197,67 @@ def seal_header(page):
 # numpy, many pages at once
 # --------------------------------------------------------------------------------------------
 _TABLES = {}
+# The ECC's row and column index words have a closed form (checksum.cxx ChecksumNewFormat): row i of a
+# block (16 bytes) contributes 0xFF800000 + i * 0xFF800080 = (~i & 0x1FF) << 23 | i << 7 (i < 512, blocks
+# up to 8 KiB), and bit b of the XOR word contributes 0xFFFF0000 + b * 0xFFFF0001 = (~b & 0xFFFF) << 16 | b.
+# So the XOR of the words of the odd-parity rows is (X ^ 0x1FF * (K & 1)) << 23 | X << 7, with X the XOR of
+# those rows' indices and K their number, and the five low bits of the column part are the XOR of the set
+# bits' positions (bit k: the parity of the word under _POSITION_MASKS[k]).
+_POSITION_MASKS = (0xAAAAAAAA, 0xCCCCCCCC, 0xF0F0F0F0, 0xFF00FF00, 0xFFFF0000)
+HAS_BITWISE_COUNT = HAS_NUMPY and hasattr(np, "bitwise_count")
 
 
 def _tables(block_size):
-    """Per-block-size constants: row index bit matrix (for p) and the 32 ECC column words (for r)."""
+    """Per-block-size constants: row indices tagged with 0x200 (to count the rows too), and the ECC mask."""
     t = _TABLES.get(block_size)
     if t is None:
         rows = block_size // 16
-        idx = (0xFF800000 + np.arange(rows, dtype=np.uint64) * 0xFF800080) & MASK32
-        bits = ((idx[:, None] >> np.arange(32, dtype=np.uint64)) & 1).astype(np.float32)
-        j = (0xFFFF0000 + np.arange(32, dtype=np.uint64) * 0xFFFF0001) & MASK32
-        weights = (np.uint64(1) << np.arange(32, dtype=np.uint64))
-        t = (bits, j.astype(np.uint64), weights, np.uint64(ecc_mask(block_size) & 0xFFE0FFE0))
+        t = (np.arange(rows, dtype=np.uint16) | np.uint16(0x200), np.uint64(ecc_mask(block_size) & 0xFFE0FFE0))
         _TABLES[block_size] = t
     return t
 
 
 def _popcount_parity(a):
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(a) & 1
-    a = a ^ (a >> 32)
-    a = a ^ (a >> 16)
-    a = a ^ (a >> 8)
-    a = a ^ (a >> 4)
-    return (np.uint64(0x6996) >> (a & 0xF)) & 1
+    if HAS_BITWISE_COUNT:
+        return np.bitwise_count(a) & np.uint8(1)
+    a = a ^ (a >> np.uint64(32))
+    a = a ^ (a >> np.uint64(16))
+    a = a ^ (a >> np.uint64(8))
+    a = a ^ (a >> np.uint64(4))
+    return (np.uint64(0x6996) >> (a & np.uint64(0xF))) & np.uint64(1)
+
+
+def _ecc_xor_blocks(blocks, pgnos, block_size):
+    """``ecc_xor_blocks``, also returning the per-u64 bit counts (uint8, shaped like ``blocks``) or None."""
+    rowtag, pmask = _tables(block_size)
+    m = blocks.shape[0]
+    if HAS_BITWISE_COUNT:
+        counts = np.bitwise_count(blocks)                        # (M, W) uint8
+        v = counts.view(np.uint16).reshape(m, block_size // 16)  # per row: count(a|b) | count(c|e) << 8
+        par = (v ^ (v >> np.uint16(8))) & np.uint16(1)           # parity(a ^ b ^ c ^ e)
+    else:
+        counts = None
+        rows = blocks.reshape(m, block_size // 16, 2)
+        par = _popcount_parity(rows[:, :, 0] ^ rows[:, :, 1]).astype(np.uint16)
+    xk = np.bitwise_xor.reduce(par * rowtag, axis=1).astype(np.uint64)     # X | (K & 1) << 9
+    xi = xk & np.uint64(0x1FF)
+    p = ((xi ^ ((xk >> np.uint64(9)) * np.uint64(0x1FF))) << np.uint64(23)) | (xi << np.uint64(7))
+    x0 = np.bitwise_xor.reduce(blocks[:, 0::2], axis=1)    # c0 | c1 << 32
+    xx = np.bitwise_xor.reduce(blocks, axis=1)              # (c0^c2) | (c1^c3) << 32
+    x1 = x0 ^ xx                                            # c2 | c3 << 32
+    r0 = xx & MASK32
+    r1 = xx >> np.uint64(32)
+    p |= _popcount_parity(x0).astype(np.uint64) * np.uint64(0x00400000)
+    p |= _popcount_parity(x1).astype(np.uint64) * np.uint64(0x00000040)
+    p |= _popcount_parity(r0).astype(np.uint64) * np.uint64(0x00200000)
+    p |= _popcount_parity(r1).astype(np.uint64) * np.uint64(0x00000020)
+    x = r0 ^ r1
+    pos = np.zeros(m, dtype=np.uint64)
+    for k, mask in enumerate(_POSITION_MASKS):
+        pos |= _popcount_parity(x & np.uint64(mask)).astype(np.uint64) << np.uint64(k)
+    r = pos | ((pos ^ (_popcount_parity(x).astype(np.uint64) * np.uint64(0x1F))) << np.uint64(16))
+    ecc = (p & pmask) | r
+    return (ecc << np.uint64(32)) | (x ^ pgnos.astype(np.uint64)), counts
 
 
 def ecc_xor_blocks(blocks, pgnos, block_size):
@@ -229,29 +266,7 @@ def ecc_xor_blocks(blocks, pgnos, block_size):
     The caller zeroes the first u64 of header blocks beforehand. ``pgnos`` is (M,) uint64.
     Returns the (M,) uint64 checksums.
     """
-    bits, jtab, weights, pmask = _tables(block_size)
-    m = blocks.shape[0]
-    rows = blocks.reshape(m, block_size // 16, 2)
-    lo = rows[:, :, 0]
-    rowx = lo ^ rows[:, :, 1]                               # per row: (a^c) | (b^e) << 32
-    par = _popcount_parity(rowx).astype(np.float32)         # parity(a^b^c^e)
-    pcount = par @ bits                                     # (M, 32) counts; exact in float32
-    pbits = (pcount.astype(np.uint32) & 1).astype(np.uint64)
-    p = (pbits * weights).sum(axis=1, dtype=np.uint64)
-    x0 = np.bitwise_xor.reduce(lo, axis=1)                  # c0 | c1 << 32
-    xx = np.bitwise_xor.reduce(rowx, axis=1)                # (c0^c2) | (c1^c3) << 32
-    x1 = x0 ^ xx                                            # c2 | c3 << 32
-    r0 = xx & MASK32
-    r1 = xx >> np.uint64(32)
-    p |= _popcount_parity(x0) * np.uint64(0x00400000)
-    p |= _popcount_parity(x1) * np.uint64(0x00000040)
-    p |= _popcount_parity(r0) * np.uint64(0x00200000)
-    p |= _popcount_parity(r1) * np.uint64(0x00000020)
-    x = r0 ^ r1
-    xb = (x[:, None] >> np.arange(32, dtype=np.uint64)) & 1
-    r = np.bitwise_xor.reduce(xb * jtab, axis=1)
-    ecc = (p & pmask) | (r & np.uint64(0x001F001F))
-    return (ecc << np.uint64(32)) | (x ^ pgnos.astype(np.uint64))
+    return _ecc_xor_blocks(blocks, pgnos, block_size)[0]
 
 
 def _correctable_vec(expected, actual, block_size, header_block=None):
@@ -290,7 +305,7 @@ def check_pages(buf, first_pgno, page_size):
     if cb <= 8192:
         spgno_old = d32[:, 1].astype(np.uint64)
         q[:, 0] = 0
-        got = ecc_xor_blocks(q, pgnos, cb)
+        got, counts = _ecc_xor_blocks(q, pgnos, cb)
         # legacy XOR from the same pass: seed ^ xor(dwords[1:]) = seed ^ x(with d0=d1=0) ^ d1
         xlow = (got ^ pgnos) & MASK32
         old = np.uint64(XOR_SEED) ^ xlow ^ spgno_old
@@ -306,7 +321,8 @@ def check_pages(buf, first_pgno, page_size):
         d1 = d32[:, 1].astype(np.uint64)
         q[:, 0] = 0
         blocks = q.reshape(n * 4, bs // 8)
-        got = ecc_xor_blocks(blocks, np.repeat(pgnos, 4), bs).reshape(n, 4)
+        got, counts = _ecc_xor_blocks(blocks, np.repeat(pgnos, 4), bs)
+        got = got.reshape(n, 4)
         match = got == stored
         allm = match.all(axis=1)
         hdr = np.zeros((n, 4), dtype=bool)
@@ -325,26 +341,28 @@ def check_pages(buf, first_pgno, page_size):
         bad_pgno = (new & allm & (spgno != pgnos)) | (good_old_sum & (d1 != pgnos))
         ok = (new & allm & (spgno == pgnos)) | (good_old_sum & (d1 == pgnos) & slots_zero)
     notok = np.nonzero(~ok)[0]
-    zero_l, bad_l, corr_l, pg_l = [], [], [], []
     if refine:
         q[refine, 0] = stored0[refine]       # restore the checksum slot zeroed above
         for i in refine:
             v = page_status(q[i].tobytes(), first_pgno + i, cb)
             corr[i] = v == CORRECTABLE
-    if notok.size:
-        zmask = ~(q[notok] | stored0[notok, None]).any(axis=1)
-        for i, z in zip(notok.tolist(), zmask.tolist()):
-            pg = first_pgno + i
-            if z:
-                zero_l.append(pg)
-            elif bad_pgno[i]:
-                pg_l.append(pg)
-            elif corr[i]:
-                corr_l.append(pg)
-            else:
-                bad_l.append(pg)
-    return {"pages": n, "ok": int(ok.sum()), "zero": zero_l, "bad": bad_l,
-            "correctable": corr_l, "bad_pgno": pg_l}
+    if not notok.size:
+        return {"pages": n, "ok": n, "zero": [], "bad": [], "correctable": [], "bad_pgno": []}
+    # all-zero pages: no bit set anywhere (the bit counts of the ECC pass) and no stored checksum
+    if counts is not None:
+        nonzero = counts.reshape(n, cb // 8)[notok].view(np.uint64).any(axis=1)
+    else:
+        nonzero = q[notok].any(axis=1)
+    nonzero |= stored0[notok] != 0
+    pg_m = nonzero & bad_pgno[notok]
+    corr_m = nonzero & ~pg_m & corr[notok]
+    bad_m = nonzero & ~pg_m & ~corr_m
+    first = np.uint64(first_pgno)
+
+    def pages(mask):
+        return (notok[mask].astype(np.uint64) + first).tolist()
+    return {"pages": n, "ok": n - int(notok.size), "zero": pages(~nonzero), "bad": pages(bad_m),
+            "correctable": pages(corr_m), "bad_pgno": pages(pg_m)}
 
 
 def check_pages_scalar(data, first_pgno, page_size):

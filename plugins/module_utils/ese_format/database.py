@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import checksum as ck
@@ -22,6 +23,8 @@ from ansible_collections.ese.backup.plugins.module_utils.ese_format.problems imp
 CHUNK_BYTES = 4 << 20
 MAX_PAGE_PROBLEMS = 50   # problems listed one by one per code and file; the rest are summarised
 MAX_PAGE_LIST = 10000    # page numbers kept per kind in databases[].bad_pages (bad_page_count counts all)
+PIPELINE_BUFFERS = 4     # chunks in flight between reading, hashing and checking (memory: this x CHUNK_BYTES)
+STAGE_HOOK = None        # tests: called as hook(stage, event, chunk) around each chunk's hash and check
 
 
 def looks_like_database(head):
@@ -83,62 +86,128 @@ class _PageTally(object):
                 lst.extend(r[key][:MAX_PAGE_LIST - len(lst)])
 
 
-def _scan(f, start, npages, cb, checksums, hasher, use_numpy, chunk_bytes, tally, tail=None):
-    """Read ``npages`` pages from ``start`` (file already positioned at 0 when hashing)."""
-    per = max(1, chunk_bytes // cb)
-    pgno = 1
+def _stage(stage, event, index):
+    """Report a pipeline stage's start or end of chunk ``index`` to ``STAGE_HOOK`` (tests observe the overlap)."""
+    hook = STAGE_HOOK
+    if hook is not None:
+        hook(stage, event, index)
+
+
+def _check_chunk(view, n, cb, use_numpy, first=1):
+    """Check the ``n`` whole pages at the start of ``view`` (a writable buffer, modified in place)."""
     if use_numpy:
-        np = ck.np
-        bufs = [np.empty(per * cb, dtype=np.uint8), np.empty(per * cb, dtype=np.uint8)]
-        worker = [None]
-        result = [None]
+        return ck.check_pages(ck.np.frombuffer(view[: n * cb], dtype=ck.np.uint8), first, cb)
+    return ck.check_pages_scalar(view[: n * cb], first, cb)
 
-        def run(buf, first, n):
-            result[0] = ck.check_pages(buf[: n * cb], first, cb)
 
-        which = 0
-        remaining = npages
+def _scan(f, npages, cb, checksums, hasher, use_numpy, chunk_bytes, tally):
+    """Read ``npages`` data pages from the file's position; hash what is read and check the pages.
+
+    A pipeline of three stages joined by queues, each on its own thread: ``read`` (into one of a fixed
+    ring of PIPELINE_BUFFERS buffers, so memory is flat), ``hash`` (SHA-256, in file order) and ``check``
+    (page checksums, in place, after the hash has seen the buffer). hashlib and numpy release the GIL
+    on large buffers, so the hash of chunk k+1 runs while chunk k is checked: with SHA extensions the
+    whole pass costs about one SHA-256 of the file. Returns nothing; fills ``tally``. An error in any stage
+    stops the others, and is raised here once every thread has ended.
+    """
+    per = max(1, chunk_bytes // cb)
+    if not checksums or npages <= per:       # nothing to check, or one chunk: nothing to overlap
+        view = memoryview(bytearray(min(per, max(npages, 1)) * cb))
+        remaining, k = npages, 0
         while remaining > 0:
-            n = min(per, remaining)
-            buf = bufs[which]
-            got = f.readinto(memoryview(buf)[: n * cb])
-            n = (got or 0) // cb
-            if n == 0:
-                break
+            want = min(per, remaining)
+            got = f.readinto(view[: want * cb]) or 0
             if hasher is not None:
-                hasher.update(memoryview(buf)[: n * cb])
-            if worker[0] is not None:           # overlap: check chunk k while chunk k+1 is read
-                worker[0].join()
-                tally.add(result[0])
-                worker[0] = None
-            if checksums:
-                t = threading.Thread(target=run, args=(buf, pgno, n))
-                t.start()
-                worker[0] = t
+                _stage("hash", "start", k)
+                hasher.update(view[:got])
+                _stage("hash", "end", k)
+            if checksums and got >= cb:
+                _stage("check", "start", k)
+                tally.add(_check_chunk(view, got // cb, cb, use_numpy))
+                _stage("check", "end", k)
             else:
-                tally.pages += n
-            which ^= 1
-            pgno += n
-            remaining -= n
-        if worker[0] is not None:
-            worker[0].join()
-            tally.add(result[0])
-    else:
-        remaining = npages
-        while remaining > 0:
-            n = min(per, remaining)
-            data = f.read(n * cb)
-            n = len(data) // cb
-            if n == 0:
+                tally.pages += got // cb
+            remaining -= want
+            k += 1
+            if got < want * cb:
+                break                           # the file ended early (it shrank)
+        return
+    ring = [bytearray(per * cb) for _i in range(PIPELINE_BUFFERS)]
+
+    def check(buf, first, n):
+        return _check_chunk(memoryview(buf), n, cb, use_numpy, first)
+    free = queue.Queue()
+    for buf in ring:
+        free.put(buf)
+    to_hash = queue.Queue()
+    to_check = queue.Queue()
+    failed = []
+    stop = threading.Event()
+
+    def reader():
+        k, first, remaining = 0, 1, npages
+        try:
+            while remaining > 0 and not stop.is_set():
+                try:
+                    buf = free.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                want = min(per, remaining)
+                got = f.readinto(memoryview(buf)[: want * cb]) or 0
+                to_hash.put((buf, k, first, got // cb, got))
+                k += 1
+                first += got // cb
+                remaining -= want
+                if got < want * cb:
+                    break                       # the file ended early (it shrank): what was read is hashed
+        except BaseException as e:            # pylint: disable=broad-except
+            failed.append(e)
+        to_hash.put(None)
+
+    def hash_stage():
+        while True:
+            item = to_hash.get()
+            if item is None:
                 break
-            if hasher is not None:
-                hasher.update(data[: n * cb])
-            if checksums:
-                tally.add(ck.check_pages_scalar(data[: n * cb], pgno, cb))
-            else:
-                tally.pages += n
-            pgno += n
-            remaining -= n
+            if hasher is not None and not stop.is_set():
+                try:
+                    _stage("hash", "start", item[1])
+                    hasher.update(memoryview(item[0])[: item[4]])
+                    _stage("hash", "end", item[1])
+                except BaseException as e:    # pylint: disable=broad-except
+                    failed.append(e)
+                    stop.set()
+            to_check.put(item)
+        to_check.put(None)
+
+    def check_stage():
+        while True:
+            item = to_check.get()
+            if item is None:
+                break
+            buf, k, first, n = item[:4]
+            if n and not stop.is_set():
+                try:
+                    _stage("check", "start", k)
+                    tally.add(check(buf, first, n))
+                    _stage("check", "end", k)
+                except BaseException as e:    # pylint: disable=broad-except
+                    failed.append(e)
+                    stop.set()
+            free.put(buf)
+
+    threads = [threading.Thread(target=t, name="ese-verify-" + t.__name__) for t in (reader, hash_stage)]
+    for t in threads:
+        t.daemon = True
+        t.start()
+    try:
+        check_stage()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    if failed:
+        raise failed[0]
 
 
 def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy=None,
@@ -248,7 +317,7 @@ def check_database(path, name=None, checksums=True, want_sha256=False, use_numpy
             hasher.update(f.read(2 * cb))
         tally = _PageTally()
         try:
-            _scan(f, 2 * cb, npages, cb, do_pages, hasher, use_numpy, chunk_bytes, tally)
+            _scan(f, npages, cb, do_pages, hasher, use_numpy, chunk_bytes, tally)
         except (IOError, OSError) as e:
             probs.append(problem("READ_ERROR", name, str(e)))
         if hasher is not None:
