@@ -45,9 +45,42 @@ options:
       - a directory holding a database with its logs and checkpoint but no manifest, such as a
         file-level copy of a live ESE folder;
       - a directory of backup sets; every set is verified, then their chains.
+      - With O(subfolders=true), a folder of such folders (a backup share with one folder per host).
       - An empty value fails the task; it never means the working directory.
+      - Exactly one of O(path) and O(paths) is required.
     type: path
-    required: true
+  paths:
+    description:
+      - Several things to verify in one task, each as O(path) would verify it on its own, up to
+        O(processes) of them at once; each gets its own result in RV(results), in this order.
+      - For a fleet, one folder per host (C(/srv/backup/web01), C(/srv/backup/web02), ...) instead of a loop
+        over the hosts.
+      - An empty list, an empty item or a path given twice fails the task. A path that cannot be verified (it does
+        not exist) is a result with C(failed) and C(msg), and fails the task once every other path is verified.
+    type: list
+    elements: path
+  names:
+    description:
+      - With O(paths), the name of each path's result (its C(name) in RV(results)), in the same order, one per path,
+        each different (for example the inventory host names).
+      - By default each path's last component (C(/srv/backup/web01) is named C(web01)).
+    type: list
+    elements: str
+  subfolders:
+    description:
+      - With O(path) a folder, verify each folder directly under it on its own, as O(paths) would (names
+        starting with a dot are left out; a symbolic link to a folder is a result with C(FOLDER_SYMLINK), not
+        followed). Each result's C(name) is the folder's name.
+      - Fails the task when O(path) is a backup set or a folder of backup sets itself, or holds no folder.
+    type: bool
+    default: false
+  processes:
+    description:
+      - With O(paths) or O(subfolders=true), how many paths are verified at once, each in its own process.
+      - By default the number of cores this task may run on. From 1 to 256; never more processes than paths.
+      - With one O(path) everything runs in the module's process (pages are still read, hashed and checked by
+        overlapping threads) and this option is not used.
+    type: int
   checksums:
     description:
       - Check every database page and log sector checksum. With V(false) only headers, trailers,
@@ -200,6 +233,24 @@ EXAMPLES = r"""
     checksums: false
   delegate_to: localhost
 
+- name: Verify every host's folder of the share in one task, two at a time
+  ese.backup.verify:
+    paths: "{{ ['/srv/backup'] | product(groups['ese_hosts']) | map('join', '/') | list }}"
+    names: "{{ groups['ese_hosts'] }}"
+    processes: 2
+  delegate_to: localhost
+  register: fleet
+
+- name: List the hosts whose sets are not valid
+  ansible.builtin.debug:
+    msg: "{{ fleet.results | rejectattr('valid') | map(attribute='name') | list }}"
+
+- name: The same for every folder under the share (one folder per host)
+  ese.backup.verify:
+    path: /srv/backup
+    subfolders: true
+  delegate_to: localhost
+
 - name: A file-level copy of a live ESE folder (database, logs and checkpoint, no manifest)
   ese.backup.verify:
     path: /srv/copies/sru
@@ -208,10 +259,31 @@ EXAMPLES = r"""
 
 RETURN = r"""
 valid:
-  description: True when no problem of severity C(error) was found.
+  description:
+    - True when no problem of severity C(error) was found.
+    - With O(paths) or O(subfolders=true), true when every result is valid.
   returned: always
   type: bool
   sample: true
+results:
+  description:
+    - With O(paths) or O(subfolders=true), one result per path in their order (sorted by name for O(subfolders)),
+      each as O(path) alone returns it (RV(valid), RV(restorable), RV(kind), RV(problems), RV(databases), RV(logs),
+      RV(sets), RV(chains), ...) with its C(name) and C(path).
+    - A path that could not be verified has C(failed=true), C(msg) and C(valid=null).
+    - RV(databases), RV(logs), RV(checkpoints), RV(sets) and RV(chains) are then only in each result; the top
+      level's RV(problems) lists every result's problems, each with its result's C(name) and C(path), and
+      RV(error_count), RV(warning_count) are their sums.
+  returned: with O(paths) or O(subfolders=true)
+  type: list
+  elements: dict
+  sample: [{"name": "web01", "path": "/srv/backup/web01", "valid": true, "kind": "sets", "problems": [],
+            "chains": [{"base": "full-20261202T015614Z-WEB01-5db9", "continuous": true}]}]
+processes:
+  description: With O(paths) or O(subfolders=true), the number of worker processes used.
+  returned: with O(paths) or O(subfolders=true)
+  type: int
+  sample: 2
 restorable:
   description:
     - True when every backup set verified is valid and its C(ending.json) says that its session (or run) ended with a
@@ -219,13 +291,14 @@ restorable:
     - "False for a set without an ending record (a session not yet ended: verify copies before truncate and end with
       O(fail_on_invalid), then check this after end), with an ending that is not valid, and for kept-logs folders."
     - Null when O(path) holds no backup set.
+    - With O(paths) or O(subfolders=true), true when every result that holds sets is restorable and no path failed.
   returned: always
   type: bool
   sample: true
 kind:
   description:
     - What O(path) was taken to be (C(database), C(log), C(checkpoint), C(set), C(kept_logs), C(folder), C(sets),
-      C(unknown)).
+      C(unknown)); C(many) with O(paths) or O(subfolders=true).
   returned: always
   type: str
   sample: set
@@ -255,7 +328,7 @@ databases:
       C(backup_target) is false for them.
     - C(unowned_bad_pages) lists damaged pages past C(owned_last_page), the last page the database owns
       (read from its space tree when pages fail).
-  returned: always
+  returned: with O(path), unless O(subfolders=true)
   type: list
   elements: dict
   sample: [{"file": "databases/SRUDB.dat", "page_size": 4096, "state": 2, "state_name": "DirtyShutdown",
@@ -263,13 +336,13 @@ databases:
             "streamed": true, "required_generations": [92, 93]}]
 logs:
   description: One entry per log stream (base name) with its generation range and signature.
-  returned: always
+  returned: with O(path), unless O(subfolders=true)
   type: list
   elements: dict
   sample: [{"base_name": "SRU", "gen_low": 89, "gen_high": 92, "signature": "024c8925...", "count": 4}]
 checkpoints:
   description: Checkpoint files found, with their generation and signature.
-  returned: always
+  returned: with O(path), unless O(subfolders=true)
   type: list
   elements: dict
 sets:
@@ -278,12 +351,12 @@ sets:
     - C(status) is C(complete), or C(kept_logs) for a kept-logs staging folder (with its C(reason)).
     - C(restorable) and C(ending) (from the set's C(ending.json) - C(session), C(ended), C(backup_valid),
       C(logs_truncated), C(recorded_as), C(time), C(note); null when it has none).
-  returned: always
+  returned: with O(path), unless O(subfolders=true)
   type: list
   elements: dict
 chains:
   description: For a directory of sets, each chain (a full set and its incrementals) and whether it is continuous.
-  returned: always
+  returned: with O(path), unless O(subfolders=true)
   type: list
   elements: dict
 notes:
@@ -297,33 +370,118 @@ seconds:
   type: float
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify
+from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import (
+    MAX_PROCESSES, default_processes, verify, verify_many, verify_subfolders)
+
+WARN_CODES = ("SET_KEPT_LOGS", "SET_ENDING_MISSING")
+
+
+def warn_problems(module, problems, prefix=""):
+    for p in problems:
+        if p["code"] == "DB_NOT_BACKUP_TARGET":
+            module.warn("%s%s is not a backup target: %s" % (prefix, p["file"], p["detail"]))
+        elif p["code"] in WARN_CODES:
+            module.warn("%s%s: %s" % (prefix, p["file"], p["detail"]))
+
+
+def check_options(module):
+    """Fail the task on option values that cannot work, naming the option and the fix."""
+    params = module.params
+    path, paths, names = params["path"], params["paths"], params["names"]
+    fail = module.fail_json
+    if paths is None and (path is None or not path.strip()):
+        fail(msg="path: must name a database, log, checkpoint, backup set or folder; it is empty", changed=False)
+    if params["processes"] is not None and not 1 <= params["processes"] <= MAX_PROCESSES:
+        fail(msg="processes: must be from 1 to %d (how many paths are verified at once; leave it out for the "
+                 "number of cores, %d here); got %d" % (MAX_PROCESSES, default_processes(), params["processes"]),
+             changed=False)
+    if params["subfolders"] and paths is not None:
+        fail(msg="subfolders: only with path (the folder whose folders are verified one by one), not with paths",
+             changed=False)
+    if names is not None and paths is None:
+        fail(msg="names: only with paths (one name per path, naming its result)", changed=False)
+    if paths is None:
+        return
+    if not paths:
+        fail(msg="paths: the list is empty; give at least one database, set or folder to verify", changed=False)
+    seen = {}
+    for i, p in enumerate(paths):
+        if p is None or not p.strip():
+            fail(msg="paths: item %d is empty; every item must name a database, log, checkpoint, backup set or "
+                     "folder" % (i + 1), changed=False)
+        full = os.path.abspath(p)
+        if full in seen:
+            fail(msg="paths: %s is given twice (items %d and %d); give each path once" % (p, seen[full] + 1, i + 1),
+                 changed=False)
+        seen[full] = i
+    if names is None:
+        return
+    if len(names) != len(paths):
+        fail(msg="names: %d names for %d paths; give one name per path, in the same order" % (len(names), len(paths)),
+             changed=False)
+    given = set()
+    for i, n in enumerate(names):
+        if n is None or not n.strip():
+            fail(msg="names: item %d is empty; name every path's result" % (i + 1), changed=False)
+        if n in given:
+            fail(msg="names: %s is given twice; each result needs its own name" % n, changed=False)
+        given.add(n)
+
+
+def run_many(module):
+    params = module.params
+    try:
+        if params["subfolders"]:
+            result = verify_subfolders(params["path"], checksums=params["checksums"], processes=params["processes"])
+        else:
+            result = verify_many(params["paths"], checksums=params["checksums"], processes=params["processes"],
+                                 names=params["names"])
+    except (IOError, OSError, ValueError) as e:
+        module.fail_json(msg="%s: cannot verify: %s" % ("subfolders" if params["subfolders"] else "paths", e),
+                         changed=False)
+    result["changed"] = False
+    for res in result["results"]:
+        warn_problems(module, res.get("problems") or [], "%s: " % res["name"])
+    failed = [r for r in result["results"] if r.get("failed")]
+    if failed:
+        module.fail_json(msg="%d of %d paths could not be verified: %s" % (
+            len(failed), len(result["results"]), "; ".join(r["msg"] for r in failed)), **result)
+    if params["fail_on_invalid"] and not result["valid"]:
+        bad = ["%s (%s)" % (r["name"], ", ".join(sorted(set(p["code"] for p in r["problems"]
+                                                            if p["severity"] == "error"))))
+               for r in result["results"] if not r.get("valid")]
+        module.fail_json(msg="%d of %d not valid: %s" % (len(bad), len(result["results"]), "; ".join(bad)), **result)
+    module.exit_json(**result)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", required=True),
+            path=dict(type="path"),
+            paths=dict(type="list", elements="path"),
+            names=dict(type="list", elements="str"),
+            subfolders=dict(type="bool", default=False),
+            processes=dict(type="int"),
             checksums=dict(type="bool", default=True),
             fail_on_invalid=dict(type="bool", default=False),
         ),
+        required_one_of=[("path", "paths")],
+        mutually_exclusive=[("path", "paths")],
         supports_check_mode=True,
     )
+    check_options(module)
+    if module.params["paths"] is not None or module.params["subfolders"]:
+        run_many(module)
     path = module.params["path"]
-    if path is None or not path.strip():
-        module.fail_json(msg="path: must name a database, log, checkpoint, backup set or folder; it is empty",
-                         changed=False)
     try:
         result = verify(path, checksums=module.params["checksums"])
     except (IOError, OSError, ValueError) as e:
         module.fail_json(msg="path: cannot verify %s: %s" % (path, e), changed=False)
     result["changed"] = False
-    for p in result["problems"]:
-        if p["code"] == "DB_NOT_BACKUP_TARGET":
-            module.warn("%s is not a backup target: %s" % (p["file"], p["detail"]))
-        elif p["code"] in ("SET_KEPT_LOGS", "SET_ENDING_MISSING"):
-            module.warn("%s: %s" % (p["file"], p["detail"]))
+    warn_problems(module, result["problems"])
     if module.params["fail_on_invalid"] and not result["valid"]:
         codes = sorted(set(p["code"] for p in result["problems"] if p["severity"] == "error"))
         module.fail_json(msg="%s is not valid: %d problem(s): %s"

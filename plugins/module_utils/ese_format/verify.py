@@ -195,3 +195,149 @@ def _verify_sets(root, names, kept, partial, links, checksums, workers):
     probs.extend(_leftovers(partial, links))
     return _result("sets", root, probs, databases=dbs, logs=logs, sets=[_set_summary(s) for s in sets],
                    chains=chains)
+
+
+# --------------------------------------------------------------------------------------------
+# many paths at once (a fleet's backup share): one result per path, in parallel processes
+# --------------------------------------------------------------------------------------------
+MAX_PROCESSES = 256
+
+
+def default_processes():
+    """The cores this process may run on (its CPU affinity), else the machine's; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_processes(processes):
+    """``processes`` as a number of worker processes (None: ``default_processes()``); ValueError when out of range."""
+    if processes is None:
+        return default_processes()
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= MAX_PROCESSES:
+        raise ValueError("processes must be a whole number from 1 to %d, not %r" % (MAX_PROCESSES, processes))
+    return processes
+
+
+def host_folders(root):
+    """The folders directly under ``root`` to verify one by one: ``(names, links)``, sorted.
+
+    Hidden folders (a name starting with '.') are left out; symbolic links to folders are listed in
+    ``links`` (not followed). Raises ValueError when ``root`` is not a folder, or is a backup set or a
+    folder of backup sets itself (its subfolders are then not things to verify on their own).
+    """
+    if fs.lkind(root) != "dir" and not os.path.isdir(root):
+        raise ValueError("%s is not a folder" % root)
+    if fs.lkind(os.path.join(root, bs.MANIFEST)) is not None:
+        raise ValueError("%s is a backup set itself (it holds %s)" % (root, bs.MANIFEST))
+    sets, kept, dummy_partial, dummy_set_links = bs.find_sets(root)
+    if sets or kept:
+        raise ValueError("%s is a folder of backup sets itself (%s)" % (root, ", ".join((sets + kept)[:3])))
+    names, links = [], []
+    for n in sorted(os.listdir(root)):
+        if n.startswith("."):
+            continue
+        k = fs.lkind(os.path.join(root, n))
+        if k == "dir":
+            names.append(n)
+        elif k == "symlink" and os.path.isdir(os.path.join(root, n)):
+            links.append(n)
+    return names, links
+
+
+def _verify_entry(job):
+    """One path of ``verify_many``: ``(index, result)``; runs in a worker process (or inline)."""
+    index, path, name, checksums, workers = job
+    try:
+        res = verify(path, checksums=checksums, workers=workers)
+    except (IOError, OSError, ValueError) as e:
+        res = {"path": os.path.abspath(path), "failed": True, "valid": None, "msg": "cannot verify %s: %s" % (path, e)}
+    res["name"] = name
+    return index, res
+
+
+def _link_entry(root, name):
+    path = os.path.join(root, name)
+    res = _result("unknown", path, [problem("FOLDER_SYMLINK", name, "a symbolic link to a folder: not followed")])
+    res.update({"name": name, "restorable": None, "checksums": True, "numpy": ck.HAS_NUMPY, "seconds": 0.0})
+    return res
+
+
+def verify_many(paths, checksums=True, processes=None, names=None):
+    """Verify each of ``paths`` on its own, each as ``verify(path)`` would, ``processes`` at a time.
+
+    ``names`` (same length) name the results (default: each path's last component). Returns a dict:
+    ``results`` (one per path, in order: the ``verify`` result with ``name``, or ``failed``/``msg`` when
+    the path could not be verified), ``valid`` (all valid), ``restorable``, ``error_count``,
+    ``warning_count``, ``problems`` (every result's, each with ``path`` and ``name``), ``notes``,
+    ``processes`` (the worker processes used) and ``seconds``.
+
+    The workers are forked processes (a pool of ``min(processes, len(paths))``); with one path or
+    ``processes=1`` everything runs in this process.
+    """
+    t0 = time.time()
+    processes = check_processes(processes)
+    paths = list(paths)
+    names = list(names) if names is not None else [os.path.basename(os.path.normpath(p)) for p in paths]
+    if len(names) != len(paths):
+        raise ValueError("names must name every path: %d names for %d paths" % (len(names), len(paths)))
+    used = min(processes, len(paths)) or 1
+    # one set at a time in each worker process: the processes already take the cores
+    jobs = [(i, p, n, checksums, 1 if used > 1 else None) for i, (p, n) in enumerate(zip(paths, names))]
+    results = [None] * len(jobs)
+    if used > 1:
+        import multiprocessing
+        # fork: the workers inherit the loaded modules (an AnsiballZ module cannot be re-imported by a
+        # spawned interpreter); the pool forks all its workers before it starts any thread
+        with multiprocessing.get_context("fork").Pool(used) as pool:
+            for i, res in pool.imap_unordered(_verify_entry, jobs):
+                results[i] = res
+    else:
+        for job in jobs:
+            i, res = _verify_entry(job)
+            results[i] = res
+    return summarise(results, checksums, used, t0)
+
+
+def verify_subfolders(root, checksums=True, processes=None):
+    """``verify_many`` over the folders directly under ``root`` (a share with one folder per host).
+
+    Symbolic links to folders are results with a FOLDER_SYMLINK problem (not followed). Raises ValueError
+    when ``root`` has no such folder (see ``host_folders``).
+    """
+    t0 = time.time()
+    processes = check_processes(processes)
+    root = os.path.abspath(root)
+    names, links = host_folders(root)
+    if not names and not links:
+        raise ValueError("%s holds no folder to verify" % root)
+    res = verify_many([os.path.join(root, n) for n in names], checksums=checksums, processes=processes,
+                      names=names) if names else None
+    results = sorted((res["results"] if res else []) + [_link_entry(root, n) for n in links],
+                     key=lambda r: r["name"])
+    return summarise(results, checksums, res["processes"] if res else 1, t0)
+
+
+def summarise(results, checksums, used, t0):
+    """The top of a many-path result from its ``results``."""
+    probs = []
+    for r in results:
+        for p in r.get("problems") or []:
+            probs.append(dict(p, path=r.get("path"), name=r.get("name")))
+    notes = []
+    for r in results:
+        for n in r.get("notes") or []:
+            if n not in notes:
+                notes.append(n)
+    sets = [r.get("restorable") for r in results if r.get("restorable") is not None]
+    return {
+        "valid": bool(results) and all(r.get("valid") is True for r in results),
+        "restorable": all(sets) and not any(r.get("failed") for r in results) if sets else None,
+        "kind": "many", "results": results, "problems": probs,
+        "error_count": sum(r.get("error_count") or 0 for r in results),
+        "warning_count": sum(r.get("warning_count") or 0 for r in results),
+        "failed_paths": [r["path"] for r in results if r.get("failed")],
+        "notes": notes, "checksums": bool(checksums), "numpy": ck.HAS_NUMPY, "processes": used,
+        "seconds": round(time.time() - t0, 3),
+    }

@@ -141,3 +141,85 @@ def test_docs_list_every_code():
     for code in CODES:
         assert "C(%s)" % code in mod, code
         assert "`%s`" % code in md, code
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """A share with one folder per host: web01 and web02 valid, web03 with a damaged database page."""
+    import ese_synth
+    root = tmp_path / "share"
+    for i, host in enumerate(("web01", "web02", "web03")):
+        (root / host).mkdir(parents=True)
+        s = ese_synth.make_backup_set(str(root / host), "full-1", "full", 10, 12, seed=i + 1)
+        if host == "web03":
+            db = os.path.join(s, "databases", "test.edb")
+            ese_synth.corrupt(db, 9 * 4096 + 10, 1)
+            ese_synth.corrupt(db, 9 * 4096 + 3000, 6)
+    return str(root)
+
+
+def test_paths_in_one_task_equal_one_task_per_path(tmp_path, fleet):
+    hosts = ["web01", "web02", "web03"]
+    paths = [os.path.join(fleet, h) for h in hosts]
+    r = run_module({"paths": paths, "names": hosts, "processes": 2}, tmp_path)
+    assert not r.get("failed") and r["changed"] is False and r["valid"] is False and r["processes"] == 2
+    assert [x["name"] for x in r["results"]] == hosts and [x["valid"] for x in r["results"]] == [True, True, False]
+    for host, path, res in zip(hosts, paths, r["results"]):
+        alone = run_module({"path": path}, tmp_path)
+        for key in ("valid", "kind", "problems", "databases", "logs", "sets", "chains", "restorable", "error_count"):
+            assert res[key] == alone[key], (host, key)
+    assert set(p["name"] for p in r["problems"] if p["severity"] == "error") == {"web03"}
+    assert r["error_count"] == r["results"][2]["error_count"] > 0
+
+
+def test_subfolders_in_one_task(tmp_path, fleet):
+    r = run_module({"path": fleet, "subfolders": True}, tmp_path)
+    assert not r.get("failed") and [x["name"] for x in r["results"]] == ["web01", "web02", "web03"]
+    assert [x["valid"] for x in r["results"]] == [True, True, False]
+    r = run_module({"path": fleet, "subfolders": True, "fail_on_invalid": True}, tmp_path)
+    assert r["failed"] is True and r["msg"].startswith("1 of 3 not valid: web03 (") and "DB_PAGE_CHECKSUM" in r["msg"]
+
+
+def test_a_missing_path_fails_the_task_after_the_others(tmp_path, fleet):
+    paths = [os.path.join(fleet, "web01"), os.path.join(fleet, "gone"), os.path.join(fleet, "web02")]
+    r = run_module({"paths": paths}, tmp_path)
+    assert r["failed"] is True and r["msg"].startswith("1 of 3 paths could not be verified: cannot verify")
+    assert "does not exist" in r["msg"] and [x.get("valid") for x in r["results"]] == [True, None, True]
+
+
+@pytest.mark.parametrize("args,start", [
+    ({"paths": []}, "paths: the list is empty"),
+    ({"paths": ["/a", " "]}, "paths: item 2 is empty"),
+    ({"paths": ["/a", "/b/../a"]}, "paths: /b/../a is given twice (items 1 and 2)"),
+    ({"paths": ["/a"], "processes": 0}, "processes: must be from 1 to 256"),
+    ({"paths": ["/a"], "processes": -3}, "processes: must be from 1 to 256"),
+    ({"paths": ["/a"], "processes": 1000}, "processes: must be from 1 to 256"),
+    ({"path": "/a", "processes": 0}, "processes: must be from 1 to 256"),
+    ({"paths": ["/a", "/b"], "names": ["a"]}, "names: 1 names for 2 paths"),
+    ({"paths": ["/a", "/b"], "names": ["a", "a"]}, "names: a is given twice"),
+    ({"paths": ["/a"], "names": [""]}, "names: item 1 is empty"),
+    ({"path": "/a", "names": ["a"]}, "names: only with paths"),
+    ({"paths": ["/a"], "subfolders": True}, "subfolders: only with path"),
+    ({"path": "/a", "paths": ["/b"]}, "parameters are mutually exclusive: path|paths"),
+    ({}, "one of the following is required: path, paths"),
+])
+def test_bad_many_path_options_fail_naming_the_option(tmp_path, args, start):
+    r = run_module(args, tmp_path)
+    assert r["failed"] is True and r["msg"].startswith(start), r["msg"]
+    assert "results" not in r and "valid" not in r
+
+
+def test_processes_must_be_a_number(tmp_path, fleet):
+    r = run_module({"path": fleet, "subfolders": True, "processes": "many"}, tmp_path)
+    assert r["failed"] is True and "processes" in r["msg"] and "int" in r["msg"]
+
+
+@pytest.mark.parametrize("where,text", [("set", "is a backup set itself"),
+                                        ("sets", "is a folder of backup sets itself"), ("empty", "holds no folder")])
+def test_subfolders_of_a_set_or_an_empty_folder_fail(tmp_path, fleet, where, text):
+    path = {"set": os.path.join(fleet, "web01", "full-1"), "sets": os.path.join(fleet, "web01"),
+            "empty": str(tmp_path / "empty")}[where]
+    if where == "empty":
+        os.mkdir(path)
+    r = run_module({"path": path, "subfolders": True}, tmp_path)
+    assert r["failed"] is True and r["msg"].startswith("subfolders: cannot verify: ") and text in r["msg"]
