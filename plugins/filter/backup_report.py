@@ -12,7 +12,10 @@ name: backup_report
 short_description: Summarise ese.backup results per host
 description:
   - Builds one report entry per host from the registered results of M(ese.backup.run) (C(ese_backup))
-    and, optionally, the looped results of M(ese.backup.verify) keyed by host name.
+    and, optionally, the C(results) of M(ese.backup.verify): of one task over every host's folder
+    (O(ese.backup.verify#module:paths) with O(ese.backup.verify#module:names), or
+    O(ese.backup.verify#module:subfolders)), keyed by their C(name), or of a task looped over the hosts, keyed
+    by C(item).
   - The JSON report of C(playbooks/backup.yml). The same results give a JUnit XML report
     (P(ese.backup.backup_report_junit#filter)), an HTML page (P(ese.backup.backup_report_html#filter)) and a
     line per host (P(ese.backup.backup_report_summary#filter)).

@@ -10,7 +10,9 @@ Controller-side only (the filters ``backup_report``, ``backup_report_junit``, ``
   action plugin folds the engine's ``failed_call`` into ``jet_err`` (``code``, ``name``, ``call``); the
   failing call's ``detail`` is the trace entry that returned that error.
 * ``ese_backup_failure``: the message the play's rescue kept when a task before the backup failed.
-* the looped results of ``ese.backup.verify`` on the backup server, keyed by ``item`` (the host name).
+* the results of ``ese.backup.verify`` on the backup server, per host: the registered result of the one task
+  over every host's folder (``paths`` with ``names``, or ``subfolders``: its ``results``, keyed by ``name``), or
+  the ``results`` of a task looped over the hosts (keyed by ``item``).
 
 Nothing is made up: a fact the results do not hold is ``None`` (the renderers print "unknown", "not
 recorded" or "not configured").
@@ -36,12 +38,19 @@ def clean_text(value):
 
 
 def verify_by_host(verify_results):
-    """``{host: verify result}`` for the items the verify loop did not skip."""
+    """``{host: verify result}`` for the hosts verified.
+
+    ``verify_results`` is the registered result of one ``ese.backup.verify`` task over many paths (a dict with
+    ``results`` named by ``name``; a skipped task has none), or a list of results: that task's ``results``,
+    or a verify loop's ``results`` (keyed by ``item``, skipped items left out).
+    """
+    if isinstance(verify_results, dict):
+        verify_results = verify_results.get("results")
     found = {}
     for res in verify_results or []:
-        if res.get("skipped") or "skip_reason" in res:
+        if not isinstance(res, dict) or res.get("skipped") or "skip_reason" in res:
             continue
-        found[res.get("item")] = res
+        found[res["item"] if "item" in res else res.get("name")] = res
     return found
 
 

@@ -195,3 +195,33 @@ def test_summary_has_one_line_per_host():
     assert lines[0].endswith(", 260.0 KiB, generations 2 - 2, verified valid, 0 problems")
     assert lines[2] == "web03: failed - JET_errReadVerifyFailure (-1018) in JetReadFileInstance"
     assert lines[3] == "web04: not run" and len(lines) == 4
+
+
+def one_task(loop_results):
+    """The same verify results as ese.backup.verify with paths and names registers them: one task, its results
+    named by host, a host without a set not among them (the loop skipped it)."""
+    results = []
+    for res in loop_results:
+        if res.get("skipped"):
+            continue
+        host = res["item"]
+        res = dict((k, v) for k, v in res.items() if k not in ("item", "ansible_loop_var", "changed"))
+        res.update(name=host, path="/srv/backup/" + host)
+        results.append(res)
+    return {"changed": False, "kind": "many", "valid": all(r["valid"] for r in results), "processes": 2,
+            "results": results}
+
+
+def test_the_one_task_verify_result_gives_the_same_reports_as_the_loop():
+    hosts, hostvars, verify = demo_run()
+    verify[1] = verified("web02", [{"code": "DB_PAGE_CHECKSUM", "severity": "error", "file": "databases/SRUDB.dat",
+                                    "page": 17, "detail": "page 17: checksum mismatch"}])
+    task = one_task(verify)
+    assert [r["name"] for r in task["results"]] == ["web01", "web02"] and "item" not in task["results"][0]
+    for render in (backup_report, backup_report_junit, backup_report_html, backup_report_summary):
+        loop = render(hosts + ["web04"], dict(hostvars, web04={}), verify)
+        assert render(hosts + ["web04"], dict(hostvars, web04={}), task["results"]) == loop, render.__name__
+        assert render(hosts + ["web04"], dict(hostvars, web04={}), task) == loop, render.__name__
+    assert backup_report(hosts, hostvars, task["results"])[1]["verified"] == {"valid": False, "problems": 1}
+    skipped_task = {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
+    assert backup_report(hosts, hostvars, skipped_task) == backup_report(hosts, hostvars, [])
