@@ -42,6 +42,32 @@ $(BUILD)/sim/certsvc-sim: $(CERTADM_DIR)/certsvc.c $(CERTADM_DIR)/proto.c $(CERT
 	mkdir -p $(dir $@)
 	gcc $(CFLAGS_SIM) -o $@ $(CERTADM_DIR)/certsvc.c $(CERTADM_DIR)/proto.c $(SIM_SRC) -lm
 
+# ntdsbcli.dll (the AD DS backup client) and the DC backup server it talks to; they reuse the certadm
+# simulator's framing (proto.c). Two library folders stand in for a Windows without the API: one without
+# ntdsbcli.dll, one whose ntdsbcli.dll has no backup exports (use either in place of build/sim).
+NTDS_DIR := tests/sim/ntdsbcli
+NTDS_HDR := $(NTDS_DIR)/ntdssim.h $(CERTADM_DIR)/certsim.h
+NTDS_LINKS := esent.dll libesent.so certadm.dll libcertadm.so
+NTDS_TARGETS := $(BUILD)/sim/libntdsbcli.so $(BUILD)/sim/ntdssvc-sim $(BUILD)/sim/no-ntdsbcli/.done \
+	$(BUILD)/sim/ntdsbcli-noexports/ntdsbcli.dll
+sim: $(NTDS_TARGETS)
+$(BUILD)/sim/libntdsbcli.so: $(NTDS_DIR)/ntdsbcli.c $(CERTADM_DIR)/proto.c $(NTDS_HDR)
+	mkdir -p $(dir $@)
+	gcc $(CFLAGS_SIM) -shared -o $@ $(NTDS_DIR)/ntdsbcli.c $(CERTADM_DIR)/proto.c -lpthread
+	ln -sfn libntdsbcli.so $(BUILD)/sim/ntdsbcli.dll
+$(BUILD)/sim/ntdssvc-sim: $(NTDS_DIR)/ntdssvc.c $(CERTADM_DIR)/proto.c $(NTDS_HDR) $(SIM_SRC) $(SIM_HDR)
+	mkdir -p $(dir $@)
+	gcc $(CFLAGS_SIM) -o $@ $(NTDS_DIR)/ntdssvc.c $(CERTADM_DIR)/proto.c $(SIM_SRC) -lm
+$(BUILD)/sim/no-ntdsbcli/.done: $(BUILD)/sim/libesent.so $(BUILD)/sim/libcertadm.so
+	mkdir -p $(dir $@)
+	for f in $(NTDS_LINKS); do ln -sfn ../$$f $(dir $@)$$f; done
+	touch $@
+$(BUILD)/sim/ntdsbcli-noexports/ntdsbcli.dll: $(NTDS_DIR)/stub.c $(BUILD)/sim/no-ntdsbcli/.done
+	mkdir -p $(dir $@)
+	gcc $(CFLAGS_SIM) -shared -o $@ $(NTDS_DIR)/stub.c
+	ln -sfn ntdsbcli.dll $(dir $@)libntdsbcli.so
+	for f in $(NTDS_LINKS); do ln -sfn ../$$f $(dir $@)$$f; done
+
 engine: $(BUILD)/engine/EseEngine.dll $(BUILD)/sim/EseSimHost.exe
 $(BUILD)/engine/EseEngine.dll: $(ENGINE_SRC)
 	mkdir -p $(dir $@)
