@@ -8,8 +8,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.ese.backup.plugins.plugin_utils._policy_action import EseModuleAction
+from ansible_collections.ese.backup.plugins.plugin_utils._async_job import AsyncPolicyAction
 
 
-class ActionModule(EseModuleAction):
+class ActionModule(AsyncPolicyAction):
     MODULE = "copy"

@@ -714,6 +714,157 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         }
     }
 
+    // ------------------------------------------------------------------------------------------------
+    // Progress of a copy (docs/progress.md): the copy pipeline tells it of each file it starts and of the bytes
+    // it writes (on its writer thread); it keeps <staging>/progress.json (format ese.backup/progress/1) up to
+    // date, at most about once a second, written atomically (a temporary file, then a rename), so that a later
+    // task (ese.backup.info with progress) can report a run or copy in flight. A failure to write it never
+    // fails the backup. BackupSetWriter.Publish removes it: a set never carries it.
+    // ------------------------------------------------------------------------------------------------
+    internal sealed class CopyProgress : ICopyProgress
+    {
+        public const string FileName = "progress.json", Format = "ese.backup/progress/1";
+        public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
+
+        private readonly string staging, setName;
+        private readonly long total;
+        private readonly System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
+        private readonly string started = Now();
+        private long done, files;
+        private string file;
+        private TimeSpan lastWrite = TimeSpan.MinValue;
+
+        public CopyProgress(string staging, string setName, long total)
+        {
+            this.staging = staging; this.setName = setName; this.total = Math.Max(0, total);
+            Write();
+        }
+
+        // What a copy will write: every database streamed (its file, the header copy and the trailer page) and the
+        // logs now on disk with the current log (the log range is known only once the databases are read).
+        public static long Estimate(Plan p, bool databases, bool logs)
+        {
+            long bytes = 0;
+            if (databases && !p.Opt.Incremental)
+                foreach (string db in p.DbPaths)
+                {
+                    try { bytes += new FileInfo(db).Length + 2L * p.PageSize; }
+                    catch (IOException) { }
+                    catch (UnauthorizedAccessException) { }
+                }
+            if (logs)
+            {
+                try
+                {
+                    foreach (string f in Validator.LogFiles(p.Opt)) bytes += new FileInfo(f).Length;
+                    string cur = PathRules.FindFile(p.Opt.LogPath, p.Opt.BaseName + p.Opt.LogExt);
+                    if (cur != null) bytes += new FileInfo(cur).Length;
+                }
+                catch (IOException) { }
+                catch (UnauthorizedAccessException) { }
+            }
+            return bytes;
+        }
+
+        public void FileStarted(string path)
+        {
+            file = RelativeName(path);
+            files++;
+            Write();
+        }
+
+        public void Written(long bytes)
+        {
+            done += bytes;
+            if (clock.Elapsed - lastWrite >= Interval) Write();
+        }
+
+        private string RelativeName(string path)
+        {
+            string root = PathRules.WithSeparator(staging);
+            string rel = path.StartsWith(root, StringComparison.Ordinal) ? path.Substring(root.Length) : Path.GetFileName(path);
+            return rel.Replace('\\', '/');
+        }
+
+        private static string Now() { return DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture); }
+
+        // The progress facts (docs/progress.md): the total is the estimate, raised to what was written when a copy
+        // writes more (the log roll at the first log-info call adds a log).
+        public Dictionary<string, object> Facts()
+        {
+            double seconds = clock.Elapsed.TotalSeconds;
+            long all = Math.Max(total, done);
+            double rate = seconds > 0 ? done / seconds : 0;
+            Dictionary<string, object> d = new Dictionary<string, object>();
+            d["format"] = Format;
+            d["set_name"] = setName;
+            d["pid"] = (long)System.Diagnostics.Process.GetCurrentProcess().Id;
+            d["started"] = started;
+            d["updated"] = Now();
+            d["file"] = file;
+            d["files_started"] = files;
+            d["bytes_done"] = done;
+            d["bytes_total"] = all;
+            d["percent"] = all > 0 ? Math.Round(100.0 * done / all, 1) : 0.0;
+            d["rate_bytes_per_s"] = (long)rate;
+            d["elapsed_s"] = (long)seconds;
+            d["eta_s"] = rate > 0 ? (object)(long)Math.Ceiling((all - done) / rate) : null;
+            return d;
+        }
+
+        private readonly object gate = new object();
+
+        private void Write()
+        {
+            lock (gate) WriteFile();
+        }
+
+        private void WriteFile()
+        {
+            lastWrite = clock.Elapsed;
+            string final = Path.Combine(staging, FileName), tmp = Path.Combine(staging, "." + FileName + ".tmp");
+            try
+            {
+                File.WriteAllText(tmp, Json.Write(Facts(), true) + "\n", new UTF8Encoding(false));
+                if (File.Exists(final)) File.Replace(tmp, final, null);
+                else File.Move(tmp, final);
+            }
+            catch (IOException) { Discard(tmp); }
+            catch (UnauthorizedAccessException) { Discard(tmp); }
+        }
+
+        private static void Discard(string tmp)
+        {
+            try { if (File.Exists(tmp)) File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+
+        // Before a set is published or kept: its folder holds no progress file.
+        public static void Remove(string staging)
+        {
+            foreach (string n in new string[] { FileName, "." + FileName + ".tmp" })
+            {
+                string p = Path.Combine(staging, n);
+                try { if (File.Exists(p)) File.Delete(p); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            }
+        }
+
+        // The progress file of a staging folder (a share: untrusted, so bounded and parsed without throwing); null
+        // when there is none or it is not one.
+        public static IDictionary Read(string dir)
+        {
+            string f = Path.Combine(dir, FileName);
+            try
+            {
+                if (SetEntry.Kind(f) != SetEntry.Regular || new FileInfo(f).Length > 64 * 1024) return null;
+                IDictionary d = Json.ReadFile(f) as IDictionary;
+                return d != null && Format.Equals(d["format"]) ? d : null;
+            }
+            catch (FormatException) { return null; }
+            catch (IOException) { return null; }
+            catch (UnauthorizedAccessException) { return null; }
+        }
+    }
+
     internal sealed class BackupSetWriter
     {
         public readonly string Staging, Final;
@@ -768,6 +919,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         {
             string run = Path.Combine(Staging, StagingFolder.RunFile);
             if (File.Exists(run)) File.Delete(run); // the claim's record: not part of a set
+            CopyProgress.Remove(Staging);
             int delay = 100;
             for (int attempt = 1; ; attempt++)
             {
@@ -982,6 +1134,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             BeginBackup();
             using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
             {
+                pipe.Progress = new CopyProgress(writer.Staging, writer.SetName, CopyProgress.Estimate(plan, true, true));
                 StreamDatabases(pipe);
                 List<string> names = ReadLogInfo();
                 StreamLogs(pipe, names, 0);
@@ -1043,6 +1196,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 File.Move(tmp, final);
                 string run = Path.Combine(writer.Staging, StagingFolder.RunFile);
                 if (File.Exists(run)) File.Delete(run); // kept-logs.json now says what the folder is
+                CopyProgress.Remove(writer.Staging);
             }
             catch (IOException e) { throw new JetFailure("WriteFile", MapIo(e), KeptLogsFile + " (written before the logs are truncated; they were not): " + e.Message); }
             catch (UnauthorizedAccessException e) { throw new JetFailure("WriteFile", Jet.errFileAccessDenied, KeptLogsFile + " (written before the logs are truncated; they were not): " + e.Message); }
@@ -1509,10 +1663,40 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                         sets.Add(s);
                     }
                 }
+                string pp = Args.Str(args, "progress", null);
+                if (pp != null) result["progress"] = InFlight(pp);
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
             catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, "esent.dll").ToDict(); }
             return result;
+        }
+
+        // The runs and session copies writing into dest (its .<set_name>.partial staging folders): each folder's
+        // state (StagingFolder.Judge) and the progress it records (CopyProgress), oldest first.
+        private static List<object> InFlight(string dest)
+        {
+            if (!PathRules.IsAbsolute(dest)) throw new InvalidOption("progress", "progress '" + dest + "' must be an absolute path: give the dest of the runs or copies to report");
+            List<object> l = new List<object>();
+            if (!Directory.Exists(dest)) return l; // nothing written there yet
+            string[] dirs = Directory.GetDirectories(dest, ".*.partial");
+            Array.Sort(dirs, StringComparer.Ordinal);
+            foreach (string dir in dirs)
+            {
+                string name = Path.GetFileName(dir);
+                Dictionary<string, object> e = new Dictionary<string, object>();
+                e["set_name"] = name.Substring(1, name.Length - 1 - ".partial".Length);
+                e["staging"] = dir;
+                Dictionary<string, object> holder = new Dictionary<string, object>();
+                string status = StagingFolder.Judge(dir, holder);
+                if (status == null) continue; // published or removed meanwhile
+                e["status"] = status;
+                if (holder.ContainsKey("why")) e["why"] = holder["why"];
+                IDictionary p = CopyProgress.Read(dir);
+                foreach (string k in new string[] { "file", "files_started", "bytes_done", "bytes_total", "percent", "rate_bytes_per_s", "eta_s", "elapsed_s", "started", "updated", "pid" })
+                    e[k] = p != null && p.Contains(k) ? p[k] : null;
+                l.Add(e);
+            }
+            return l;
         }
     }
 

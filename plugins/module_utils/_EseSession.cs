@@ -1103,6 +1103,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 seq.StartSet(new BackupSetWriter(target), dbs);
                 using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
                 {
+                    pipe.Progress = new CopyProgress(seq.Writer.Staging, seq.Writer.SetName, CopyProgress.Estimate(plan, dbs, logs));
                     if (dbs) seq.StreamDatabases(pipe);
                     if (logs)
                     {

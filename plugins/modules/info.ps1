@@ -7,7 +7,7 @@
 #AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseSession
 #AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
-# Read-only: header facts of databases and the backup sets under a directory. The action plugin
+# Read-only: header facts of databases, the backup sets under a directory, and the copies in flight. The action plugin
 # (plugins/action/info.py) passes the result through and names a failed JET call.
 
 $spec = @{
@@ -15,8 +15,9 @@ $spec = @{
         databases = @{ type = 'list'; elements = 'path' }
         backup_path = @{ type = 'path' }
         sessions = @{ type = 'bool' }
+        progress = @{ type = 'path' }
     }
-    required_one_of = @(, @('databases', 'backup_path', 'sessions'))
+    required_one_of = @(, @('databases', 'backup_path', 'sessions', 'progress'))
     supports_check_mode = $true
 }
 
