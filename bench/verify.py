@@ -143,7 +143,8 @@ def speed(a):
         print("verify            %6.2f s  %7.0f MB/s" % (best["verify"], mb / best["verify"]))
         print("verify + sha256   %6.2f s  %7.0f MB/s  (a backup set's database: one read)"
               % (best["verify_sha256"], mb / best["verify_sha256"]))
-        print("ratio limit / verify+sha256       %.3f  (goal >= 0.95)" % out["ratio"])
+        print("ratio limit / verify+sha256       %.3f  (%s)" % (
+            out["ratio"], "goal >= 0.95" if ck.HAS_NUMPY else "no goal for the pure-Python fallback"))
         print("best of %d runs each, interleaved" % a.repeat)
         print("peak RSS of this process          %.0f MiB (includes the generator's buffers; see --rss)"
               % (peak_rss_kib() / 1024.0))
