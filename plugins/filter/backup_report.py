@@ -12,7 +12,7 @@ name: backup_report
 short_description: Summarise ese.backup results per host
 description:
   - Builds one report entry per host from the registered results of M(ese.backup.run) (C(ese_backup))
-    and, optionally, the C(results) of M(ese.backup.verify): of one task over every host's folder
+    and, optionally, the C(results) of M(ese.backup.verify), either of one task over every host's folder
     (O(ese.backup.verify#module:paths) with O(ese.backup.verify#module:names), or
     O(ese.backup.verify#module:subfolders)), keyed by their C(name), or of a task looped over the hosts, keyed
     by C(item).
