@@ -63,8 +63,8 @@ def progress_line(entry):
     eta = entry.get("eta_s")
     left = "" if eta is None else ", about %dh%02dm%02ds left" % (eta // 3600, eta % 3600 // 60, eta % 60)
     return "%s: %s%% (%s of %s), %s, %s/s%s" % (
-        entry.get("set_name"), entry.get("percent"), size_text(entry.get("bytes_done")), size_text(entry.get("bytes_total")),
-        entry.get("file") or "-", size_text(entry.get("rate_bytes_per_s")), left)
+        entry.get("set_name"), entry.get("percent"), size_text(entry.get("bytes_done")),
+        size_text(entry.get("bytes_total")), entry.get("file") or "-", size_text(entry.get("rate_bytes_per_s")), left)
 
 
 class AsyncPolicyAction(EseModuleAction):
@@ -109,7 +109,8 @@ class AsyncPolicyAction(EseModuleAction):
             if finished:
                 break
             if time.time() >= deadline:
-                facts = {"failed": True, "msg": "async task did not complete within the requested time - %ss" % self._task.async_val}
+                facts = {"failed": True,
+                         "msg": "async task did not complete within the requested time - %ss" % self._task.async_val}
                 break
             for entry in self.in_flight(dest, set_name, task_vars):
                 samples.append(entry)
@@ -126,7 +127,8 @@ class AsyncPolicyAction(EseModuleAction):
         # A PowerShell module runs as an async job whenever the task's async_val is set: info must not.
         async_val, self._task.async_val = self._task.async_val, 0
         try:
-            info = self._execute_module(module_name="ese.backup.info", module_args={"progress": dest}, task_vars=task_vars)
+            info = self._execute_module(module_name="ese.backup.info", module_args={"progress": dest},
+                                        task_vars=task_vars)
         finally:
             self._task.async_val = async_val
         entries = [e for e in info.get("progress") or [] if isinstance(e, dict) and e.get("status") == "in_progress"]

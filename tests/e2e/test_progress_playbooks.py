@@ -49,7 +49,8 @@ def test_a_2_gib_copy_under_async_reports_rising_progress_and_finishes(sim, monk
         done = [s["bytes_done"] for s in samples]
         assert len(set(done)) >= 3 and done == sorted(done), (done, res.stdout[-3000:])
         assert all(s["set_name"] == "big" and s["bytes_total"] >= SIZE for s in samples), samples
-        assert any(s["file"] == "databases/SRUDB.dat" and 0 < s["percent"] < 100 and s["eta_s"] for s in samples), samples
+        assert any(s["file"] == "databases/SRUDB.dat" and 0 < s["percent"] < 100 and s["eta_s"]
+                   for s in samples), samples
         assert "web01: ese.backup.run: big: " in res.stdout and "GiB" in res.stdout, res.stdout[-4000:]
         manifest = checked_manifest(set_dir)
         assert [f["size"] for f in manifest["files"] if f["role"] == "database"][0] >= SIZE

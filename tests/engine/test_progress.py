@@ -21,7 +21,8 @@ def grow_sparse(db, size):
 def start(entry, args, env):
     e = dict(os.environ, LD_LIBRARY_PATH=BUILD_SIM, **env)
     e.pop("ESESIM_FAULTS", None)
-    proc = subprocess.Popen(["mono", HOST], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    proc = subprocess.Popen(["mono", HOST], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=e)
     proc.stdin.write(json.dumps({"entry": entry, "args": args, "check_mode": False}).encode())
     proc.stdin.close()
     return proc
@@ -30,7 +31,9 @@ def start(entry, args, env):
 def test_a_run_reports_rising_progress_and_its_set_carries_none(clean_set, dest):
     db = os.path.join(clean_set, "SRUDB.dat")
     grow_sparse(db, 24 << 20)
-    proc = start("Run", srum_args(clean_set, dest, set_name="big", type="copy", buffer_size=1048576), {WRITE_DELAY: "250"})
+    # A copy backup never truncates, so no kept-logs step removes progress.json: the publish must.
+    proc = start("Run", srum_args(clean_set, dest, set_name="big", type="copy", buffer_size=1048576),
+                 {WRITE_DELAY: "250"})
     seen = []
     while proc.poll() is None:
         r = run_host("Session.Info", {"progress": dest})
@@ -42,7 +45,8 @@ def test_a_run_reports_rising_progress_and_its_set_carries_none(clean_set, dest)
     done = [p["bytes_done"] for p in seen]
     assert len(set(done)) >= 3 and done == sorted(done), done
     last = seen[-1]
-    assert last["set_name"] == "big" and last["status"] == "in_progress" and last["staging"] == os.path.join(dest, ".big.partial")
+    assert last["set_name"] == "big" and last["status"] == "in_progress", last
+    assert last["staging"] == os.path.join(dest, ".big.partial"), last
     assert last["bytes_total"] >= (24 << 20) and 0 < last["percent"] <= 100, last
     assert last["rate_bytes_per_s"] > 0 and last["eta_s"] is not None and last["pid"] == proc.pid, last
     assert any(p["file"] == "databases/SRUDB.dat" for p in seen), seen

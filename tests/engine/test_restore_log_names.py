@@ -64,10 +64,11 @@ def test_a_log_not_named_by_the_rule_is_refused(jtx_set, tmp_path):
     assert r["refused"]["problem"] == "bad_log" and "is not named as ESE names generation" in r["refused"]["msg"], r
 
 
-@pytest.mark.xfail(strict=True, reason="the simulator's JetExternalRestore2W names the backup's logs with legacy names 3 "
-                   "(.log) whatever JET_paramLegacyFileNames says (tests/sim/esent/restore.c, restore_names)")
+@pytest.mark.xfail(strict=True, reason="the simulator's JetExternalRestore2W names the backup's logs with legacy "
+                   "names 3 (.log) whatever JET_paramLegacyFileNames says (tests/sim/esent/restore.c, restore_names)")
 def test_a_jtx_set_restores(jtx_set, tmp_path):
     target = str(tmp_path / "restore")
     r = run_host("Restore.Run", restore_args(jtx_set, target))
     assert r["failed_call"] is None and r["restored"][0]["db_state_name"] == "clean_shutdown", r
-    assert os.path.exists(os.path.join(target, "logs", "SRU.jtx")) and os.path.exists(os.path.join(target, "logs", "SRU.jcp"))
+    assert os.path.exists(os.path.join(target, "logs", "SRU.jtx"))
+    assert os.path.exists(os.path.join(target, "logs", "SRU.jcp"))

@@ -27,9 +27,11 @@ def test_job_state():
 
 def test_progress_line():
     line = aj.progress_line({"set_name": "big", "percent": 50.0, "bytes_done": 1 << 30, "bytes_total": 2 << 30,
-                             "file": "databases/x.edb", "rate_bytes_per_s": 50 << 20, "eta_s": 3725, "status": "in_progress"})
+                             "file": "databases/x.edb", "rate_bytes_per_s": 50 << 20, "eta_s": 3725,
+                             "status": "in_progress"})
     assert line == "big: 50.0% (1.0 GiB of 2.0 GiB), databases/x.edb, 50.0 MiB/s, about 1h02m05s left"
-    assert aj.progress_line({"set_name": "big", "status": "in_progress", "bytes_done": None}).endswith("no progress recorded yet")
+    line = aj.progress_line({"set_name": "big", "status": "in_progress", "bytes_done": None})
+    assert line.endswith("no progress recorded yet")
 
 
 class Fake:
@@ -46,8 +48,9 @@ class Fake:
         def execute(module_name=None, module_args=None, task_vars=None, wrap_async=False, **kw):
             self.calls.append((module_name, module_args, wrap_async, task.async_val))
             if module_name == "ese.backup.info":
-                entry = {"set_name": "big", "status": "in_progress", "bytes_done": 10 * len(self.calls), "bytes_total": 100,
-                         "percent": 10.0, "file": "databases/x.edb", "rate_bytes_per_s": 1, "eta_s": 9}
+                entry = {"set_name": "big", "status": "in_progress", "bytes_done": 10 * len(self.calls),
+                         "bytes_total": 100, "percent": 10.0, "file": "databases/x.edb", "rate_bytes_per_s": 1,
+                         "eta_s": 9}
                 return {"trace": [], "progress": [entry]}
             return dict(STARTED)
 
