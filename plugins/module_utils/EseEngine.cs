@@ -65,7 +65,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return type + "-" + DateTime.UtcNow.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture) + "-" + HostName.ForName() + "-" + DbFacts.HexBytes(r);
         }
 
-        public const long DefaultBufferSize = 1048576;
+        public const long DefaultBufferSize = 4194304;
 
         // One read from the engine: whole pages, at least 3 of them, at most 256 MiB.
         public static void RequireBufferSize(long bufferSize, uint pageSize)

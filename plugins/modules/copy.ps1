@@ -17,7 +17,7 @@ $spec = @{
         set_name = @{ type = 'str' }
         databases = @{ type = 'bool'; default = $true }
         logs = @{ type = 'bool'; default = $true }
-        buffer_size = @{ type = 'int'; default = 1048576 }
+        buffer_size = @{ type = 'int'; default = 4194304 }
     }
     supports_check_mode = $true
 }

@@ -22,7 +22,7 @@ $spec = @{
         set_name = @{ type = 'str' }
         circular_logging = @{ type = 'bool'; default = $false }
         legacy_file_names = @{ type = 'int'; default = 3 }
-        buffer_size = @{ type = 'int'; default = 1048576 }
+        buffer_size = @{ type = 'int'; default = 4194304 }
         instance_name = @{ type = 'str'; default = 'ese.backup' }
     }
     supports_check_mode = $true
