@@ -64,8 +64,6 @@ def test_a_log_not_named_by_the_rule_is_refused(jtx_set, tmp_path):
     assert r["refused"]["problem"] == "bad_log" and "is not named as ESE names generation" in r["refused"]["msg"], r
 
 
-@pytest.mark.xfail(strict=True, reason="the simulator's JetExternalRestore2W names the backup's logs with legacy "
-                   "names 3 (.log) whatever JET_paramLegacyFileNames says (tests/sim/esent/restore.c, restore_names)")
 def test_a_jtx_set_restores(jtx_set, tmp_path):
     target = str(tmp_path / "restore")
     r = run_host("Restore.Run", restore_args(jtx_set, target))

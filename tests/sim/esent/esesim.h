@@ -373,4 +373,6 @@ int db_open_count(const sim_inst *in, int idx);
 void work_inst_freed(sim_inst *in);
 void work_reset(void);
 
+uint32_t sim_default_legacy_names(void);
+
 #endif

@@ -44,6 +44,9 @@ static sim_params *defaults(void)
     return &g_defaults;
 }
 
+/* The process-wide JET_paramLegacyFileNames (set on a nil instance), which JetExternalRestore2W names by. */
+uint32_t sim_default_legacy_names(void) { return defaults()->legacy_names; }
+
 static int running_count(void)
 {
     int n = 0;

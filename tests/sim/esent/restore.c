@@ -40,7 +40,7 @@ static void restore_names(sim_inst *ri, const char *dir, const JET_LOGINFO_W *li
 {
     memset(ri, 0, sizeof *ri);
     for (int i = 0; i < 3; i++) ri->p.base_name[i] = (char)li->szBaseName[i];
-    ri->p.legacy_names = 3;
+    ri->p.legacy_names = sim_default_legacy_names();
     strcpy(ri->p.log_path, dir);
     strcpy(ri->p.system_path, dir);
 }
