@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # ese.backup — build, test and demo entry points. `make test` and `make demo` set everything up.
 SHELL := /bin/bash
 ROOT := $(abspath .)

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Makes the working tree importable as ansible_collections.ese.backup, and tests/lib, for every test."""
 import os
 import sys

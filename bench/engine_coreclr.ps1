@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Runs one engine entry point under PowerShell 7 (CoreCLR), the engine compiled by ansible-core's Add-CSharpType
 # as a module payload compiles it. Reads {"entry", "check_mode", "args"} on stdin; prints the result as JSON.
 param(

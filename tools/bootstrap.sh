@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Installs what the tests need from the project's own lists: Debian packages, then a virtualenv.
 #   tools/bootstrap.sh main .venv      newest ansible-core the machine's Pythons allow
 #   tools/bootstrap.sh min  .venv-min  lowest supported ansible-core

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # A clone of the committed tree with nothing beside it builds, tests and demos: `make test` and
 # `make demo` pass there.
 #   tools/clean_clone_check.sh [COMMIT]      default: this checkout's HEAD

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Builds the collection's HTML docs site into build/docs-site/html (make docs-site).
 #   tools/docs_site.sh DOCS_VENV ANSIBLE_VENV
 #

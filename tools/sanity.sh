@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Runs `ansible-test sanity` on the collection without PowerShell and without containers.
 #   tools/sanity.sh VENV [extra ansible-test arguments...]
 #

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine, file facts: the ESE database header (DbFacts), ESE's page checksums, file bytes and
 // hashes, and the project's own backup-set format (BackupManifest), read back from a share that others may
 // write (ChainSet, SetEntry, Ending). C# 5, references System and System.Core only (docs/architecture.md).

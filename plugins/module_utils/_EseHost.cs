@@ -1,6 +1,8 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine, host plumbing shared by every entry point: module arguments (Args) and the
 // option failure (InvalidOption), the name rule, this host and its processes, path rules, private folders,
-// the result builder, hashing, the double-buffered copy and a bounded JSON reader/writer. C# 5, references
+// the result builder, hashing, the overlapped copy pipeline and a bounded JSON reader/writer. C# 5, references
 // System and System.Core only (docs/architecture.md).
 //AssemblyReference -Type System.IO.FileSystemAclExtensions -CLR Core
 

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine, native layer: raw P/Invoke to esent.dll (NativeMethods), the JET constants, and
 // checked calls recorded in a Trace (JetApi). C# 5, references System and System.Core only. The files above
 // it: docs/architecture.md, section 2.

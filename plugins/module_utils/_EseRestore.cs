@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine: hard recovery from backup sets (JetExternalRestore2W) and restore drills.
 // C# 5, references System and System.Core only. Contracts: docs/architecture.md (section "Restore"),
 // docs/restore.md; esent semantics: JetExternalRestore2W in Microsoft's ESE reference and the external restore in dev/ese/src/ese/backup.cxx.

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine, backup sessions (begin -> copy -> truncate -> end across tasks). C# 5, System and
 // System.Core only. A JET_INSTANCE lives only in the process that created it, so Session.Begin starts a
 // session host process that owns the instance and the backup, and serves later tasks over a named pipe

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ese.backup.restore end to end: a full backup and two incrementals through ese.backup.run, then a
 restore to new paths, a drill, and the refusals that must leave every file as it was."""
 import fcntl

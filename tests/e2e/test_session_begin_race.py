@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Two begins of one session at the same time (two ansible-playbook runs against one host). One starts the
 session host; the other reports the session open, or fails at once saying it is already starting. Before
 the serve file was claimed, the second replaced the first's, and a begin waited out start_timeout."""

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """An End that fails every time (JetEndExternalBackupInstance2 -> -1090 on every call): end mode normal fails
 and the session host keeps the backup, so that the operator can retry; end mode abort stops the backup at once
 with JetTerm2(JET_bitTermStopBackup), as run does, and the session host exits. The finder of engine processes

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Backup sessions end to end: ese.backup.begin/copy/truncate/end through the simulated-host connection
 plugin, the session host process (a detached Mono process serving a Unix socket) and the simulator.
 

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Hosts that back up into one share folder at the same time: parallel ansible-playbook forks, repeated so
 that the runs overlap. One set_name for all of them gives exactly one set, that of the host that reports it;
 the default set_name gives one set per host."""

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Runs the C# engine through the Mono host (build/sim/EseSimHost.exe) against the esent simulator."""
 import json
 import os

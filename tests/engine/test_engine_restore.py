@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Restore.Run through the Mono host: soft recovery of a streamed copy (-544), a failed hard recovery
 undone, force putting the old files back, the service refusal, and a drill that finds a bad page."""
 import os

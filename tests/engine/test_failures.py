@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Failures mid-backup: the run fails naming the JET error, the backup ends with abort, nothing is left."""
 import os
 import subprocess

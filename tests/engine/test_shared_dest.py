@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Runs that share a dest (issue: two runs with one set_name, planted sets, names Windows alters, stale
 staging folders). Each test failed on the engine before the staging claim, the set_name rule and the
 stronger re-run check."""

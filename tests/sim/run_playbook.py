@@ -1,4 +1,6 @@
 #!/usr/bin/env python
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Runs any playbook and inventory against simulated Windows hosts.
 
     tests/sim/run_playbook.py -i INVENTORY PLAYBOOK [ansible-playbook options...]

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // Lists the public static methods of an assembly, one per line:
 // type <TAB> method <TAB> parameter types (comma-separated) <TAB> return type <TAB> returns an IDictionary
 // Used by test_ps1_contracts.py to check the engine entry points the .ps1 modules call. C# 5.

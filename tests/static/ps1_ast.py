@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """PowerShell source -> tree-sitter AST helpers for the static contract tests.
 
 Values of literal expressions (hash tables, arrays, strings, numbers, $true/$false/$null) are

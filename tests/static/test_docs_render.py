@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """`ansible-doc ese.backup.<module>` run from the repository root renders every module's docs."""
 import os
 import subprocess

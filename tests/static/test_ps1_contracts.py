@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Static contracts of the PowerShell layer, checked without PowerShell.
 
 * every .ps1 under plugins/ parses with a real PowerShell grammar (tree-sitter-powershell): no ERROR

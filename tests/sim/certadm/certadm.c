@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* certadm.c: the simulated certadm.dll (build/sim/libcertadm.so, linked as build/sim/certadm.dll).
  * The backup calls go to the simulated CA service (certsvc.c) over its local socket, as the real
  * DLL goes to certsrv.exe over RPC; the restore calls are local and write the record a CA reads at

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* certsim.h: what the simulated certadm.dll (certadm.c) and the simulated CA service
  * (certsvc.c) share: HRESULT values, the local wire protocol and its framing.
  *

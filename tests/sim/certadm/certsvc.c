@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* certsvc.c: the simulated CA service (build/sim/certsvc-sim), the counterpart of certsrv.exe for
  * the simulated certadm.dll. It owns an ESE instance of the esent simulator (linked in), keeps the
  * CA database attached (the simulator's exclusive lock: another process gets -1032), and serves

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* proto.c: framing, message fields, UTF-16 strings and the HRESULT form of ESE errors,
  * shared by the simulated certadm.dll and the simulated CA service. */
 #include "certsim.h"

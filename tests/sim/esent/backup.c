@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* backup.c: the external backup state machine (ese-backup-semantics.md §1.1,
  * §2, §6): Begin, GetAttachInfo, OpenFile, CloseFile, End, Stop. */
 #include "esesim.h"

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* backup_logs.c: the log phase (ese-backup-semantics.md §5): range computation
  * with the log roll, the W log lists, JET_LOGINFO_W and JetTruncateLogInstance. */
 #include "esesim.h"

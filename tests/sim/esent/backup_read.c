@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* backup_read.c: JetReadFileInstance (ese-backup-semantics.md §4): buffer
  * rules, the streamed database layout with page verification and the trailer,
  * and verified log reads. */

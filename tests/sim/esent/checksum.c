@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* checksum.c: ESE page checksums (ese-file-format.md §5).
  *   - legacy XOR (§5.1): headers, checkpoint copies, trailer, old-format pages;
  *   - XOR+ECC "XE" (§5.2): pages with flag 0x2000 (one block for 2/4/8 KiB pages,

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* database.c: attach/detach at header level and JetGetDatabaseFileInfoW
  * (jet-constants.md §2, §5.2, §6; ese-backup-semantics.md §1 "Other operations"). */
 #include "esesim.h"

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* esesim.h: shared declarations of the esent.dll simulator.
  *
  * Types follow Windows x64 widths (jet-constants.md §1): JET_ERR is 32-bit,

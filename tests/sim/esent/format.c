@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* format.c: database headers, checkpoint files, log headers, log names,
  * log stream creation and the log roll (ese-file-format.md §2, §6, §7;
  * ese-backup-semantics.md §5.1, §5.2). */

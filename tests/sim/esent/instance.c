@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* instance.c: instances, system parameters, JetInit/JetTerm, sessions and the
  * instance gate (ese-backup-semantics.md §1; jet-constants.md §2-§3). */
 #include "esesim.h"

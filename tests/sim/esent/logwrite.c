@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* logwrite.c: log records of the simulated work (database creation, DDL,
  * transactions, inserts) written into the current log as v8 segments
  * (ese-file-format.md §6): every 4 KiB sector from csecHeader on starts with an

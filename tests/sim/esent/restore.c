@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* restore.c: JetExternalRestore2W at header level (ese-backup-semantics.md §7).
  * Checks the log set and the streamed databases, makes the databases consistent
  * (replay is modelled, not performed), and leaves a new log stream and checkpoint

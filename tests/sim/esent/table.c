@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* table.c: databases created by the simulator (JetCreateDatabaseW): the new
  * file, its page store and its catalog (ese-file-format.md §1, §2, §5).
  *

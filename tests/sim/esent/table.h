@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* table.h: tables of databases created by the simulator (table.c, work.c). */
 #ifndef ESESIM_TABLE_H
 #define ESESIM_TABLE_H

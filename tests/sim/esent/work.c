@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* work.c: what an application does with its own database (the calls
  * tests/integration/targets/setup_ese_database uses): JetCreateDatabaseW,
  * JetCloseDatabase, JetCreateTable, JetAddColumn (the ANSI exports),

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // Mono loader for the simulated Windows host (tests/sim/plugins/connection/esesim.py). C# 5, no reference to
 // the engine at compile time: it loads an assembly by path and calls an entry point by reflection.
 //

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* ntdsbcli.c: the simulated ntdsbcli.dll (build/sim/libntdsbcli.so, linked as build/sim/ntdsbcli.dll).
  * The backup calls go to the simulated DC's backup server (ntdssvc.c) over its local socket, as the
  * real DLL goes to lsass.exe over RPC; the restore calls are local and write the record a DC reads at

@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* ntdssim.h: what the simulated ntdsbcli.dll (ntdsbcli.c) and the simulated DC service (ntdssvc.c)
  * share beyond the certadm simulator's framing, message fields, UTF-16 strings and JET_ERR form
  * (../certadm/certsim.h and proto.c, used as they are).

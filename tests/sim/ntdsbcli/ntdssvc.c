@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 /* ntdssvc.c: the simulated domain controller's backup server (build/sim/ntdssvc-sim), the
  * counterpart of the NTDS backup RPC interface in lsass.exe for the simulated ntdsbcli.dll. It owns
  * an ESE instance of the esent simulator (linked in), keeps ntds.dit attached (the simulator's

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures: the simulator loaded once, reset before every test (EseSimReset), and
 fresh copies of the sample sets under tmp_path."""
 import os

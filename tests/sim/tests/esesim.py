@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ctypes bindings for build/sim/libesent.so plus ESE format helpers for the tests.
 
 Widths follow Windows x64: JET_ERR c_int32, unsigned long c_uint32, handles c_size_t,

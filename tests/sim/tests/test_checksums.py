@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Page verification while reading (ese-file-format.md §5, semantics §4.3): all page
 sizes, corrupt pages (-1018/-1118, handle auto-closed, backup continues), single-bit
 correction, zero pages, and read throughput."""

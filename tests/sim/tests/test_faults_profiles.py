@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ESESIM_FAULTS injection (state changes as the engine's for that error), the xp
 profile, ESESIM_DISK_FREE and the JSON parser."""
 import json

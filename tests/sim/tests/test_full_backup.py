@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Full backup path: stream layout (§4.3), log roll (§5.1), lists (§5.2-5.4),
 truncation (§5.5) and header updates at End (§6.2)."""
 import os

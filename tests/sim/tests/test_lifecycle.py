@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Own-instance lifecycle: parameters, JetInit at header level, attach/detach header
 effects, locking, JetGetDatabaseFileInfoW (jet-constants.md §2, §3, §6)."""
 import os

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Log phase (§5): list buffers, names, log verification, truncation rules, incremental
 and differential backups, header bkinfo updates at End (§6.2)."""
 import os

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """JetExternalRestore2W (ese-backup-semantics.md §7): log-set checks, database checks,
 header effect, and the restored set accepted by JetInit + attach."""
 import ctypes

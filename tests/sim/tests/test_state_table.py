@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Every cell of the state x API table (ese-backup-semantics.md §1.1) and the
 instance gate (§1)."""
 import os

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """An action plugin instance with a mocked connection and task, as ansible.windows' win_updates tests do."""
 import pytest
 

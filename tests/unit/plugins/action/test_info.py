@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ese.backup.info action plugin: read-only facts passed through; invalid options and failed calls fail."""
 from ansible_collections.ese.backup.plugins.action.info import ActionModule
 

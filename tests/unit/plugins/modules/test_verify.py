@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ese.backup.verify as Ansible runs it: the module process, AnsiballZ packaging, check mode, options."""
 import json
 import os

@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Backup sets (manifest, files, facts) and chains, on synthetic sets built like the engine's."""
 import json
 import os

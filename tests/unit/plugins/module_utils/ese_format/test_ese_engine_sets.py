@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """End to end: sets written by the C# engine over the esent simulator verify as valid.
 
 Runs ``mono build/sim/EseSimHost.exe`` with a JSON request on stdin (docs/architecture.md section 2),
