@@ -10,6 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: backup_report
 short_description: Summarise ese.backup results per host
+version_added: 0.1.0
 description:
   - Builds one report entry per host from the registered results of M(ese.backup.run) (C(ese_backup))
     and, optionally, the C(results) of M(ese.backup.verify), either of one task over every host's folder

@@ -10,6 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: backup_report_html
 short_description: The ese.backup report as a self-contained HTML page
+version_added: 0.1.0
 description:
   - Renders the results of M(ese.backup.run) (C(ese_backup)) and M(ese.backup.verify) as one HTML page for
     people - no network, no external assets, no JavaScript; the style sheet and the chart (SVG) are inline,

@@ -10,6 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: backup_report_junit
 short_description: The ese.backup report as JUnit XML
+version_added: 0.1.0
 description:
   - Renders the results of M(ese.backup.run) (C(ese_backup)) and M(ese.backup.verify) as JUnit XML for CI
     dashboards - one C(testsuite) per host and one C(testcase) per host and database (C(classname) the host,

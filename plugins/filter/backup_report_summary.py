@@ -10,6 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: backup_report_summary
 short_description: The ese.backup report as one line per host
+version_added: 0.1.0
 description:
   - One line of text per host from the results of M(ese.backup.run) (C(ese_backup)) and M(ese.backup.verify) -
     its status, then the set, its size, log range and verification, or the JET error and the call that

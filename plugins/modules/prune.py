@@ -10,6 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: prune
 short_description: Delete old ESE backup sets by retention rules, chain by chain
+version_added: 0.1.0
 description:
   - "Applies retention to a folder of backup sets written by M(ese.backup.run) (or begin/copy/end), in Python, where
     the sets are stored (the controller with C(delegate_to: localhost), or a Linux backup server)."

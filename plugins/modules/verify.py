@@ -10,6 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: verify
 short_description: Verify ESE backup sets, databases, logs and checkpoints off-host
+version_added: 0.1.0
 description:
   - "Checks ESE (esent.dll) files independently of Windows, in Python, wherever they are stored
     (the controller with C(delegate_to: localhost), or a Linux backup server)."
