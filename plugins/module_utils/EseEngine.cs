@@ -18,6 +18,7 @@ using System.Threading;
 using ansible_collections.ese.backup.plugins.module_utils._EseNative;
 using ansible_collections.ese.backup.plugins.module_utils._EseHost;
 using ansible_collections.ese.backup.plugins.module_utils._EseFormat;
+using ansible_collections.ese.backup.plugins.module_utils._EseServices;
 
 namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 {
@@ -25,6 +26,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
     {
         public List<string> Databases = new List<string>();
         public string LogPath, SystemPath, BaseName, Type, Dest, SetName, InstanceName;
+        // source: "instance" (the engine's own ESE instance over the files), "adcs" (certadm.dll), "adds"
+        // (ntdsbcli.dll); Server: the service's host (service sources; default the local host name).
+        public string Source = SourceInstance, Server;
+        public const string SourceInstance = "instance", SourceAdcs = "adcs", SourceAdds = "adds";
+        // The options of the own-instance source that were given (a service source refuses them).
+        public readonly List<string> InstanceOptionsGiven = new List<string>();
+        public static readonly string[] InstanceOnly = { "databases", "log_path", "system_path", "base_name", "page_size", "circular_logging", "legacy_file_names", "instance_name" };
+        public bool IsService { get { return Source != SourceInstance; } }
         public long? PageSize;
         public bool CircularLogging;
         public long LegacyFileNames, BufferSize;
@@ -35,6 +44,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public static Options Parse(IDictionary args)
         {
             Options o = new Options();
+            o.Source = Args.Str(args, "source", SourceInstance).Trim().ToLowerInvariant();
+            o.Server = Args.Str(args, "server", null);
+            foreach (string k in InstanceOnly)
+            {
+                object v = Args.Get(args, k);
+                IList l = v as IList;
+                if (v != null && !(l != null && l.Count == 0)) o.InstanceOptionsGiven.Add(k);
+            }
             o.Databases = Args.List(args, "databases");
             o.LogPath = Args.Str(args, "log_path", null);
             o.SystemPath = Args.Str(args, "system_path", null);
@@ -141,7 +158,33 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         {
             return "database '" + db + "' is in use by another process, for example its service (" + call + " returned " + err.ToString(CultureInfo.InvariantCulture)
                 + "): the engine's own instance needs that service stopped (SeBackupPrivilege does not let it open a database another process holds); "
-                + "stop the service, or use an online source (the service's own backup)" + Otherwise(err);
+                + "stop the service, or use an online source (the service's own backup)" + ServiceHint(db) + Otherwise(err);
+        }
+
+        // The online source for a file an in-box service holds: the CA database (a .edb in a CertLog folder, where
+        // AD CS keeps it) or the AD DS database (ntds.dit, or the logs of a folder named NTDS).
+        public static string ServiceOf(string path)
+        {
+            string p = (path ?? "").Replace('\\', '/').TrimEnd('/');
+            string leaf = p.Substring(p.LastIndexOf('/') + 1);
+            List<string> parts = new List<string>(p.Split('/'));
+            bool certLog = parts.Exists(x => string.Equals(x, "CertLog", StringComparison.OrdinalIgnoreCase));
+            bool ntds = parts.Exists(x => string.Equals(x, "NTDS", StringComparison.OrdinalIgnoreCase));
+            if (string.Equals(leaf, "ntds.dit", StringComparison.OrdinalIgnoreCase) || (ntds && !leaf.EndsWith(".edb", StringComparison.OrdinalIgnoreCase))) return Options.SourceAdds;
+            if (certLog) return Options.SourceAdcs;
+            return null;
+        }
+
+        private static string ServiceHint(string path)
+        {
+            string s = ServiceOf(path);
+            if (s == Options.SourceAdcs)
+                return ". This is a CA database of AD CS, which the CA service (CertSvc) holds while it runs: back it up online with 'source: adcs' (the CA's own backup "
+                    + "through certadm.dll; databases, log_path and base_name are then not given), or stop the service (Stop-Service CertSvc) for the own-instance source";
+            if (s == Options.SourceAdds)
+                return ". This is the AD DS database, which the directory service (NTDS) holds while it runs: back it up online with 'source: adds' (ntdsbcli.dll, where "
+                    + "the domain controller still serves it), with VSS (" + NtdsBcliSource.Vss + "), or stop the service (Stop-Service NTDS) for the own-instance source";
+            return "";
         }
 
         // -1019 (JET_errPageNotInitialized) is also what a damaged page gives.
@@ -153,7 +196,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public static string LogSet(string logPath, string call, int err)
         {
             return "the log set in '" + logPath + "' is in use by another process, for example the service that owns the database (" + call + " returned "
-                + err.ToString(CultureInfo.InvariantCulture) + "): the engine's own instance needs that service stopped; stop the service, or use an online source (the service's own backup)" + Otherwise(err);
+                + err.ToString(CultureInfo.InvariantCulture) + "): the engine's own instance needs that service stopped; stop the service, or use an online source (the service's own backup)" + ServiceHint(logPath) + Otherwise(err);
         }
     }
 
@@ -163,13 +206,23 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         private static void Fail(string option, string msg) { throw new InvalidOption(option, msg); }
 
-        public static Plan Validate(Options o, JetApi api) { return ValidateDest(ValidateSource(o, api)); }
+        public static Plan Validate(Options o, JetApi api)
+        {
+            if (o.Source == Options.SourceAdcs || o.Source == Options.SourceAdds) return ValidateService(o);
+            return ValidateDest(ValidateSource(o, api));
+        }
 
         // The databases and the log set (a session's begin checks these; its copies check the destination).
         public static Plan ValidateSource(Options o, JetApi api)
         {
             Plan p = new Plan();
             p.Opt = o;
+            if (o.Source == Options.SourceAdcs || o.Source == Options.SourceAdds)
+                Fail("source", "source " + o.Source + " is supported by ese.backup.run only (a session backs up through the engine's own instance); use ese.backup.run with source " + o.Source);
+            if (o.Source != Options.SourceInstance)
+                Fail("source", "source '" + o.Source + "' is not supported; use instance (the engine's own ESE instance over the files), adcs (AD CS through certadm.dll) or adds (AD DS through ntdsbcli.dll)");
+            if (o.Server != null)
+                Fail("server", "server is used only with source adcs or adds (the service's host); the own-instance source backs up files on this host: remove server");
             if (o.Type != "full" && o.Type != "copy" && o.Type != "incremental" && o.Type != "differential")
                 Fail("type", "type '" + o.Type + "' is not supported; use full, copy, incremental or differential");
             if (o.Databases.Count == 0) Fail("databases", "databases is required: give the path of each database file to back up");
@@ -299,6 +352,101 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             if (p.FreeBytes >= 0 && p.FreeBytes < need && Environment.GetEnvironmentVariable(TestIgnoreFreeSpaceVar) != "1")
                 Fail("dest", "not enough free space in dest '" + o.Dest + "': about " + need + " bytes needed, " + p.FreeBytes + " available; free space or choose another dest");
             return p;
+        }
+
+        // A service source (source adcs or adds): the service names its files and runs its own ESE instance, so only
+        // type, server, dest, set_name and buffer_size apply; nothing is contacted here (check mode stays offline).
+        public const long ServiceBufferUnit = 32768, ServiceBufferMin = 65536;
+        public static Plan ValidateService(Options o)
+        {
+            Plan p = new Plan();
+            p.Opt = o;
+            bool adcs = o.Source == Options.SourceAdcs;
+            string what = adcs ? "AD CS (certadm.dll)" : "AD DS (ntdsbcli.dll)";
+            if (o.Type != "full" && o.Type != "copy" && o.Type != "incremental" && o.Type != "differential")
+                Fail("type", "type '" + o.Type + "' is not supported; use " + (adcs ? "full, copy or incremental" : "full"));
+            if (adcs && o.Type == "differential")
+                Fail("type", "type differential is not supported with source adcs: the CA's backup offers full (with or without truncation: full or copy) and incremental (logs only, truncated); use full, copy or incremental");
+            if (!adcs && o.Type != "full")
+                Fail("type", "type " + o.Type + " is not supported with source adds: the AD DS streaming backup API takes full backups only; use type full, or back up AD DS with VSS: "
+                    + NtdsBcliSource.Vss);
+            foreach (string k in o.InstanceOptionsGiven)
+                Fail(k, k + " is not used with source " + o.Source + ": the service (" + what + ") names its database and log files and runs its own ESE instance; remove "
+                    + k + ", or use source instance to back up files with the engine's own instance");
+            if (o.Server == null) o.Server = HostName.Current;
+            o.Server = o.Server.Trim();
+            if (o.Server.TrimStart('\\').Length == 0 || o.Server.IndexOfAny(new char[] { '/', ' ', '\t' }) >= 0)
+                Fail("server", "server '" + o.Server + "' is not a host name; give the " + (adcs ? "CA's" : "domain controller's") + " host name (default: this host, " + HostName.Current + ")");
+            if (o.BufferSize % ServiceBufferUnit != 0 || o.BufferSize < ServiceBufferMin || o.BufferSize > 256L * 1024 * 1024)
+                Fail("buffer_size", "buffer_size " + o.BufferSize.ToString(CultureInfo.InvariantCulture) + " does not fit a service source's reads: with source " + o.Source
+                    + " it must be a multiple of 32768 (the largest ESE page, so every read holds whole pages" + (adcs ? "" : "; ntdsbcli.dll reads " + ReadSizeRule.NtdsBcli.Text)
+                    + "), at least 65536 and at most 256 MiB; the default is " + Options.DefaultBufferSize.ToString(CultureInfo.InvariantCulture));
+            return ValidateServiceDest(p);
+        }
+
+        private static Plan ValidateServiceDest(Plan p)
+        {
+            Options o = p.Opt;
+            if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
+            if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
+            string destProbe = o.Dest;
+            if (!Directory.Exists(o.Dest))
+            {
+                if (File.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' is a file; give a folder for the backup sets");
+                destProbe = Path.GetDirectoryName(PathRules.Normalize(o.Dest));
+                if (destProbe == null || !Directory.Exists(destProbe))
+                    Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)" + PathRules.DoubleHop(o.Dest));
+            }
+            Names.Require("set_name", o.SetName, 120);
+            p.FinalPath = Path.Combine(PathRules.Normalize(o.Dest), o.SetName);
+            p.StagingPath = StagingFolder.PathFor(o.Dest, o.SetName);
+            CheckPathLength(p);
+            string notSame = "it is a file";
+            if (Directory.Exists(p.FinalPath))
+            {
+                p.ExistingManifest = SameServiceSet(p.FinalPath, o, out notSame);
+                if (p.ExistingManifest != null) return p;
+            }
+            if (Directory.Exists(p.FinalPath) || File.Exists(p.FinalPath))
+                Fail("set_name", "'" + p.FinalPath + "' already exists and is not a complete, valid " + o.Type + " backup set of source " + o.Source + " on " + o.Server
+                    + " (" + notSame + "); choose another set_name or remove it");
+            Dictionary<string, object> holder = new Dictionary<string, object>();
+            string held = StagingFolder.Judge(p.StagingPath, holder);
+            if (held == StagingFolder.KeptLogs)
+                Fail("set_name", "the kept-logs folder '" + p.StagingPath + "' from an earlier run holds the only copy of logs truncated on the host: keep it with the last good "
+                    + "backup (ese.backup.verify checks it) until a later full backup is verified, and choose another set_name");
+            if (held == StagingFolder.InProgress) Fail("set_name", StagingFolder.Busy(o.SetName, p.StagingPath, holder));
+            if (held == StagingFolder.Stale) p.StaleStaging = (string)holder["why"];
+            ProbeWritable(destProbe);
+            p.EstimatedBytes = 64 * 1024; // the service lists its files only once the backup began
+            p.FreeBytes = PathRules.FreeBytes(destProbe);
+            return p;
+        }
+
+        // An existing set that is this same service backup (type, source kind, server and host), complete and valid.
+        private static IDictionary SameServiceSet(string dir, Options o, out string why)
+        {
+            try
+            {
+                ChainSet s = ChainSet.Load(dir, "set_name");
+                IDictionary m = s.Manifest;
+                IDictionary source = m["source"] as IDictionary;
+                if (!o.Type.Equals(m["type"])) { why = "it is a " + Convert.ToString(m["type"], CultureInfo.InvariantCulture) + " set"; return null; }
+                string kind = source == null ? null : source["kind"] as string, server = source == null ? null : source["server"] as string;
+                string host = source == null ? null : source["host"] as string;
+                if (kind != o.Source) { why = "it is a backup of source " + (kind ?? Options.SourceInstance); return null; }
+                if (!string.Equals(ServiceCall.Label(server), ServiceCall.Label(o.Server), StringComparison.OrdinalIgnoreCase)) { why = "it is a backup of server " + (server ?? "(none)"); return null; }
+                if (!string.Equals(host, HostName.Current, StringComparison.OrdinalIgnoreCase)) { why = "it was written by host " + (host ?? "(none)") + ", not " + HostName.Current; return null; }
+                Dictionary<string, object> facts = new Dictionary<string, object>();
+                string problem;
+                why = Ending.Problem(s, facts, out problem);
+                if (why != null) { why = "it " + why; return null; }
+                s.CheckFiles();
+                return m;
+            }
+            catch (RestoreRefused e) { why = e.Message; return null; }
+            catch (IOException e) { why = e.Message; return null; }
+            catch (UnauthorizedAccessException e) { why = e.Message; return null; }
         }
 
         // Windows PowerShell 5.1 runs on .NET Framework, whose file APIs refuse paths of MAX_PATH (260) characters
@@ -1041,6 +1189,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         // The whole backup of Engine.Run; what it established, for the entry point's result.
         public BackupFacts Run()
         {
+            if (o.Source == Options.SourceAdcs || o.Source == Options.SourceAdds) return RunService();
             try
             {
                 SetupInstance();
@@ -1067,6 +1216,315 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 AbortAndCleanup();
             }
             return facts;
+        }
+
+        // ---- Service sources (source adcs or adds): the service's own backup API drives the same set writer. ----
+        private IBackupSource source;
+        private string serviceBase;       // the log set's base name, from the service's log names
+        private uint servicePageSize;     // from the first streamed database header
+        private readonly List<string> serviceDbs = new List<string>();
+        private readonly List<object> serviceHeaders = new List<object>();
+
+        private string ReadCall { get { return source == null ? "JetReadFileInstance" : source.Kind == Options.SourceAdcs ? "CertSrvBackupRead" : "DsBackupRead"; } }
+        private string LogBase { get { return source != null ? serviceBase ?? "edb" : o.BaseName; } }
+
+        internal static IBackupSource NewSource(Options o, Trace trace)
+        {
+            if (o.Source == Options.SourceAdcs) return new CertAdmSource(trace, o.Server, null);
+            return new NtdsBcliSource(trace, o.Server);
+        }
+
+        // Begin, the databases (full), the logs, the truncation when asked and after every file was copied, End(true);
+        // on any failure End(false) and no set. The own instance is not set up: the service owns the ESE instance.
+        private BackupFacts RunService()
+        {
+            source = NewSource(o, api.Trace);
+            try
+            {
+                StartSet(new BackupSetWriter(plan), !o.Incremental);
+                DoServiceBackup();
+                if (facts.BackupValid == true) { writer.RequireFinalFree(); Publish(); }
+                else DiscardStaging();
+            }
+            catch (JetFailure f)
+            {
+                facts.FailedCall = f.ToDict();
+                AbortService();
+            }
+            catch (InvalidOption e)
+            {
+                AbortService();
+                facts.Invalid = e.ToDict();
+            }
+            catch (Exception e)
+            {
+                string lib = o.Source == Options.SourceAdcs ? "certadm.dll" : "ntdsbcli.dll";
+                facts.FailedCall = (NativeLoad.IsLoadFailure(e) ? NativeLoad.Failure(e, lib)
+                    : new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message)).ToDict();
+                AbortService();
+            }
+            return facts;
+        }
+
+        private void AbortService()
+        {
+            if (source != null && source.Prepared)
+            {
+                source.End(false); // never throws; closes an open file first
+                facts.Ended = "abort";
+            }
+            DiscardStaging();
+        }
+
+        private void DoServiceBackup()
+        {
+            source.Begin(o.Incremental);
+            facts.BackupStarted = true;
+            // Where the service keeps its files: dest must not be among them (truncation and log rolls happen there).
+            foreach (BackupLocation l in source.DatabaseLocations)
+            {
+                string dir = l.Type == "database" ? Path.GetDirectoryName(l.Path.TrimEnd('/', '\\')) : l.Path.TrimEnd('/', '\\');
+                if (!string.IsNullOrEmpty(dir) && PathRules.IsAbsolute(dir) && PathRules.SameOrInside(o.Dest, dir))
+                    throw new InvalidOption("dest", "dest '" + o.Dest + "' is inside " + dir + ", where the service keeps its " + l.Type.Replace('_', ' ') + "; choose a folder outside the service's files");
+            }
+            // The read hint before the first OpenFile: the buffer size, which validation made whole 32 KiB units.
+            uint cb = (uint)o.BufferSize;
+            if (source.ReadRule.Fit(cb) != cb)
+                throw new InvalidOption("buffer_size", "buffer_size " + cb.ToString(CultureInfo.InvariantCulture) + " does not fit the " + source.Kind + " read rule (" + source.ReadRule.Text + ")");
+            source.ReadHint = cb;
+            using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
+            {
+                pipe.Progress = new CopyProgress(writer.Staging, writer.SetName, 0);
+                if (!o.Incremental)
+                {
+                    string namesCall = source.Kind == Options.SourceAdcs ? "CertSrvBackupGetDatabaseNamesW" : "DsBackupGetDatabaseNamesW";
+                    List<string> dbs = source.DatabaseNames();
+                    if (dbs.Count == 0) throw new JetFailure(namesCall, Jet.errDatabaseNotFound, "the service listed no database to back up");
+                    HashSet<string> setNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+                    foreach (string db in dbs)
+                    {
+                        string rel = "databases/" + UniqueLeaf(db, setNames);
+                        byte[] hh, tt;
+                        long size = StreamFile(pipe, db, rel, "database", -1, false, out hh, out tt);
+                        serviceDbs.Add(db);
+                        dbEntries.Add(ServiceDbEntry(db, rel, size));
+                    }
+                }
+                List<string> logs = source.LogNames();
+                ServiceLogRange(logs);
+                HashSet<string> logNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+                foreach (string l in logs)
+                {
+                    uint g;
+                    bool isLog = ParseLogName(Leaf(l), out g);
+                    byte[] hh, tt;
+                    StreamFile(pipe, l, "logs/" + UniqueLeaf(l, logNames), isLog ? "log" : "patch", isLog ? (long)g : -1, false, out hh, out tt);
+                }
+            }
+
+            bool truncated = false;
+            if (o.Truncate)
+            {
+                // Only after every file was copied completely, and only for the types that truncate (full, incremental).
+                writer.RequireFinalFree();
+                WriteKeptLogs();
+                source.Truncate();
+                facts.LogsTruncated = true;
+                truncated = true;
+            }
+            source.End(true);
+            object endCall = api.Trace.Entries[api.Trace.Entries.Count - 1];
+            facts.Ended = "normal";
+            facts.LogsTruncated = truncated;
+
+            // The proof: (a) the sequence, from the trace (every call of the sequence succeeded, in order, and every file
+            // was read to its reported size: StreamFile throws otherwise); (b) the live header is locked by the service, so
+            // the header facts come from the streamed copy's first page in the set: it must carry the backup mark.
+            List<object> missing = new List<object>();
+            bool complete = ServiceSequenceComplete(truncated, missing);
+            bool recorded = o.Incremental ? ServiceLogHeaders(missing) : ServiceDbHeaders(missing);
+            string recordedAs = BackupProof.RecordedAs(o.Incremental, truncated);
+            Dictionary<string, object> proof = BackupProof.Facts(complete, recorded, missing, serviceHeaders);
+            proof["header_source"] = o.Incremental ? "the streamed logs' headers (an incremental streams no database; the live header is locked by the service)"
+                : "the streamed database copy's header page in the set (the live header is locked by the service)";
+            facts.RecordedAs = recordedAs;
+            facts.Proof = proof;
+            facts.BackupValid = complete && recorded;
+            if (complete && recorded) ending = BackupProof.Ending(null, "normal", true, truncated, recordedAs, proof, endCall, o.Type);
+        }
+
+        private static string Leaf(string name)
+        {
+            string n = name.Replace('\\', '/');
+            return n.Substring(n.LastIndexOf('/') + 1);
+        }
+
+        private static string UniqueLeaf(string name, HashSet<string> taken)
+        {
+            string leaf = Leaf(name), unique = leaf;
+            int n = 2;
+            while (!taken.Add(unique))
+            {
+                unique = Path.GetFileNameWithoutExtension(leaf) + "-" + n.ToString(CultureInfo.InvariantCulture) + Path.GetExtension(leaf);
+                n++;
+            }
+            return unique;
+        }
+
+        // <base (3)><5 or 8 hex digits>.log or .jtx: the generation.
+        private static bool ParseLogName(string leaf, out uint gen)
+        {
+            gen = 0;
+            string ext = Path.GetExtension(leaf).ToLowerInvariant();
+            if (ext != ".log" && ext != ".jtx") return false;
+            string mid = leaf.Length > 3 + ext.Length ? leaf.Substring(3, leaf.Length - 3 - ext.Length) : "";
+            return (mid.Length == 5 || mid.Length == 8) && uint.TryParse(mid, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out gen) && gen > 0;
+        }
+
+        // genLow..genHigh and the base name from the service's log names: one base name, consecutive generations.
+        private void ServiceLogRange(List<string> logs)
+        {
+            string call = source.Kind == Options.SourceAdcs ? "CertSrvBackupGetBackupLogsW" : "DsBackupGetBackupLogsW";
+            List<uint> gens = new List<uint>();
+            foreach (string l in logs)
+            {
+                string leaf = Leaf(l);
+                uint g;
+                if (!ParseLogName(leaf, out g))
+                {
+                    if (leaf.EndsWith(".pat", StringComparison.OrdinalIgnoreCase)) continue; // a patch file: copied, no generation
+                    throw new JetFailure(call, Jet.errInvalidParameter, "list entry '" + l + "' is not a log name (<base><5 or 8 hex digits>.log or .jtx)");
+                }
+                string b = leaf.Substring(0, 3);
+                if (serviceBase == null) serviceBase = b;
+                else if (!string.Equals(serviceBase, b, StringComparison.OrdinalIgnoreCase))
+                    throw new JetFailure(call, Jet.errInvalidParameter, "list entry '" + l + "' has base name " + b + " but an earlier log has " + serviceBase);
+                gens.Add(g);
+            }
+            gens.Sort();
+            for (int i = 1; i < gens.Count; i++)
+                if (gens[i] != gens[i - 1] + 1)
+                    throw new JetFailure(call, Jet.errInvalidParameter, "the log list is not a consecutive range: generation " + gens[i - 1].ToString(CultureInfo.InvariantCulture)
+                        + " is followed by " + gens[i].ToString(CultureInfo.InvariantCulture));
+            genLow = gens.Count > 0 ? gens[0] : 0;
+            genHigh = gens.Count > 0 ? gens[gens.Count - 1] : 0;
+        }
+
+        // The set's copy of a streamed database: header facts from its first page, the backup range from its trailer.
+        private Dictionary<string, object> ServiceDbEntry(string name, string rel, long size)
+        {
+            string path = writer.PathFor(rel);
+            byte[] first = FileBytes.ReadPrefix(path, 32768);
+            uint ps = first != null && first.Length >= 240 ? DbFacts.U32(first, 236) : 0;
+            if (ps != 4096 && ps != 8192 && ps != 16384 && ps != 32768 && ps != 2048)
+                throw new JetFailure(ReadCall, Jet.errInvalidParameter, "the stream of " + name + " does not start with a database header (page size " + ps.ToString(CultureInfo.InvariantCulture) + ")");
+            if (size < 3L * ps || size % ps != 0)
+                throw new JetFailure(ReadCall, Jet.errInvalidParameter, "the stream of " + name + " (" + size.ToString(CultureInfo.InvariantCulture) + " bytes) is not whole pages of " + ps.ToString(CultureInfo.InvariantCulture) + " with a header and a trailer");
+            if (servicePageSize == 0) servicePageSize = ps;
+            else if (servicePageSize != ps) throw new JetFailure(ReadCall, Jet.errInvalidParameter, name + " has page size " + ps + " but an earlier database has " + servicePageSize);
+            byte[] header = DbFacts.Slice(first, 0, (int)ps);
+            byte[] trailer = new byte[ps];
+            using (FileStream fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
+            {
+                fs.Seek(size - ps, SeekOrigin.Begin);
+                if (!FileBytes.ReadFull(fs, trailer)) throw new JetFailure(ReadCall, Jet.errInvalidParameter, "the set's copy of " + name + " is shorter than its stream");
+            }
+            DbFacts f = DbFacts.FromHeaderPage(header);
+            Dictionary<string, object> d = FactsEntry(rel, name, f);
+            d["backup_gen_low"] = (long)DbFacts.U32(trailer, 40 + 16);
+            d["backup_gen_high"] = (long)DbFacts.U32(trailer, 40 + 20);
+            d["stream_size"] = size;
+            d["backup_mark"] = DbFacts.BkInfo(f.FullCur);
+            return d;
+        }
+
+        // Proof (a) for a service source: the trace holds each call of the sequence, successful and in order, ending
+        // with End; every listed file is in the set.
+        private bool ServiceSequenceComplete(bool truncated, List<object> missing)
+        {
+            bool adcs = source.Kind == Options.SourceAdcs;
+            List<string> want = new List<string>();
+            want.Add(adcs ? "CertSrvBackupPrepareW" : "DsBackupPrepareW");
+            if (!o.Incremental) want.Add(adcs ? "CertSrvBackupGetDatabaseNamesW" : "DsBackupGetDatabaseNamesW");
+            want.Add(adcs ? "CertSrvBackupGetBackupLogsW" : "DsBackupGetBackupLogsW");
+            if (truncated) want.Add(adcs ? "CertSrvBackupTruncateLogs" : "DsBackupTruncateLogs");
+            want.Add(adcs ? "CertSrvBackupEnd" : "DsBackupEnd");
+            int next = 0;
+            bool ok = true;
+            foreach (object e in api.Trace.Entries)
+            {
+                IDictionary t = e as IDictionary;
+                if (t == null || next >= want.Count || !want[next].Equals(t["call"])) continue;
+                long err = Convert.ToInt64(t["err"], CultureInfo.InvariantCulture);
+                if (err < 0) { ok = false; missing.Add(want[next] + " returned " + err.ToString(CultureInfo.InvariantCulture)); }
+                next++;
+            }
+            for (int i = next; i < want.Count; i++) { ok = false; missing.Add("the trace has no successful " + want[i]); }
+            IDictionary last = api.Trace.Entries.Count > 0 ? api.Trace.Entries[api.Trace.Entries.Count - 1] as IDictionary : null;
+            if (last == null || !want[want.Count - 1].Equals(last["call"])) { ok = false; missing.Add("the sequence does not end with " + want[want.Count - 1]); }
+            return ok;
+        }
+
+        // Proof (b), full and copy: each streamed copy's header page (and its shadow) carries the backup mark that
+        // the service's OpenFile put there (bkinfoFullCur: mark, genLow = the checkpoint generation at Begin), and its
+        // signLog is the one of the logs in the set.
+        private bool ServiceDbHeaders(List<object> missing)
+        {
+            bool ok = true;
+            foreach (object o2 in dbEntries)
+            {
+                IDictionary d = (IDictionary)o2;
+                string rel = (string)d["file"], path = writer.PathFor(rel);
+                byte[] two = FileBytes.ReadPrefix(path, 2 * (int)servicePageSize);
+                byte[] header = DbFacts.Slice(two, 0, (int)servicePageSize), shadow = DbFacts.Slice(two, (int)servicePageSize, (int)servicePageSize);
+                DbFacts f = DbFacts.FromHeaderPage(header);
+                uint markGen = DbFacts.U32(f.FullCur, 4), low = DbFacts.U32(f.FullCur, 16);
+                bool markSet = !DbFacts.AllZero(DbFacts.Slice(f.FullCur, 0, 16)) && low != 0;
+                bool sameShadow = DbFacts.HexBytes(header) == DbFacts.HexBytes(shadow);
+                bool inRange = genLow != 0 && low == genLow;
+                Dictionary<string, object> s = new Dictionary<string, object>();
+                s["database"] = d["source"]; s["file"] = rel; s["slot"] = "bkinfoFullCur (streamed header)";
+                s["gen_low"] = (long)low; s["mark_generation"] = (long)markGen; s["shadow_matches"] = sameShadow;
+                serviceHeaders.Add(s);
+                if (!markSet) { ok = false; missing.Add("the streamed header of " + d["source"] + " carries no backup mark (bkinfoFullCur is empty): it is not a streamed backup copy"); }
+                else if (!inRange) { ok = false; missing.Add("the streamed header of " + d["source"] + " marks the backup from generation " + low + ", but the logs of the set start at " + genLow); }
+                if (!sameShadow) { ok = false; missing.Add("the streamed header of " + d["source"] + " differs from its shadow copy (page 1)"); }
+                if (!ServiceLogSigns(DbFacts.HexBytes(f.SignLog), (string)d["source"], missing)) ok = false;
+            }
+            return ok;
+        }
+
+        // Proof (b), incremental: each log's header names its generation and one signLog runs through them.
+        private bool ServiceLogHeaders(List<object> missing)
+        {
+            if (genLow == 0) { missing.Add("the service listed no log for the incremental backup"); return false; }
+            return ServiceLogSigns(null, null, missing);
+        }
+
+        private bool ServiceLogSigns(string sign, string db, List<object> missing)
+        {
+            bool ok = true;
+            foreach (object fo in writer.Files)
+            {
+                IDictionary f = (IDictionary)fo;
+                if (!"log".Equals(f["role"])) continue;
+                string rel = (string)f["name"];
+                byte[] h = FileBytes.ReadPrefix(writer.PathFor(rel), 72);
+                long gen = (long)f["generation"];
+                if (h == null || h.Length < 72) { ok = false; missing.Add("the log " + rel + " has no header"); continue; }
+                uint hg = (uint)BitConverter.ToInt32(h, 4);
+                string ls = DbFacts.HexBytes(DbFacts.Slice(h, 44, 28));
+                if (db == null)
+                {
+                    Dictionary<string, object> s = new Dictionary<string, object>();
+                    s["log"] = rel; s["generation"] = (long)hg; s["sign_log"] = ls;
+                    serviceHeaders.Add(s);
+                }
+                if (hg != gen) { ok = false; missing.Add("the log " + rel + " holds generation " + hg + ", not the " + gen + " its name says"); }
+                if (sign == null) sign = ls;
+                else if (ls != sign) { ok = false; missing.Add("the log " + rel + " does not carry the signLog of " + (db ?? "the first log") + ": the logs are not of one log set"); }
+            }
+            return ok;
         }
 
         private static int MapIo(Exception e)
@@ -1180,7 +1638,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             k["created"] = DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
             k["logs_truncated"] = true;
             Dictionary<string, object> logs = new Dictionary<string, object>();
-            logs["gen_low"] = (long)genLow; logs["gen_high"] = (long)genHigh; logs["base_name"] = o.BaseName;
+            logs["gen_low"] = (long)genLow; logs["gen_high"] = (long)genHigh; logs["base_name"] = LogBase;
             k["logs"] = logs;
             k["databases"] = dbEntries;
             k["files"] = writer.Files;
@@ -1291,8 +1749,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             string dest;
             try { dest = writer.PathFor(rel); }
             catch (InvalidOperationException e) { throw new JetFailure("BackupSetWriter", Jet.errInvalidParameter, e.Message); }
-            IntPtr h; long size;
-            JetApi.Check(api.OpenFile(inst, openName, out h, out size), "JetOpenFileInstanceW", "name=" + openName);
+            IntPtr h = IntPtr.Zero; long size;
+            if (source != null) size = source.OpenFile(openName);
+            else JetApi.Check(api.OpenFile(inst, openName, out h, out size), "JetOpenFileInstanceW", "name=" + openName);
             bool open = true;
             OpenSource = openName;
             int ps = (int)plan.PageSize;
@@ -1308,7 +1767,13 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     try { slot = pipe.Acquire(); }
                     catch (WriteFailure w) { throw WriteFail(w); }
                     uint got;
-                    int err = NativeMethods.JetReadFileInstance(inst, h, slot.Native.Pointer, (uint)slot.Native.Size, out got);
+                    int err = 0;
+                    if (source != null)
+                    {
+                        try { got = source.Read(slot.Native.Pointer, (uint)slot.Native.Size); }
+                        catch (Exception) { pipe.Release(slot); throw; }
+                    }
+                    else err = NativeMethods.JetReadFileInstance(inst, h, slot.Native.Pointer, (uint)slot.Native.Size, out got);
                     calls++;
                     if (err < 0)
                     {
@@ -1320,7 +1785,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     if (got > slot.Native.Size || total + got > size)
                     {
                         pipe.Release(slot);
-                        throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "name=" + openName + " delivered more than the reported size " + size);
+                        throw new JetFailure(ReadCall, Jet.errInvalidParameter, "name=" + openName + " delivered more than the reported size " + size);
                     }
                     if (isDb && total == 0 && got >= ps)
                     {
@@ -1339,13 +1804,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 byte[] sha;
                 try { sha = pipe.Finish(); }
                 catch (WriteFailure w) { throw WriteFail(w); }
-                api.Trace.Add("JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total
+                api.Trace.Add(source != null ? "CopyPipeline" : "JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total
                     + " ms=" + clock.Elapsed.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture) + " hash=" + hashKind
                     + (pipe.Stats.Length > 0 ? " " + pipe.Stats : ""));
                 if (total != size)
-                    throw new JetFailure("JetReadFileInstance", Jet.errInvalidParameter, "name=" + openName + " delivered " + total + " bytes but OpenFile reported " + size);
+                    throw new JetFailure(ReadCall, Jet.errInvalidParameter, "name=" + openName + " delivered " + total + " bytes but OpenFile reported " + size);
                 open = false;
-                JetApi.Check(api.CloseFile(inst, h), "JetCloseFileInstance", "name=" + openName);
+                if (source != null) source.Close();
+                else JetApi.Check(api.CloseFile(inst, h), "JetCloseFileInstance", "name=" + openName);
                 OpenSource = null;
                 writer.AddFile(rel, role, total, sha, generation);
                 return total;
@@ -1355,7 +1821,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 if (open)
                 {
                     pipe.Abort();
-                    api.CloseFile(inst, h);
+                    if (source == null) api.CloseFile(inst, h); // a service source's End(false) closes its open file
                 }
             }
         }
@@ -1421,18 +1887,21 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         internal void Publish()
         {
             Dictionary<string, object> m = BackupManifest.New(o.Type);
-            Dictionary<string, object> src = new Dictionary<string, object>();
-            src["host"] = HostName.Current;
-            List<object> dbs = new List<object>();
-            foreach (string d in plan.DbPaths) dbs.Add(d);
-            src["databases"] = dbs;
-            src["log_path"] = PathRules.Normalize(o.LogPath);
-            src["system_path"] = PathRules.Normalize(o.SystemPath);
-            src["base_name"] = o.BaseName;
-            src["page_size"] = (long)plan.PageSize;
+            Dictionary<string, object> src = source != null ? ServiceSourceFacts() : new Dictionary<string, object>();
+            if (source == null)
+            {
+                src["host"] = HostName.Current;
+                List<object> dbs = new List<object>();
+                foreach (string d in plan.DbPaths) dbs.Add(d);
+                src["databases"] = dbs;
+                src["log_path"] = PathRules.Normalize(o.LogPath);
+                src["system_path"] = PathRules.Normalize(o.SystemPath);
+                src["base_name"] = o.BaseName;
+                src["page_size"] = (long)plan.PageSize;
+            }
             m["source"] = src;
             Dictionary<string, object> logs = new Dictionary<string, object>();
-            logs["gen_low"] = (long)genLow; logs["gen_high"] = (long)genHigh; logs["base_name"] = o.BaseName;
+            logs["gen_low"] = (long)genLow; logs["gen_high"] = (long)genHigh; logs["base_name"] = LogBase;
             m["logs"] = logs;
             m["databases"] = dbEntries;
             m["files"] = writer.Files;
@@ -1455,6 +1924,45 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             facts.BackupSet = writer.Final;
             facts.Manifest = m;
             if (ending != null) facts.Ending = ending;
+        }
+
+        // The manifest's source of a service backup (docs/architecture.md, "Service sources"): the keys of an
+        // own-instance set (host, databases, log_path, system_path, base_name, page_size; the paths as the service
+        // names them) and the service's facts: kind, server, ca_name, database_locations (the restore map),
+        // dynamic_files (adcs: to copy by other means), expiry_token (adds: base64, needed by the restore), read rule.
+        private Dictionary<string, object> ServiceSourceFacts()
+        {
+            Dictionary<string, object> sf = source.Facts();
+            Dictionary<string, object> src = new Dictionary<string, object>();
+            src["kind"] = source.Kind;
+            src["host"] = HostName.Current;
+            src["server"] = source.Server;
+            string caName = source.CaName;
+            if (caName == null && source.Kind == Options.SourceAdcs)
+                foreach (BackupLocation l in source.DatabaseLocations)
+                    if (l.Type == "database" && caName == null) caName = Path.GetFileNameWithoutExtension(Leaf(l.Path)); // <CA name>.edb
+            src["ca_name"] = caName;
+            List<object> dbs = new List<object>();
+            foreach (string d in serviceDbs) dbs.Add(d);
+            src["databases"] = dbs;
+            string logDir = null, sysDir = null;
+            foreach (BackupLocation l in source.DatabaseLocations)
+            {
+                if (l.Type == "log_dir" && logDir == null) logDir = l.Path;
+                if (l.Type == "checkpoint_dir" && sysDir == null) sysDir = l.Path;
+            }
+            src["log_path"] = logDir;
+            src["system_path"] = sysDir;
+            src["base_name"] = LogBase;
+            src["page_size"] = servicePageSize == 0 ? null : (object)(long)servicePageSize;
+            src["database_locations"] = sf["database_locations"];
+            src["dynamic_files"] = sf["dynamic_files"];
+            byte[] token = source.ExpiryToken;
+            src["expiry_token"] = token == null ? null : Convert.ToBase64String(token);
+            src["read_rule"] = sf["read_rule"];
+            src["read_hint"] = (long)source.ReadHint;
+            if (sf.ContainsKey("read_size")) src["read_size"] = sf["read_size"];
+            return src;
         }
 
         // Any failure: End2(Abort); if End fails, JetTerm2(StopBackup) so no backup is left open.
@@ -1562,6 +2070,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 }
                 c["databases"] = dbs;
                 c["logs_on_disk"] = plan.LogsOnDisk;
+                if (plan.Opt.IsService)
+                {
+                    // The service is not contacted in check mode: it names its files only once a backup begins.
+                    c["source"] = plan.Opt.Source; c["server"] = plan.Opt.Server;
+                    c["page_size"] = null; c["estimated_bytes"] = null;
+                }
                 result["check"] = c;
                 return result;
             }

@@ -41,6 +41,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
         string Server { get; }                        // the server name the calls go to
         string CaName { get; }                        // the CA's name (adcs), else null
         bool Incremental { get; }                     // what Begin was asked for
+        bool Prepared { get; }                        // Begin prepared a backup context that End has not released
         bool SupportsIncremental { get; }
         ReadSizeRule ReadRule { get; }
         uint ReadHint { get; set; }                   // the OpenFile read hint (set it from the buffer, ReadRule.Fit)
@@ -686,6 +687,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
         public List<BackupLocation> DatabaseLocations { get { return locations; } }
         public List<string> DynamicFiles { get { return new List<string>(); } }
         public byte[] ExpiryToken { get { return token; } }
+        public bool Prepared { get { return prepared; } }
 
         // The cbReadHintSize passed to DsBackupOpenFileW (fitted to ReadSizeRule.NtdsBcli; default 64 KiB).
         public uint ReadHint
