@@ -4,12 +4,15 @@ Each simulated host gets its own file system under a temporary ESESIM_ROOT, seed
 set; module calls go through tests/sim/plugins/connection/esesim.py to the C# engine under Mono and
 the esent.dll simulator. One playbook run can drive many hosts, each with its own faults or options.
 """
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import yaml
@@ -33,11 +36,24 @@ def _load(name, *path):
 esesim_connection = _load("esesim_connection", "tests", "sim", "plugins", "connection", "esesim.py")
 simulated_env = _load("esesim_run_playbook", "tests", "sim", "run_playbook.py").simulated_env
 PathMap, place_fixtures = esesim_connection.PathMap, esesim_connection.place_fixtures
+ESESIM_PLUGIN = os.path.join(REPO, "tests", "sim", "plugins", "connection", "esesim.py")
 
 TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "tests", "data", "ese")
 SETS = os.path.join(TESTDATA, "sets")
 SRU_DIR = "C:\\Windows\\System32\\sru"
 SHARE = "\\\\backup01\\ese"
+CERTLOG_DIR = "C:\\Windows\\System32\\CertLog"
+NTDS_DIR = "C:\\Windows\\NTDS"
+CA_NAME = "Contoso Issuing CA"
+# A set made through the esent simulator, as the service tests make theirs (tests/sim/tests/certsim.py, dssim.py).
+_MAKE_SET = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import esesim
+jet = esesim.Jet(esesim.load_lib())
+print(jet.create_set(sys.argv[2], base=sys.argv[3], database=sys.argv[4], page_size=8192,
+                     records=int(sys.argv[5]), log_kb=128))
+"""
 
 
 def sample_set(name):
@@ -60,15 +76,102 @@ class Results:
 
 
 class Simulation:
+    """Simulated hosts under ``root``. Hosts that declare services (add_ca, add_dc, or esesim_services) get
+    service processes at their first module; stop_services() stops every one (the e2e ``services`` fixtures do,
+    and so does the interpreter's exit should a test not); a Simulation is also a context manager that does."""
+
     def __init__(self, root):
         self.root = str(root)
         self.hosts = {}
+        self._stop_registered = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_services()
+        return False
 
     def add_host(self, name, fixture="srum-server2022-clean", at=SRU_DIR, **host_vars):
         host = {"ansible_connection": "esesim", "esesim_fixtures": {at: sample_set(fixture), SHARE: ""}}
         host.update(host_vars)
         self.hosts[name] = host
         return name
+
+    def ese_set(self, name, database, base="edb", records=500):
+        """A consistent ESE set (8 KiB pages, 128 KB logs, three generations) made by the esent simulator in a
+        folder of its own under the simulation's root, made once per name: a fixture folder."""
+        folder = os.path.join(self.root, "sets", name)
+        if not os.path.exists(os.path.join(folder, database)):
+            shutil.rmtree(folder, ignore_errors=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ESESIM_")}
+            subprocess.run([sys.executable, "-c", _MAKE_SET, os.path.join(REPO, "tests", "sim", "tests"), folder,
+                            base, database, str(records)], env=env, check=True, capture_output=True, cwd=REPO)
+        return folder
+
+    def add_ca(self, name, ca_name=CA_NAME, at=CERTLOG_DIR, service=None, **host_vars):
+        """A host running a CA: a synthetic ``<ca_name>.edb`` set in ``at`` and an adcs service on it
+        (``service``: more keys of its declaration, see esesim_services)."""
+        decl = {"kind": "adcs", "ca_name": ca_name, "database": "%s\\%s.edb" % (at, ca_name), "log_path": at}
+        decl.update(service or {})
+        return self._add_service_host(name, self.ese_set("ca-" + ca_name, ca_name + ".edb"), at, decl, host_vars)
+
+    def add_dc(self, name, at=NTDS_DIR, service=None, **host_vars):
+        """A domain controller: a synthetic ``ntds.dit`` set in ``at`` and an adds service on it."""
+        decl = {"kind": "adds", "database": at + "\\ntds.dit", "log_path": at}
+        decl.update(service or {})
+        return self._add_service_host(name, self.ese_set("ntds", "ntds.dit"), at, decl, host_vars)
+
+    def _add_service_host(self, name, folder, at, decl, host_vars):
+        host = self.hosts.get(name) or {"ansible_connection": "esesim", "esesim_fixtures": {SHARE: ""}}
+        host["esesim_fixtures"][at] = folder
+        services = [s for s in host.get("esesim_services", []) if s["kind"] != decl["kind"]] + [decl]
+        host["esesim_services"] = services
+        host.update(host_vars)
+        self.hosts[name] = host
+        return name
+
+    def service(self, host, kind):
+        """esesim's record of a host's service ({pid, argv, log, stopped, ...}), or None."""
+        return esesim_connection.read_service_record(self.paths(host).host_root, kind)
+
+    def service_pids(self, host=None, kind=None):
+        """The service processes of this simulation that run (of one host, one kind)."""
+        return esesim_connection.service_pids(self.root, host, kind)
+
+    def service_dirs(self):
+        """{kind: the folder of the services' endpoints and registry files} (ESESIM_CERTSVC_DIR, ESESIM_NTDS_DIR)."""
+        return esesim_connection.service_dirs(self.root)
+
+    def stop_service(self, host, kind=None):
+        """Stops a host's service (or all of its services) now, as a service stop does; the same playbook run
+        does not start it again, the next one does."""
+        return esesim_connection.stop_host_services(self.root, host, kind)
+
+    def stop_service_task(self, host, kind, name=None):
+        """A playbook task (YAML text, indented for a play's tasks) that stops ``host``'s ``kind`` service between
+        two tasks of a play that runs on ``host``."""
+        return """
+    - name: %s
+      delegate_to: localhost
+      run_once: true
+      ansible.builtin.command:
+        argv: [%s, %s, stop-service, %s, %s, %s]
+""" % (name or "stop %s on %s" % (kind, host), json.dumps(sys.executable), json.dumps(ESESIM_PLUGIN),
+            json.dumps(self.root), json.dumps(host), kind)
+
+    def stop_services(self):
+        """Stops every service process of this simulation and removes their endpoint folders; returns the pids
+        that were still running."""
+        pids = esesim_connection.stop_host_services(self.root)
+        left = self.service_pids()
+        assert not left, "service processes outlived their stop: %s" % left
+        for path in self.service_dirs().values():
+            shutil.rmtree(path, ignore_errors=True)
+        base = os.path.dirname(next(iter(self.service_dirs().values())))
+        if os.path.isdir(base) and not os.listdir(base):
+            os.rmdir(base)
+        return pids
 
     def paths(self, host):
         return PathMap(self.root, host)
@@ -81,6 +184,8 @@ class Simulation:
         state = {}
         for base in (self.paths(host).host_root, self.paths(host).unc_root):
             for dirpath, _, files in os.walk(base):
+                if os.path.basename(dirpath) == esesim_connection.SERVICE_STATE:
+                    continue
                 for f in files:
                     if f == ".fixtures-placed":
                         continue
@@ -116,6 +221,10 @@ class Simulation:
             os.remove(results)
         env = simulated_env(sim_root=self.root)
         env["ESESIM_RESULTS"] = results
+        env["ESESIM_RUN_ID"] = uuid.uuid4().hex  # services start once per host in this run
+        if not self._stop_registered and any(h.get("esesim_services") for h in self.hosts.values()):
+            atexit.register(self.stop_services)
+            self._stop_registered = True
         env["ANSIBLE_FORKS"] = str(forks)
         if collections:
             env["ANSIBLE_COLLECTIONS_PATH"] = collections

@@ -41,6 +41,34 @@ options:
     type: list
     default: []
     vars: [{name: esesim_faults}]
+  esesim_services:
+    description:
+      - Services that run on the host and own an ESE database, as a list of mappings. Each is started (once per
+        host per playbook run; a lock and a record in the host's C(.esesim-services) folder keep forks from
+        starting it twice) before the host's first module runs, and keeps running until it is stopped (see
+        C(stop_host_services)); a service that is still running from an earlier run with the same declaration
+        keeps serving.
+      - C(kind) C(adcs) is a CA (build/sim/certsvc-sim, answered through certadm.dll), with keys C(database) (its
+        C(<CA name>.edb), required), C(log_path), C(system_path), C(base) (default C(edb)), C(ca_name),
+        C(remote_backup) (false, the default, keeps IF_NOREMOTEICERTADMINBACKUP 0x40 in the interface flags),
+        C(interface_flags) (the flags themselves, instead), C(paused), C(dynamic_files) (Windows paths).
+      - C(kind) C(adds) is a domain controller (build/sim/ntdssvc-sim, answered through ntdsbcli.dll), with keys
+        C(database) (C(ntds.dit), required), C(log_path), C(system_path), C(base), C(tombstone_days), C(dsrm).
+      - Both take C(faults) (the service's fault list, ESESIM_CERTSVC_FAULTS or ESESIM_NTDS_FAULTS),
+        C(esent_faults) (ESESIM_FAULTS inside the service) and C(running) (false for a service
+        declared but not started, a stopped service). Windows paths map into the host's folder; the server name is the host's COMPUTERNAME.
+      - The database files themselves come from O(esesim_fixtures).
+    type: list
+    default: []
+    vars: [{name: esesim_services}]
+  esesim_ntdsbcli:
+    description:
+      - What ntdsbcli.dll does on this host. C(present) answers; C(missing) has no ntdsbcli.dll
+        (build/sim/no-ntdsbcli); C(no_exports) one without the backup exports (build/sim/ntdsbcli-noexports);
+        C(no_endpoint) loads but answers EPT_S_NOT_REGISTERED (ESESIM_NTDS_NO_ENDPOINT=1).
+    default: present
+    choices: [present, missing, no_exports, no_endpoint]
+    vars: [{name: esesim_ntdsbcli}]
 notes:
   - With C(ESESIM_COUNT_FILE) set, each C(exec_command) call (one module execution, which is one WinRM
     round trip on a real host) appends one JSON line to that file,
@@ -51,6 +79,8 @@ notes:
     Workers are separate processes, so each line is one O_APPEND write.
 """
 
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -199,6 +229,240 @@ def place_fixtures(paths, fixtures):
     open(marker, "w").close()
 
 
+# ---------------------------------------------------------------- services that own an ESE database
+
+SERVICE_BINARIES = {"adcs": os.path.join(SIM_LIB_DIR, "certsvc-sim"), "adds": os.path.join(SIM_LIB_DIR, "ntdssvc-sim")}
+SERVICE_DIR_VARS = {"adcs": "ESESIM_CERTSVC_DIR", "adds": "ESESIM_NTDS_DIR"}
+SERVICE_FAULT_VARS = {"adcs": "ESESIM_CERTSVC_FAULTS", "adds": "ESESIM_NTDS_FAULTS"}
+SERVICE_KEYS = {
+    "common": {"kind", "database", "log_path", "system_path", "base", "faults", "esent_faults", "running"},
+    "adcs": {"ca_name", "remote_backup", "interface_flags", "paused", "dynamic_files"},
+    "adds": {"tombstone_days", "dsrm"},
+}
+NTDSBCLI_LIB_DIRS = {"present": SIM_LIB_DIR, "no_endpoint": SIM_LIB_DIR,
+                     "missing": os.path.join(SIM_LIB_DIR, "no-ntdsbcli"),
+                     "no_exports": os.path.join(SIM_LIB_DIR, "ntdsbcli-noexports")}
+IF_DEFAULT, IF_NOREMOTEICERTADMINBACKUP = 0x641, 0x40
+SERVICE_STATE = ".esesim-services"  # in the host's folder: the lock, one record and one log per service
+# The environment variable that marks every service process with the simulation it belongs to.
+SERVICE_MARK = "ESESIM_SERVICE_OF"
+
+
+class ServiceError(AnsibleConnectionFailure):
+    """A service declaration esesim cannot start, or a service that did not become ready."""
+
+
+def computer_name(host):
+    """What Windows sets as COMPUTERNAME for a host address: the NetBIOS name."""
+    return (host or "localhost").split(".")[0].upper()[:15]
+
+
+def service_dirs(sim_root):
+    """The socket folders of one simulation, shared by all its hosts as a network is (a remote caller reaches
+    <dir>/<server>.sock): short paths below /tmp, since AF_UNIX paths are limited to 107 bytes."""
+    tag = hashlib.sha1(os.path.abspath(sim_root).encode()).hexdigest()[:12]
+    base = os.path.join("/tmp", "esesim-" + tag)
+    return {"adcs": os.path.join(base, "cs"), "adds": os.path.join(base, "ds")}
+
+
+def service_command(paths, kind, decl, server):
+    """(argv, extra environment) for one declared service; raises ServiceError naming a bad key."""
+    unknown = set(decl) - SERVICE_KEYS["common"] - SERVICE_KEYS.get(kind, set())
+    if kind not in SERVICE_BINARIES:
+        raise ServiceError("esesim_services: kind must be adcs or adds, not %r" % (kind,))
+    if unknown:
+        raise ServiceError("esesim_services (%s): unknown keys %s" % (kind, ", ".join(sorted(unknown))))
+    if not decl.get("database"):
+        raise ServiceError("esesim_services (%s): database is required (the Windows path of the service's database)"
+                           % kind)
+    argv = [SERVICE_BINARIES[kind], "--db", paths.to_local(decl["database"]), "--server", server]
+    for key, flag in (("log_path", "--logs"), ("system_path", "--system")):
+        if decl.get(key):
+            argv += [flag, paths.to_local(decl[key])]
+    if decl.get("base"):
+        argv += ["--base", str(decl["base"])]
+    if kind == "adcs":
+        if decl.get("ca_name"):
+            argv += ["--ca", str(decl["ca_name"])]
+        flags = decl.get("interface_flags")
+        if flags is None:
+            flags = IF_DEFAULT & ~IF_NOREMOTEICERTADMINBACKUP if decl.get("remote_backup") else IF_DEFAULT
+        argv += ["--interface-flags", str(int(flags))]
+        if decl.get("paused"):
+            argv.append("--paused")
+        for path in decl.get("dynamic_files") or ():
+            argv += ["--dynamic", paths.to_local(path)]
+    else:
+        if decl.get("tombstone_days") is not None:
+            argv += ["--tombstone-days", str(int(decl["tombstone_days"]))]
+        if decl.get("dsrm"):
+            argv.append("--dsrm")
+    env = {SERVICE_FAULT_VARS[kind]: json.dumps(decl.get("faults") or []),
+           "ESESIM_FAULTS": json.dumps(decl.get("esent_faults") or [])}
+    return argv, env
+
+
+def _alive(pid):
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def service_pids(sim_root, host=None, kind=None):
+    """The service processes of the simulation under ``sim_root`` (optionally of one host and kind), found by
+    the mark esesim sets in their environment."""
+    mark = ("%s=%s" % (SERVICE_MARK, os.path.abspath(sim_root))).encode()
+    want = [mark]
+    if host is not None:
+        want.append(("ESESIM_SERVICE_HOST=%s" % host).encode())
+    if kind is not None:
+        want.append(("ESESIM_SERVICE_KIND=%s" % kind).encode())
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if all(w in environ for w in want) and _alive(int(entry)):
+            pids.append(int(entry))
+    return pids
+
+
+def _record_path(state_dir, kind):
+    return os.path.join(state_dir, kind + ".json")
+
+
+def read_service_record(host_root, kind):
+    """What esesim knows of a host's service: {kind, run, config, pid, argv, running, log, stopped}, or None."""
+    try:
+        with open(_record_path(os.path.join(host_root, SERVICE_STATE), kind)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(state_dir, kind, record):
+    tmp = _record_path(state_dir, kind) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, _record_path(state_dir, kind))
+
+
+def _terminate(pids, timeout=10):
+    """SIGTERM (a service stop), then SIGKILL for what is still running after ``timeout`` seconds."""
+    for pid in pids:
+        try:
+            os.kill(pid, 15)
+        except OSError:
+            pass
+    deadline = time.time() + timeout
+    while [p for p in pids if _alive(p)] and time.time() < deadline:
+        time.sleep(0.05)
+    for pid in [p for p in pids if _alive(p)]:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    deadline = time.time() + 5
+    while [p for p in pids if _alive(p)] and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def _start_service(sim_root, host, state_dir, kind, argv, extra_env, server, profile):
+    sock_dir = service_dirs(sim_root)[kind]
+    os.makedirs(sock_dir, exist_ok=True)
+    log = os.path.join(state_dir, kind + ".log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESESIM_")}
+    env.update(extra_env)
+    env.update({SERVICE_DIR_VARS[kind]: sock_dir, "COMPUTERNAME": server, "ESESIM_PROFILE": profile,
+                SERVICE_MARK: os.path.abspath(sim_root), "ESESIM_SERVICE_HOST": host, "ESESIM_SERVICE_KIND": kind})
+    lifetime = str(int(os.environ.get("ESESIM_SERVICE_LIFETIME") or 1800))
+    # Detached (a new session, the shell exits at once): the service outlives the task that started it and is
+    # never a zombie of a worker; timeout(1) bounds its life should nothing stop it.
+    script = 'timeout -s TERM "$0" "$@" >"$ESESIM_SERVICE_LOG" 2>&1 </dev/null & echo $!'
+    env["ESESIM_SERVICE_LOG"] = log
+    out = subprocess.run(["/bin/sh", "-c", script, lifetime] + argv, env=env, capture_output=True, text=True,
+                         check=True, start_new_session=True).stdout
+    pid = int(out.strip())
+    ready = os.path.basename(argv[0]) + " ready"
+    deadline = time.time() + 20
+    text = ""
+    while time.time() < deadline:
+        with open(log, errors="replace") as f:
+            text = f.read()
+        if ready in text:
+            return pid, log
+        if not _alive(pid):
+            break
+        time.sleep(0.02)
+    _terminate([pid])
+    with open(log, errors="replace") as f:
+        text = f.read()
+    raise ServiceError("esesim: the %s service of %s did not start (%s): %s"
+                       % (kind, host, " ".join(argv), text.strip()[-2000:]))
+
+
+def ensure_services(paths, sim_root, host, services, run_id, profile="esent10"):
+    """Starts a host's declared services once per playbook run (``run_id``), under a lock in the host's folder.
+
+    A service already started (or stopped) in this run is left as it is; one still running from an earlier run
+    with the same declaration keeps serving; one whose declaration changed is restarted."""
+    if not services:
+        return
+    state_dir = os.path.join(paths.host_root, SERVICE_STATE)
+    os.makedirs(state_dir, exist_ok=True)
+    server = computer_name(host)
+    with open(os.path.join(state_dir, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        seen = set()
+        for decl in services:
+            if not isinstance(decl, dict):
+                raise ServiceError("esesim_services: each entry must be a mapping, not %r" % (decl,))
+            kind = decl.get("kind")
+            if kind in seen:
+                raise ServiceError("esesim_services: one %s service per host" % kind)
+            seen.add(kind)
+            argv, extra_env = service_command(paths, kind, decl, server)
+            config = hashlib.sha256(json.dumps([argv, extra_env, profile, decl.get("running", True)],
+                                               sort_keys=True).encode()).hexdigest()
+            record = read_service_record(paths.host_root, kind)
+            if record and record["run"] == run_id and record["config"] == config:
+                continue
+            if record and record["config"] == config and record.get("pid") and _alive(record["pid"]):
+                record["run"] = run_id
+                _write_record(state_dir, kind, record)
+                continue
+            _terminate(service_pids(sim_root, host, kind))
+            record = {"kind": kind, "run": run_id, "config": config, "argv": argv, "server": server,
+                      "pid": None, "log": None, "stopped": None}
+            if decl.get("running", True):
+                record["pid"], record["log"] = _start_service(sim_root, host, state_dir, kind, argv, extra_env,
+                                                              server, profile)
+            _write_record(state_dir, kind, record)
+
+
+def stop_host_services(sim_root, host=None, kind=None, timeout=10):
+    """Stops the services of the simulation (of one host, one kind) as a service stop does (SIGTERM, then SIGKILL);
+    their records stay, so the same playbook run does not start them again. Returns the pids stopped."""
+    pids = service_pids(sim_root, host, kind)
+    _terminate(pids, timeout)
+    hosts_dir = os.path.join(os.path.abspath(sim_root), "hosts")
+    for name in ([host] if host is not None else (os.listdir(hosts_dir) if os.path.isdir(hosts_dir) else [])):
+        state_dir = os.path.join(hosts_dir, name, SERVICE_STATE)
+        for k in ([kind] if kind is not None else list(SERVICE_BINARIES)):
+            record = read_service_record(os.path.join(hosts_dir, name), k)
+            if record and record.get("pid") and not record.get("stopped"):
+                record["stopped"] = time.time()
+                _write_record(state_dir, k, record)
+    return pids
+
+
 def plan_module_call(call):
     """What a Windows host does with a payload before the engine runs, as far as it can be checked here.
 
@@ -275,7 +539,11 @@ class Connection(ConnectionBase):
         if not self._connected:
             root = os.path.abspath(self.get_option("esesim_root"))
             self._paths = PathMap(root, self._play_context.remote_addr or "localhost")
+            self._sim_root = root
             self._place_fixtures()
+            ensure_services(self._paths, root, self._play_context.remote_addr or "localhost",
+                            self.get_option("esesim_services") or [],
+                            os.environ.get("ESESIM_RUN_ID") or str(os.getppid()), self.get_option("esesim_profile"))
             self._connected = True
         return self
 
@@ -330,14 +598,21 @@ class Connection(ConnectionBase):
 
     def _engine_env(self):
         env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = SIM_LIB_DIR
+        ntdsbcli = self.get_option("esesim_ntdsbcli") or "present"
+        env["LD_LIBRARY_PATH"] = NTDSBCLI_LIB_DIRS[ntdsbcli]
+        env.pop("ESESIM_NTDS_NO_ENDPOINT", None)
+        if ntdsbcli == "no_endpoint":
+            env["ESESIM_NTDS_NO_ENDPOINT"] = "1"
+        # The services' endpoints (certadm.dll and ntdsbcli.dll find <dir>/<server>.sock there).
+        for kind, path in service_dirs(self._sim_root).items():
+            env[SERVICE_DIR_VARS[kind]] = path
         env["ESESIM_PROFILE"] = self.get_option("esesim_profile")
         env["ESESIM_FAULTS"] = json.dumps(self.get_option("esesim_faults") or [])
         env["ESE_BACKUP_SESSION_DIR"] = self._paths.to_local(SESSION_DIR)
         # Restore's rule for the Windows directory (only its ESE data folders may be restored into).
         env["ESE_BACKUP_TEST_WINDOWS_DIR"] = self._paths.to_local(WINDOWS_DIR)
         # What Windows sets: the NetBIOS name, which the engine records as the set's host.
-        env["COMPUTERNAME"] = (self._play_context.remote_addr or "localhost").split(".")[0].upper()[:15]
+        env["COMPUTERNAME"] = computer_name(self._play_context.remote_addr)
         return env
 
     def _start_async(self, command, request, job):
@@ -385,3 +660,18 @@ class Connection(ConnectionBase):
 
     def close(self):
         self._connected = False
+
+
+def main(argv):
+    """esesim.py stop-service SIM_ROOT HOST [KIND]: stops a simulated host's services (for a playbook task that
+    stops a service between two others)."""
+    if len(argv) not in (3, 4) or argv[0] != "stop-service":
+        sys.stderr.write("usage: esesim.py stop-service SIM_ROOT HOST [adcs|adds]\n")
+        return 2
+    stopped = stop_host_services(argv[1], argv[2], argv[3] if len(argv) == 4 else None)
+    sys.stdout.write(json.dumps({"stopped": stopped}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
