@@ -188,7 +188,6 @@ newest_verified_full:
 """
 
 import datetime
-import math
 import os
 import shutil
 import time
@@ -197,20 +196,15 @@ import uuid
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import backupset as bs
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import files as fs
-from ansible_collections.ese.backup.plugins.module_utils.ese_format import retention as rt
+from ansible_collections.ese.backup.plugins.module_utils.ese_format import prune_plan as pp
 
 RUN = "run.json"
 RUN_FORMAT = "ese.backup/run/1"
 LEFTOVER_ENDINGS = (".new", ".stale", ".prune")
 SCAN_LIMIT = 10000          # entries looked at for the last write time, as the engine does
 
-
-class PruneError(Exception):
-    """A failure that names the option (or the folder) at fault; ``result`` is what was done before."""
-
-    def __init__(self, msg, result=None):
-        Exception.__init__(self, msg)
-        self.result = result or {}
+PruneError = pp.PruneError
+problem = pp.problem
 
 
 def tree_facts(path):
@@ -299,84 +293,41 @@ def _run_facts(folder):
     return dict((k, r.get(k)) for k in ("host", "pid", "started") if isinstance(r.get(k), (str, int)))
 
 
-def problem(code, file, detail):
-    """A problem in the verifier's form; prune's own code (PRUNE_REMOVE_FAILED) is an error too."""
-    return {"code": code, "severity": "error", "file": file, "detail": detail}
-
-
-def _hours(seconds):
-    return "%.1f hours" % (seconds / 3600.0)
-
-
-def scan_staging(root, older_than, now_ts, kept, partial, links):
-    out, probs = [], []
+def staging_facts(root, now_ts, kept, partial, links):
+    """What prune_plan.staging_decisions judges, read here (no engine: no ``judged``)."""
+    out = []
     for n in kept:
-        b = tree_facts(os.path.join(root, n))[0]
-        out.append({"name": n, "kind": "kept_logs", "action": "keep", "bytes": b, "run": None,
-                    "why": "holds kept-logs.json, the only copy of logs truncated on the host: never removed"})
+        out.append({"name": n, "kind": "kept_logs", "bytes": tree_facts(os.path.join(root, n))[0]})
     for n in partial:
         b, last = tree_facts(os.path.join(root, n))
-        quiet = now_ts - last
-        go = quiet > older_than
-        out.append({"name": n, "kind": "partial", "action": "remove" if go else "keep", "bytes": b,
-                    "run": _run_facts(os.path.join(root, n)),
-                    "why": "nothing in it was written for %s, more than partial_older_than_hours" % _hours(quiet)
-                    if go else "written %s ago: a backup may be writing it" % _hours(max(quiet, 0))})
+        out.append({"name": n, "kind": "partial", "bytes": b, "quiet": now_ts - last,
+                    "run": _run_facts(os.path.join(root, n))})
     for n in links:
-        out.append({"name": n, "kind": "link", "action": "keep", "bytes": 0, "run": None,
-                    "why": "a symbolic link: not followed, not removed"})
-        probs.append(problem("FOLDER_SYMLINK", n, "a symbolic link to a set folder: not followed, not removed"))
+        out.append({"name": n, "kind": "link", "bytes": 0})
     for n in sorted(os.listdir(root)):
         if not (n.startswith(".") and n.endswith(LEFTOVER_ENDINGS)):
             continue
         full = os.path.join(root, n)
         k = fs.lkind(full)
         if k not in ("dir", "file"):
-            out.append({"name": n, "kind": "leftover", "action": "keep", "bytes": 0, "run": None,
-                        "why": "a %s: not followed, not removed" % k})
+            out.append({"name": n, "kind": "leftover", "bytes": 0, "other": k})
             continue
         b, last = tree_facts(full) if k == "dir" else (os.lstat(full).st_size, os.lstat(full).st_mtime)
-        quiet = now_ts - last
-        go = quiet > older_than
-        out.append({"name": n, "kind": "leftover", "action": "remove" if go else "keep", "bytes": b, "run": None,
-                    "why": "a leftover untouched for %s" % _hours(quiet) if go
-                    else "written %s ago: may be in use" % _hours(max(quiet, 0))})
-    return out, probs
+        out.append({"name": n, "kind": "leftover", "bytes": b, "quiet": now_ts - last})
+    return out
+
+
+def scan_staging(root, older_than, now_ts, kept, partial, links):
+    return pp.staging_decisions(staging_facts(root, now_ts, kept, partial, links), older_than)
 
 
 def read_records(root, names, verify, min_verified):
-    records = []
-    for n in names:
-        d = os.path.join(root, n)
-        m, mp = bs.load_manifest(os.path.join(d, bs.MANIFEST), n + "/" + bs.MANIFEST)
-        _e, ok, ep = bs.load_ending(d, lambda r, n=n: n + "/" + r)
-        rec = rt.set_record(n, m, mp, ok, ep, size=tree_facts(d)[0])
-        if verify == "ending":
-            rec["verified"] = rec["ending_ok"] and rec["manifest_ok"]
-        records.append(rec)
-    if verify == "ending":
-        return records
-    by_name = dict((r["name"], r) for r in records)
-    found, full_found = 0, False
-    for chain in rt.verification_order(records):
-        if found >= min_verified and full_found:
-            break
-        ok = True
-        for n in chain:
-            r = by_name[n]
-            res = bs.verify_set(os.path.join(root, n), checksums=(verify == "checksums"), prefix=n + "/")
-            r["verified"] = bool(res["restorable"])
-            ok = ok and r["verified"]
-        if ok:
-            found += 1
-        if by_name[chain[0]]["type"] == "full" and by_name[chain[0]]["verified"]:
-            full_found = True
-    return records
+    records = [pp.record(n, os.path.join(root, n), tree_facts(os.path.join(root, n))[0]) for n in names]
 
-
-def _line(d):
-    return "%s  %s %s  (%s)" % (d["name"], d.get("type") or d.get("kind"), d.get("created") or "",
-                                "; ".join(d["rules"]) if "rules" in d else d["why"])
+    def verify_chain(chain):
+        return dict((n, bool(bs.verify_set(os.path.join(root, n), checksums=(verify == "checksums"),
+                                           prefix=n + "/")["restorable"])) for n in chain)
+    return pp.verify_lazily(records, verify, min_verified, verify_chain)
 
 
 def run(params, check_mode=False, now=None):
@@ -387,48 +338,16 @@ def run(params, check_mode=False, now=None):
     root = os.path.abspath(root)
     if not os.path.isdir(root):
         raise PruneError("path: %s is not a folder" % root)
-    older = params.get("partial_older_than_hours")
-    older = 24.0 if older is None else older
-    if isinstance(older, bool) or not isinstance(older, (int, float)) or math.isnan(older) or older <= 0:
-        raise PruneError("partial_older_than_hours: must be more than 0, got %r" % (older,))
-    verify = params.get("verify") or "files"
-    if verify not in ("ending", "files", "checksums"):
-        raise PruneError("verify: must be one of ending, files, checksums, got %r" % (verify,))
+    verify, older, counts = pp.options(params)     # nothing is read or removed on bad input
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    counts = dict((k, params.get(k)) for k in ("keep_full", "keep_days", "keep_daily", "keep_weekly",
-                                               "keep_monthly", "min_verified"))
-    if counts["min_verified"] is None:
-        counts["min_verified"] = 1
-    try:
-        rt.plan([], now, **counts)       # options first: nothing is read or removed on bad input
-    except ValueError as e:
-        raise PruneError(str(e))
     names, kept, partial, links = bs.find_sets(root)
     records = read_records(root, names, verify, counts["min_verified"])
-    p = rt.plan(records, now, **counts)
     # file times are the share's clock: judged against this machine's clock, whatever ``now`` plans with
-    staging, sprobs = scan_staging(root, older * 3600.0, time.time(), kept, partial, links)
-    problems = [x for r in records for x in r["problems"]] + p["problems"] + sprobs
-    decisions = dict((d["name"], d) for d in p["sets"])
-
-    def out(d):
-        return dict((k, d[k]) for k in ("name", "type", "chain", "created", "rules"))
-    kept_sets = [out(d) for d in p["sets"] if d["action"] == "keep"]
-    removed = [dict(out(decisions[n]), bytes=decisions[n]["size"]) for n in p["remove_order"]]
-    result = {
-        "path": root, "kept": kept_sets, "removed": removed, "staging": staging, "problems": problems,
-        "held": [out(d) for d in p["sets"] if d["held"]], "chains": p["chains"],
-        "newest_verified_full": p["newest_verified_full"], "verify": verify,
-        "bytes_freed": sum(x["bytes"] for x in removed) + sum(s["bytes"] for s in staging if s["action"] == "remove"),
-        "changed": bool(removed or any(s["action"] == "remove" for s in staging)),
-    }
-    before = sorted([_line(decisions[n]) for n in decisions] + [_line(s) for s in staging])
-    after = sorted([_line(decisions[n]) for n in decisions if decisions[n]["action"] == "keep"]
-                   + [_line(s) for s in staging if s["action"] == "keep"])
-    result["diff"] = {"before_header": root + " (before)", "after_header": root + " (after)",
-                      "before": "\n".join(before) + "\n", "after": "\n".join(after) + "\n"}
+    staging, sprobs = scan_staging(root, older, time.time(), kept, partial, links)
+    result = pp.result(root, records, now, counts, verify, staging, sprobs)
     if check_mode:
         return result
+    removed = result["removed"]
     done, freed = [], 0
     for item in removed:
         try:
@@ -447,7 +366,7 @@ def run(params, check_mode=False, now=None):
             continue
         try:
             if s["kind"] == "partial":
-                _remove_partial(root, s["name"], older * 3600.0)
+                _remove_partial(root, s["name"], older)
             else:
                 _remove_leftover(root, s["name"])
             freed += s["bytes"]
