@@ -27,7 +27,7 @@ description:
     callback would write its file on the controller (there, a job's short-lived execution environment).
     The reports are written by ordinary M(ansible.builtin.copy) tasks of the backup server's play, onto the
     backup server, with the mode those tasks set.
-positional: _input, hostvars, verify_results
+positional: _input, hostvars, verify_results, prune_results
 extends_documentation_fragment:
   - ese.backup.backup_report_inputs
 """
@@ -36,13 +36,19 @@ EXAMPLES = r"""
 - name: Report
   ansible.builtin.debug:
     msg: "{{ groups['ese_hosts'] | ese.backup.backup_report(hostvars, verified.results) }}"
+
+- name: Report with what the retention policy did (a prune task looped over the hosts, registered as pruned)
+  ansible.builtin.debug:
+    msg: "{{ groups['ese_hosts'] | ese.backup.backup_report(hostvars, verified, pruned) }}"
 """
 
 RETURN = r"""
 _value:
   description: One entry per host with C(host), C(status) (ok, failed, not run; failed also when a task
     before the backup failed and the play kept its message in C(ese_backup_failure)), C(backup_set),
-    C(type), C(log_generations), C(jet_err), C(message) and C(verified) (true, false or null).
+    C(type), C(log_generations), C(jet_err), C(message) and C(verified) (true, false or null). The JSON keeps
+    these keys only; the duration and the retention (O(prune_results)) show in the HTML, JUnit and summary
+    reports.
   type: list
   elements: dict
 """
@@ -52,8 +58,8 @@ from ansible_collections.ese.backup.plugins.plugin_utils._backup_report import h
 KEYS = ("host", "status", "backup_set", "type", "log_generations", "jet_err", "message", "verified")
 
 
-def backup_report(hosts, hostvars, verify_results=None):
-    return [dict((key, entry[key]) for key in KEYS) for entry in host_entries(hosts, hostvars, verify_results)]
+def backup_report(hosts, hostvars, verify_results=None, prune_results=None):
+    return [dict((key, entry[key]) for key in KEYS) for entry in host_entries(hosts, hostvars, verify_results, prune_results)]
 
 
 class FilterModule:

@@ -18,13 +18,14 @@ description:
   - A table per host - status, type, set, size (the sum of the set manifest's C(files[].size)), duration,
     log range, verification, chain health, retention; the failures with their JET error (code and name), the
     call that returned it, the advice for that error and the task's message; a chart of the set size per host.
-  - Duration shows C(not recorded) - M(ese.backup.run) returns no start time or duration. Retention shows
-    C(not configured) - ese.backup has no retention policy. Chain health comes from the verify result
+  - Duration is the engine's (C(duration_s) of M(ese.backup.run)), C(not recorded) when the result has none.
+    Retention is what M(ese.backup.prune) did to the host's folder (sets kept, removed and held, bytes freed),
+    C(not configured) when no prune results are given. Chain health comes from the verify result
     (valid, problem count, chains and whether each is continuous) and is C(unknown) without one.
   - Everything that comes from hosts (names, paths, messages) is HTML-escaped.
   - Takes the same arguments as P(ese.backup.backup_report#filter); why this is a filter and not a callback
     plugin is said there.
-positional: _input, hostvars, verify_results
+positional: _input, hostvars, verify_results, prune_results
 extends_documentation_fragment:
   - ese.backup.backup_report_inputs
 """
@@ -47,7 +48,8 @@ _value:
 import html
 
 from ansible_collections.ese.backup.plugins.plugin_utils._backup_report import (
-    chain_text, clean_text, host_entries, human_size, jet_text, log_range_text, verification_text)
+    chain_text, clean_text, duration_text, host_entries, human_size, jet_text, log_range_text, retention_text,
+    verification_text)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:72em;color:#1d2430;
@@ -97,11 +99,11 @@ def _host_section(index, entry):
         ("Created", _cell(entry["created"])),
         ("Databases", "<br>".join(_e(d) for d in entry["databases"]) or _cell(None)),
         ("Size", _cell(_size_text(entry), "none (no backup set)" if entry["backup_set"] is None else "unknown")),
-        ("Duration", _cell(entry["duration"], "not recorded")),
+        ("Duration", _cell(duration_text(entry), "not recorded")),
         ("Log range", _cell(log_range_text(entry))),
         ("Verification", _cell(verification_text(entry))),
         ("Chain health", _cell(chain_text(entry))),
-        ("Retention", _cell(entry["retention"], "not configured")),
+        ("Retention", _cell(retention_text(entry), "not configured")),
         ("Message", _cell(entry["message"], "none")),
     ]
     body = "\n".join('<tr><th scope="row">%s</th><td class="%s">%s</td></tr>' % (
@@ -140,11 +142,15 @@ def _chart(entries):
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="%d" height="%d" '
              'viewBox="0 0 %d %d" aria-label="Set size per host">' % (width, height, width, height),
              '<title>Set size per host</title>',
-             '<text x="0" y="16">Set size per host (duration: not recorded by ese.backup.run)</text>']
+             '<text x="0" y="16">Set size per host%s</text>' % (
+                 ", with the backup's duration" if any(e["duration"] is not None for e in entries)
+                 else " (duration: not recorded by ese.backup.run)")]
     for i, entry in enumerate(entries):
         y = top + i * row_h
         length = max(3, int(round(bar_w * entry["size"] / float(largest)))) if entry["size"] else 3
         value = human_size(entry["size"]) if entry["size"] is not None else "no set (%s)" % entry["status"]
+        if entry["duration"] is not None:
+            value += ", " + duration_text(entry)
         parts.append(
             '<g class="mark %s" data-host="%s"><text x="0" y="%d">%s</text>'
             '<rect class="bar %s" data-host="%s" data-size="%s" x="%d" y="%d" width="%d" height="%d"/>'
@@ -156,8 +162,8 @@ def _chart(entries):
     return "\n".join(parts)
 
 
-def backup_report_html(hosts, hostvars, verify_results=None):
-    entries = host_entries(hosts, hostvars, verify_results)
+def backup_report_html(hosts, hostvars, verify_results=None, prune_results=None):
+    entries = host_entries(hosts, hostvars, verify_results, prune_results)
     counts = dict((s, sum(1 for e in entries if e["status"] == s)) for s in ("ok", "failed", "not run"))
     total = sum(e["size"] or 0 for e in entries)
     failures = [_failure(i, e) for i, e in enumerate(entries, 1) if e["status"] == "failed"]

@@ -21,7 +21,7 @@ description:
   - Takes the same arguments as P(ese.backup.backup_report#filter); why this is a filter and not a callback
     plugin is said there.
   - Characters that XML 1.0 cannot hold are replaced by U+FFFD; the rest is escaped.
-positional: _input, hostvars, verify_results
+positional: _input, hostvars, verify_results, prune_results
 extends_documentation_fragment:
   - ese.backup.backup_report_inputs
 """
@@ -43,7 +43,8 @@ _value:
 import xml.etree.ElementTree as ET
 
 from ansible_collections.ese.backup.plugins.plugin_utils._backup_report import (
-    chain_text, clean_text, host_entries, human_size, jet_text, log_range_text, verification_text)
+    chain_text, clean_text, duration_text, host_entries, human_size, jet_text, log_range_text, retention_text,
+    verification_text)
 
 
 def _case_failure(entry):
@@ -70,15 +71,16 @@ def _props(case, entry):
                ("size", "%s (%s bytes)" % (human_size(entry["size"]), entry["size"]) if entry["size"] is not None
                 else None),
                ("log range", log_range_text(entry)), ("verification", verification_text(entry)),
-               ("chain health", chain_text(entry))]
+               ("chain health", chain_text(entry)), ("duration", duration_text(entry)),
+               ("retention", retention_text(entry) or "not configured")]
     out = ET.SubElement(case, "system-out")
     out.text = clean_text("\n".join("%s: %s" % (key, "unknown" if val is None else val) for key, val in details))
 
 
-def backup_report_junit(hosts, hostvars, verify_results=None):
+def backup_report_junit(hosts, hostvars, verify_results=None, prune_results=None):
     root = ET.Element("testsuites", name="ese.backup")
     totals = {"tests": 0, "failures": 0, "skipped": 0}
-    for entry in host_entries(hosts, hostvars, verify_results):
+    for entry in host_entries(hosts, hostvars, verify_results, prune_results):
         suite = ET.SubElement(root, "testsuite", name=clean_text(entry["host"]))
         counts = {"tests": 0, "failures": 0, "skipped": 0}
         failure = _case_failure(entry)

@@ -17,7 +17,7 @@ description:
     returned it.
   - Takes the same arguments as P(ese.backup.backup_report#filter); why this is a filter and not a callback
     plugin is said there.
-positional: _input, hostvars, verify_results
+positional: _input, hostvars, verify_results, prune_results
 extends_documentation_fragment:
   - ese.backup.backup_report_inputs
 """
@@ -39,7 +39,7 @@ _value:
 """
 
 from ansible_collections.ese.backup.plugins.plugin_utils._backup_report import (
-    host_entries, human_size, jet_text, verification_text)
+    host_entries, human_size, jet_text, retention_text, verification_text)
 
 
 def _line(entry):
@@ -50,6 +50,8 @@ def _line(entry):
         if entry["log_generations"]:
             parts.append("generations %s - %s" % tuple(entry["log_generations"]))
         parts.append("verified " + verification_text(entry) if entry["verified"] else verification_text(entry))
+        if entry["retention"]:
+            parts.append("retention: " + retention_text(entry))
         return "%s: ok - %s" % (entry["host"], ", ".join(parts))
     if entry["status"] == "failed":
         first = (entry["message"] or "").split("\n")[0]
@@ -57,8 +59,8 @@ def _line(entry):
     return "%s: not run" % entry["host"]
 
 
-def backup_report_summary(hosts, hostvars, verify_results=None):
-    return [_line(entry) for entry in host_entries(hosts, hostvars, verify_results)]
+def backup_report_summary(hosts, hostvars, verify_results=None, prune_results=None):
+    return [_line(entry) for entry in host_entries(hosts, hostvars, verify_results, prune_results)]
 
 
 class FilterModule:

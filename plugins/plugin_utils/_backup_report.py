@@ -13,6 +13,8 @@ Controller-side only (the filters ``backup_report``, ``backup_report_junit``, ``
 * the results of ``ese.backup.verify`` on the backup server, per host: the registered result of the one task
   over every host's folder (``paths`` with ``names``, or ``subfolders``: its ``results``, keyed by ``name``), or
   the ``results`` of a task looped over the hosts (keyed by ``item``).
+* the results of ``ese.backup.prune`` on the backup server, per host: the ``results`` of a task looped over
+  the hosts (keyed by ``item``), or a mapping of host to prune result.
 
 Nothing is made up: a fact the results do not hold is ``None`` (the renderers print "unknown", "not
 recorded" or "not configured").
@@ -52,6 +54,27 @@ def verify_by_host(verify_results):
             continue
         found[res["item"] if "item" in res else res.get("name")] = res
     return found
+
+
+def prune_by_host(prune_results):
+    """``{host: prune result}``: a prune loop's registered result or its ``results`` (keyed by ``item``,
+    skipped items left out), or a mapping of host name to prune result."""
+    if isinstance(prune_results, dict):
+        if "results" not in prune_results:
+            return dict((host, res) for host, res in prune_results.items() if isinstance(res, dict))
+        prune_results = prune_results["results"]
+    return dict((res["item"], res) for res in prune_results or []
+                if isinstance(res, dict) and "item" in res and not res.get("skipped"))
+
+
+def _retention(res):
+    """What a host's prune did: counts of kept, removed and held sets and the bytes freed, or its failure."""
+    if not res:
+        return None
+    if res.get("failed"):
+        return {"failed": True, "msg": res.get("msg")}
+    return {"kept": len(res.get("kept") or []), "removed": len(res.get("removed") or []),
+            "held": len(res.get("held") or []), "bytes_freed": res.get("bytes_freed") or 0}
 
 
 def host_status(backup, failure):
@@ -98,9 +121,10 @@ def _chain_health(res):
             "chains": len(chains), "broken": broken}
 
 
-def host_entries(hosts, hostvars, verify_results=None):
+def host_entries(hosts, hostvars, verify_results=None, prune_results=None):
     """One dict per host with everything the renderers show (see the module docstring)."""
     verified = verify_by_host(verify_results)
+    pruned = prune_by_host(prune_results)
     entries = []
     for host in hosts:
         facts = hostvars[host]
@@ -123,8 +147,7 @@ def host_entries(hosts, hostvars, verify_results=None):
             "log_files": [log_files[0], log_files[-1]] if log_files else None,
             "size": sum(f.get("size") or 0 for f in files) if files else None,
             "file_count": len(files) if files else None,
-            # ese.backup.run returns no start time or duration (plugins/modules/run.yml RETURN).
-            "duration": None,
+            "duration": backup.get("duration_s"),
             "databases": _databases(backup, manifest, facts),
             "jet_err": jet_err,
             "failed_call_detail": call.get("detail") if call else None,
@@ -134,8 +157,7 @@ def host_entries(hosts, hostvars, verify_results=None):
             "verified": {"valid": res.get("valid"), "problems": len(res.get("problems") or [])} if res else None,
             "problems": [p for p in (res.get("problems") or []) if isinstance(p, dict)] if res else [],
             "chain": _chain_health(res),
-            # No retention policy exists in ese.backup yet.
-            "retention": None,
+            "retention": _retention(pruned.get(host)),
         })
     return entries
 
@@ -197,3 +219,20 @@ def log_range_text(entry):
     if entry["log_files"]:
         text += " (%s - %s)" % (entry["log_files"][0], entry["log_files"][1])
     return text
+
+
+def retention_text(entry):
+    """``kept 4, removed 2 (1.2 GiB freed), 1 held``, the prune's failure, or None when no prune ran."""
+    ret = entry.get("retention")
+    if not ret:
+        return None
+    if ret.get("failed"):
+        return "prune failed: %s" % (ret.get("msg") or "no message")
+    text = "kept %d, removed %d (%s freed)" % (ret["kept"], ret["removed"], human_size(ret["bytes_freed"]))
+    return text + (", %d held" % ret["held"] if ret["held"] else "")
+
+
+def duration_text(entry):
+    """``12.3 s`` or None."""
+    value = entry.get("duration")
+    return None if value is None else "%.1f s" % value
