@@ -10,21 +10,30 @@
 # Thin module: the engine does the work and returns facts; the action plugin (plugins/action/run.py)
 # turns them into changed/failed/msg through the policy table in plugin_utils/_jet_policy.py.
 
+# The own-instance options (databases, log_path, ...) are required or defaulted for source instance only: a
+# service source (adcs, adds) names its files and runs its own ESE instance, and the engine refuses them there,
+# naming the option. Their defaults for source instance are the engine's (Options.Parse), so that the engine
+# sees which were given.
 $spec = @{
     options = @{
-        databases = @{ type = 'list'; elements = 'path'; required = $true }
-        log_path = @{ type = 'path'; required = $true }
+        source = @{ type = 'str'; default = 'instance'; choices = 'instance', 'adcs', 'adds' }
+        server = @{ type = 'str' }
+        databases = @{ type = 'list'; elements = 'path' }
+        log_path = @{ type = 'path' }
         system_path = @{ type = 'path' }
-        base_name = @{ type = 'str'; default = 'edb' }
+        base_name = @{ type = 'str' }
         page_size = @{ type = 'int'; choices = 2048, 4096, 8192, 16384, 32768 }
         type = @{ type = 'str'; default = 'full'; choices = 'full', 'copy', 'incremental', 'differential' }
         dest = @{ type = 'path'; required = $true }
         set_name = @{ type = 'str' }
-        circular_logging = @{ type = 'bool'; default = $false }
-        legacy_file_names = @{ type = 'int'; default = 3 }
+        circular_logging = @{ type = 'bool' }
+        legacy_file_names = @{ type = 'int' }
         buffer_size = @{ type = 'int'; default = 4194304 }
-        instance_name = @{ type = 'str'; default = 'ese.backup' }
+        instance_name = @{ type = 'str' }
     }
+    required_if = @(
+        , @('source', 'instance', @('databases', 'log_path'))
+    )
     supports_check_mode = $true
 }
 
