@@ -13,7 +13,9 @@ Accepted code forms (:func:`decode`):
 * a 32-bit HRESULT as ``int`` or hex string (signed or unsigned):
   ``0xC800xxxx`` -> error ``-(xxxx)`` and ``0x8800xxxx`` -> warning ``+xxxx`` (facility 0x800, as
   certadm.dll and ntdsbcli.dll return them); ``0x8E5Exxxx`` / ``0x0E5Exxxx`` (FACILITY_JET_ERR 0xE5E,
-  ``HRESULT_FROM_JET_ERR``); ``0xC7FF00xx`` backup-client errors (``hrCouldNotConnect`` ...);
+  ``HRESULT_FROM_JET_ERR``); ``0xC7FF00xx`` backup-client errors (``hrCouldNotConnect`` ...); the Windows
+  HRESULTs the backup clients return as themselves (``RPC_S_SERVER_UNAVAILABLE`` 0x800706BA ...) decode as
+  ``unknown`` with their hex value, and :func:`advice` names them;
 * a sign-extended JET value written as unsigned 32 bits: ``0xFFFFFC06`` -> ``-1018``.
 """
 
@@ -548,6 +550,38 @@ BACKUP_CLIENT_ERRORS = {
     0xC7FF0011: "hrContentsExpired",
 }
 
+# Windows HRESULTs that certadm.dll and ntdsbcli.dll return as themselves (not ESE codes). describe() keeps them as
+# "unknown code 0x..." (they are not JET codes); advice() names them, with what to do.
+WINDOWS_HRESULTS = {
+    0x80004001: "E_NOTIMPL",
+    0x80004005: "E_FAIL",
+    0x8000FFFF: "E_UNEXPECTED",
+    0x80070002: "ERROR_FILE_NOT_FOUND",
+    0x80070003: "ERROR_PATH_NOT_FOUND",
+    0x80070005: "E_ACCESSDENIED",
+    0x8007000E: "E_OUTOFMEMORY",
+    0x8007001F: "ERROR_GEN_FAILURE",
+    0x80070026: "ERROR_HANDLE_EOF",
+    0x80070057: "E_INVALIDARG",
+    0x80070420: "ERROR_SERVICE_ALREADY_RUNNING",
+    0x800706A6: "RPC_S_INVALID_BINDING",
+    0x800706BA: "RPC_S_SERVER_UNAVAILABLE",
+    0x800706BE: "RPC_S_CALL_FAILED",
+    0x800706D9: "EPT_S_NOT_REGISTERED",
+    0x80094006: "CERTSRV_E_SERVER_SUSPENDED",
+}
+
+# What to do for those Windows HRESULTs (the task's message adds the engine's own reason, from the call's detail).
+WINDOWS_ADVICE = {
+    0x800706BA: "the service is not running or cannot be reached: start it (for a CA, Start-Service CertSvc) and run "
+                "the backup on the service's host",
+    0x80070005: "access denied: the backup needs SeBackupPrivilege, and a CA allows remote backups only when its "
+                "InterfaceFlags do not hold IF_NOREMOTEICERTADMINBACKUP",
+    0x80094006: "the CA is paused: resume it, then run again",
+    0x800706D9: "the host does not serve this backup API: use VSS (wbadmin start systemstatebackup) instead",
+    0x800706A6: "the server is not this host: run the backup on the service's host",
+}
+
 # What to do, for the codes the backup path produces (the external backup calls of dev/ese/src/ese/backup.cxx).
 ADVICE = {
     0: "nothing to do",
@@ -753,6 +787,9 @@ def advice(code):
         decoded = decode(code)
     except ValueError:
         decoded = None
+    if decoded is not None and decoded.value is None and decoded.hresult in WINDOWS_HRESULTS:
+        return "%s (0x%08X): %s" % (WINDOWS_HRESULTS[decoded.hresult], decoded.hresult, WINDOWS_ADVICE.get(
+            decoded.hresult, "a Windows error from the service's backup API; the detail says what the engine made of it"))
     if decoded is not None and decoded.value in ADVICE:
         return ADVICE[decoded.value]
     if decoded is not None and decoded.entry is not None:

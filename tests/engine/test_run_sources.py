@@ -199,6 +199,7 @@ def test_service_not_running(svc_dir, dest):
     from ansible_collections.ese.backup.plugins.plugin_utils._jet_policy import apply  # pylint: disable=import-outside-toplevel
     out = apply("run", res, False)
     assert out["failed"] and "0x800706BA" in out["msg"] and "no backup was started" in out["msg"]
+    assert "RPC_S_SERVER_UNAVAILABLE (0x800706BA): the service is not running" in out["msg"]   # the advice names it
 
 
 def test_service_stopped_mid_backup(services, ca_set, dest):
