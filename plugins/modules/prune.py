@@ -381,17 +381,7 @@ def run(params, check_mode=False, now=None):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            keep_full=dict(type="int", default=0),
-            keep_days=dict(type="int", default=0),
-            keep_daily=dict(type="int", default=0),
-            keep_weekly=dict(type="int", default=0),
-            keep_monthly=dict(type="int", default=0),
-            min_verified=dict(type="int", default=1),
-            verify=dict(type="str", default="files", choices=["ending", "files", "checksums"]),
-            partial_older_than_hours=dict(type="float", default=24),
-        ),
+        argument_spec=pp.ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     try:

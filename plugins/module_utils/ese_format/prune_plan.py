@@ -22,6 +22,19 @@ import tempfile
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import backupset as bs
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import retention as rt
 
+# The options of ese.backup.prune (the module's argument spec; the action plugin validates a Windows host's
+# task with it, ``path`` taken as the host's path, not expanded on the controller).
+ARGUMENT_SPEC = dict(
+    path=dict(type="path", required=True),
+    keep_full=dict(type="int", default=0),
+    keep_days=dict(type="int", default=0),
+    keep_daily=dict(type="int", default=0),
+    keep_weekly=dict(type="int", default=0),
+    keep_monthly=dict(type="int", default=0),
+    min_verified=dict(type="int", default=1),
+    verify=dict(type="str", default="files", choices=["ending", "files", "checksums"]),
+    partial_older_than_hours=dict(type="float", default=24),
+)
 COUNTS = ("keep_full", "keep_days", "keep_daily", "keep_weekly", "keep_monthly", "min_verified")
 VERIFY = ("ending", "files", "checksums")
 
