@@ -2,7 +2,9 @@
 # Copyright: Contributors to the ese.backup collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Options of the modules that take a streaming backup (ese.backup.run, ese.backup.begin): the database set
-to back up and the ESE instance the backup runs in. Both modules parse them the same way."""
+to back up and the ESE instance the backup runs in. Both modules parse them the same way for the engine's own
+instance; ese.backup.run's documentation refines them for its ``source`` option (with ``source=adcs`` or
+``source=adds`` the service names its files, so they are not required and are refused when given)."""
 
 from __future__ import absolute_import, division, print_function
 
