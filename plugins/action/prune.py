@@ -20,6 +20,7 @@ import datetime
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import prune_plan as pp
 
@@ -27,6 +28,8 @@ MODULE = "ese.backup.prune"
 HOST_MODULE = "ese.backup.prune_host"
 HOST_FORMAT = "ese.backup/prune-host/1"
 WINDOWS_VERIFY = ("ending", "files")
+
+display = Display()
 
 
 def windows_spec():
@@ -110,9 +113,8 @@ class ActionModule(ActionBase):
         result["host_path"] = scan.get("path") or root
         if not self._task.diff:
             result.pop("diff")
-        warnings = ["%s kept: %s" % (h["name"], "; ".join(h["rules"])) for h in result["held"]]
-        if warnings:
-            result["warnings"] = warnings
+        for h in result["held"]:
+            display.warning("%s kept: %s" % (h["name"], "; ".join(h["rules"])))
         if self._task.check_mode:
             return result
         sha = dict((r["name"], r.get("manifest_sha256")) for r in records)
