@@ -1414,7 +1414,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         private Dictionary<string, object> ServiceDbEntry(string name, string rel, long size)
         {
             string path = writer.PathFor(rel);
-            byte[] first = FileBytes.ReadPrefix(path, 32768);
+            byte[] first = FileBytes.ReadPrefix(path, (int)Math.Min(size, 32768L)); // a header page is at most 32 KiB
             uint ps = first != null && first.Length >= 240 ? DbFacts.U32(first, 236) : 0;
             if (ps != 4096 && ps != 8192 && ps != 16384 && ps != 32768 && ps != 2048)
                 throw new JetFailure(ReadCall, Jet.errInvalidParameter, "the stream of " + name + " does not start with a database header (page size " + ps.ToString(CultureInfo.InvariantCulture) + ")");
