@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine: external (streaming) backup of ESE databases through esent.dll: options, validation,
 // the backup sequence, the set writer and the entry points (Engine). C# 5, references System and System.Core
 // only. Below it: _EseNative.cs (JetApi), _EseHost.cs (plumbing), _EseFormat.cs (file facts).

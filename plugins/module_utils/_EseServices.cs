@@ -1,3 +1,5 @@
+// Copyright: Contributors to the ese.backup collection
+// GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine, service sources: the external backup sequence as a source of files (IBackupSource),
 // and the two service-owned streaming APIs behind it: AD CS through certadm.dll (CertAdmNative, CertAdmSource)
 // and AD DS through ntdsbcli.dll (NtdsBcliNative, NtdsBcliSource, NtdsBcliSource.Probe). Every call is checked
