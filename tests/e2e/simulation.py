@@ -1,3 +1,5 @@
+# Copyright: Contributors to the ese.backup collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """End-to-end harness: real ansible-playbook runs against simulated Windows hosts.
 
 Each simulated host gets its own file system under a temporary ESESIM_ROOT, seeded from a sample ESE

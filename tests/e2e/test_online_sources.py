@@ -48,15 +48,18 @@ def verify_play(paths):
   tasks:
     - name: verify
       ese.backup.verify:
-        path: %s
+        paths: %s
       register: verified
 """ % json.dumps(paths)
 
 
 def failed_call(rec):
+    """The failed task's call and JET_err (or HRESULT): {call, err, name} from the result's jet_err."""
     r = rec["result"]
     assert rec["status"] == "failed", r
-    return r.get("failed_call") or {}
+    j = r.get("jet_err") or {}
+    fc = r.get("failed_call") or {}
+    return {"call": j.get("call", fc.get("call")), "err": j.get("code", fc.get("err")), "name": j.get("name")}
 
 
 def no_set_published(sim, host):
@@ -186,3 +189,216 @@ def test_bad_service_declarations_fail_the_host_clearly(services):
     res = sim.run(online_play("adcs"))
     assert res.rc != 0 and "unknown keys colour" in res.stdout, res.stdout[-3000:]
     assert sim.service_pids() == []
+
+
+# ---------------------------------------------------------------- source adcs (a CA through certadm.dll)
+
+def logs_on_host(sim, host, folder):
+    local = sim.local(host, folder)
+    return sorted(n for n in os.listdir(local) if n.lower().endswith(".log"))
+
+
+def verified(sim, host, names):
+    """ese.backup.verify on the backup server over the host's dest folder: the result for each set name."""
+    root = sim.local(host, SHARE + "\\" + host)
+    res = sim.run(verify_play([os.path.join(root, n) for n in names]), tag="-verify")
+    rec = res.task("localhost", "verify")
+    assert rec["status"] == "ok", rec["result"]
+    return rec["result"]
+
+
+def test_instance_source_on_a_running_ca_fails_naming_source_adcs(services):
+    sim = services
+    sim.add_ca("ca01")
+    res = sim.run(online_play(None, databases=[CA_DB], log_path=CERTLOG_DIR, base_name="edb", set_name="own"))
+    rec = res.task("ca01", "backup")
+    assert rec["status"] == "failed" and rec["result"]["backup_started"] is False, rec["result"]
+    msg = rec["result"]["msg"]
+    assert "-1032" in msg and "'source: adcs'" in msg and "CertSvc" in msg, msg
+    no_set_published(sim, "ca01")
+
+
+def test_adcs_full_then_two_incrementals_while_the_ca_serves(services):
+    sim = services
+    crl = CERTLOG_DIR + "\\" + CA_NAME + ".crl"
+    sim.add_ca("ca01", service={"dynamic_files": [crl]})
+    res = sim.run(online_play("adcs", [("copy", {"type": "copy", "set_name": "copy"}),
+                                         ("full", {"type": "full", "set_name": "full"}),
+                                         ("inc1", {"type": "incremental", "set_name": "inc1"}),
+                                         ("inc2", {"type": "incremental", "set_name": "inc2"})]))
+    main = service_mains(sim, "ca01", "adcs")
+    assert len(main) == 1, "the CA must keep serving through the backups"
+    manifests = {}
+    for task in ("copy", "full", "inc1", "inc2"):
+        rec = res.task("ca01", task)
+        r = rec["result"]
+        assert rec["status"] == "ok" and r["changed"] is True, (task, r.get("msg"), r.get("failed_call"))
+        assert r["backup_set"] == "%s\\ca01\\%s" % (SHARE, task)
+        manifests[task] = checked_manifest(sim.local("ca01", r["backup_set"]))
+    for task, m in manifests.items():
+        src = m["source"]
+        assert src["kind"] == "adcs" and src["server"].upper() == "CA01" and src["ca_name"] == CA_NAME, src
+        assert sorted(loc["type"] for loc in src["database_locations"]) == ["checkpoint_dir", "database", "log_dir"]
+        assert [sim.paths("ca01").to_windows(p) for p in src["dynamic_files"]] == [crl], src["dynamic_files"]
+        roles = sorted({f["role"] for f in m["files"]})
+        assert roles == (["database", "log"] if task in ("copy", "full") else ["log"]), (task, roles)
+        assert m["type"] == {"inc1": "incremental", "inc2": "incremental"}.get(task, task)
+    # Each backup rolls one log; each incremental leaves no gap after the one before it (it starts at the
+    # checkpoint's generation: the CA's checkpoint does not move while it writes nothing, so logs repeat).
+    for prev, cur in (("copy", "full"), ("full", "inc1"), ("inc1", "inc2")):
+        p, c = manifests[prev]["logs"], manifests[cur]["logs"]
+        assert c["gen_high"] == p["gen_high"] + 1 and c["gen_low"] <= p["gen_high"] + 1, (prev, p, cur, c)
+    # Logs are truncated only when asked: the copy leaves every log, full and incremental truncate.
+    assert res.task("ca01", "copy")["result"].get("logs_truncated") in (False, None, [], 0)
+    for task in ("full", "inc1", "inc2"):
+        assert res.task("ca01", task)["result"].get("logs_truncated"), task
+    # Every set verifies on the backup server, and the chain full -> inc1 -> inc2 is continuous.
+    result = verified(sim, "ca01", ["copy", "full", "inc1", "inc2"])
+    assert result["valid"] is True, result.get("problems")
+    for one in result["results"]:
+        assert one["valid"] is True and one["restorable"] is True, one
+
+
+def test_adcs_copy_leaves_the_logs_on_the_ca(services):
+    sim = services
+    sim.add_ca("ca01")
+    sim.place_fixtures()
+    before = logs_on_host(sim, "ca01", CERTLOG_DIR)
+    res = sim.run(online_play("adcs", type="copy", set_name="copy"))
+    rec = res.task("ca01", "backup")
+    assert rec["status"] == "ok", rec["result"].get("msg")
+    after = logs_on_host(sim, "ca01", CERTLOG_DIR)
+    assert set(before) <= set(after) and len(after) > len(before), (before, after)  # kept; the roll added one
+    res = sim.run(online_play("adcs", type="full", set_name="full"), tag="-2")
+    assert res.task("ca01", "backup")["status"] == "ok", res.task("ca01", "backup")["result"].get("msg")
+    # The full backup truncated: of the numbered logs there before, none is left.
+    numbered = {n for n in before if n.lower() != "edb.log"}
+    assert numbered and not numbered & set(logs_on_host(sim, "ca01", CERTLOG_DIR))
+
+
+@pytest.mark.parametrize("fault, call, err, name", [
+    ({"api": "CertSrvBackupRead", "call": 2, "err": -1022}, "CertSrvBackupRead", -1022, "JET_errDiskIO"),
+    ({"api": "CertSrvBackupOpenFileW", "call": 1, "err": "0xC80003FA"}, "CertSrvBackupOpenFileW", -1018,
+     "JET_errReadVerifyFailure"),
+    ({"api": "CertSrvBackupGetBackupLogsW", "call": 1, "err": -616}, "CertSrvBackupGetBackupLogsW", -616,
+     "JET_errLogFileNotCopied"),
+])
+def test_injected_service_hresults_fail_naming_the_jet_error_and_the_call(services, fault, call, err, name):
+    sim = services
+    sim.add_ca("ca01", service={"faults": [fault]})
+    res = sim.run(online_play("adcs", type="full", set_name="full"))
+    rec = res.task("ca01", "backup")
+    fc = failed_call(rec)
+    assert fc["call"] == call and fc["err"] == err, fc
+    assert name in rec["result"]["msg"] and call in rec["result"]["msg"], rec["result"]["msg"]
+    assert rec["result"].get("backup_set") is None
+    no_set_published(sim, "ca01")
+    assert len(service_mains(sim, "ca01", "adcs")) == 1  # the CA itself keeps running
+
+
+def test_incremental_without_a_full_gives_missing_full_backup(services):
+    sim = services
+    sim.add_ca("ca01")
+    res = sim.run(online_play("adcs", type="incremental", set_name="inc"))
+    rec = res.task("ca01", "backup")
+    fc = failed_call(rec)
+    assert fc["call"] == "CertSrvBackupPrepareW" and fc["err"] == -560, fc
+    assert "JET_errMissingFullBackup" in rec["result"]["msg"] and "full backup" in rec["result"]["msg"]
+    no_set_published(sim, "ca01")
+
+
+def test_a_stopped_ca_gives_a_clear_message(services):
+    sim = services
+    sim.add_ca("ca01")
+    play = online_play("adcs", [("full", {"set_name": "full"})])
+    play += sim.stop_service_task("ca01", "adcs")
+    play += online_play("adcs", [("after stop", {"type": "incremental", "set_name": "inc"})]).split("tasks:\n", 1)[1]
+    res = sim.run(play)
+    assert res.task("ca01", "full")["status"] == "ok", res.task("ca01", "full")["result"].get("msg")
+    rec = res.task("ca01", "after stop")
+    fc = failed_call(rec)
+    assert fc["call"] == "CertSrvIsServerOnlineW" and fc["err"] == -2147023174, fc  # 0x800706BA
+    assert "not running" in rec["result"]["msg"] and "Start-Service CertSvc" in rec["result"]["msg"]
+    assert rec["result"].get("backup_set") is None
+    # Declared stopped from the start: the same message.
+    sim.add_ca("ca02", service={"running": False})
+    res = sim.run(online_play("adcs", hosts="ca02", set_name="full"), tag="-2")
+    rec = res.task("ca02", "backup")
+    assert failed_call(rec)["call"] == "CertSrvIsServerOnlineW" and "not running" in rec["result"]["msg"]
+
+
+def test_remote_backup_disabled_names_the_interface_flag_and_enabled_works(services):
+    sim = services
+    sim.add_ca("ca01")
+    sim.add_ca("ca02", ca_name="Contoso Root CA", service={"remote_backup": True})
+    sim.add_host("web01")
+    play = online_play("adcs", [("from web01 to ca01", {"server": "CA01", "set_name": "remote1"}),
+                                ("from web01 to ca02", {"server": "CA02", "set_name": "remote2"})], hosts="web01")
+    warm = online_play("adcs", [("warm", {"type": "copy", "set_name": "warm"})], hosts="ca01:ca02")
+    res = sim.run(warm + play.split("- hosts: web01", 1)[0] + "\n- hosts: web01" + play.split("- hosts: web01", 1)[1])
+    assert res.task("ca01", "warm")["status"] == "ok", res.task("ca01", "warm")["result"].get("msg")
+    rec = res.task("web01", "from web01 to ca01")
+    fc = failed_call(rec)
+    assert fc["call"] == "CertSrvBackupPrepareW" and fc["err"] == -2147024891, fc  # 0x80070005
+    assert "remote backup is disabled" in rec["result"]["msg"] and "IF_NOREMOTEICERTADMINBACKUP" in rec["result"]["msg"]
+    assert rec["result"].get("backup_set") is None
+    rec = res.task("web01", "from web01 to ca02")
+    assert rec["status"] == "ok", rec["result"].get("msg")
+    src = checked_manifest(sim.local("web01", rec["result"]["backup_set"]))["source"]
+    assert src["server"].upper() == "CA02" and src["ca_name"] == "Contoso Root CA" and src["host"].upper() == "WEB01"
+
+
+# ---------------------------------------------------------------- source adds (a DC through ntdsbcli.dll)
+
+def test_adds_full_keeps_the_expiry_token_in_the_manifest(services):
+    sim = services
+    sim.add_dc("dc01", service={"tombstone_days": 180})
+    res = sim.run(online_play("adds", type="full", set_name="full"))
+    rec = res.task("dc01", "backup")
+    assert rec["status"] == "ok" and rec["result"]["changed"] is True, (rec["result"].get("msg"),
+                                                                      rec["result"].get("failed_call"))
+    m = checked_manifest(sim.local("dc01", rec["result"]["backup_set"]))
+    src = m["source"]
+    assert src["kind"] == "adds" and src["server"].upper() == "DC01" and src["ca_name"] is None
+    assert src["expiry_token"], "the expiry token is not kept in the manifest"
+    version, days, filetime = struct.unpack("<IIq", base64.b64decode(src["expiry_token"]))
+    assert (version, days) == (1, 180)
+    assert abs((filetime - 116444736000000000) / 10000000 - os.path.getmtime(
+        os.path.join(sim.local("dc01", rec["result"]["backup_set"]), "manifest.json"))) < 300
+    assert sorted(loc["type"] for loc in src["database_locations"]) == ["checkpoint_dir", "database", "log_dir"]
+    assert [os.path.basename(f["name"]) for f in m["files"] if f["role"] == "database"] == ["ntds.dit"]
+    result = verified(sim, "dc01", ["full"])
+    assert result["valid"] is True and result["results"][0]["restorable"] is True, result.get("problems")
+    assert len(service_mains(sim, "dc01", "adds")) == 1
+
+
+@pytest.mark.parametrize("mode", ["missing", "no_exports", "no_endpoint"])
+def test_a_dc_whose_ntdsbcli_does_not_answer_gives_the_vss_message(services, mode):
+    sim = services
+    sim.add_dc("dc01", esesim_ntdsbcli=mode)
+    res = sim.run(online_play("adds", type="full", set_name="full"))
+    rec = res.task("dc01", "backup")
+    failed_call(rec)
+    assert "VSS" in rec["result"]["msg"] and "wbadmin start systemstatebackup" in rec["result"]["msg"], \
+        rec["result"]["msg"]
+    no_set_published(sim, "dc01")
+
+
+def test_a_ca_that_stops_mid_backup_fails_the_task_and_the_next_run_starts_it_again(services):
+    sim = services
+    sim.add_ca("ca01", service={"faults": [{"api": "CertSrvBackupRead", "call": 2, "stop": True}]})
+    res = sim.run(online_play("adcs", [("full", {"set_name": "full"}), ("again", {"set_name": "again"})]))
+    for task in ("full", "again"):
+        rec = res.task("ca01", task)
+        fc = failed_call(rec)
+        assert fc["err"] == -2147023174 and "not running" in rec["result"]["msg"], (task, fc, rec["result"]["msg"])
+    assert failed_call(res.task("ca01", "full"))["call"] == "CertSrvBackupRead"
+    assert failed_call(res.task("ca01", "again"))["call"] == "CertSrvIsServerOnlineW"  # stopped for the whole run
+    no_set_published(sim, "ca01")
+    assert service_mains(sim, "ca01", "adcs") == []
+    # The next run starts the CA again (a new process, the same fault list: its first full backup is stopped
+    # again, so the declaration changes to none).
+    sim.hosts["ca01"]["esesim_services"][0]["faults"] = []
+    res = sim.run(online_play("adcs", set_name="full"), tag="-2")
+    assert res.task("ca01", "backup")["status"] == "ok", res.task("ca01", "backup")["result"].get("msg")
+    assert len(service_mains(sim, "ca01", "adcs")) == 1
