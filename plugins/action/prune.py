@@ -110,7 +110,6 @@ class ActionModule(ActionBase):
                  for e in scan.get("staging") or []]
         staging, sprobs = pp.staging_decisions(facts, older)
         result = pp.result(scan.get("path") or root, records, now, counts, verify, staging, sprobs)
-        result["host_path"] = scan.get("path") or root
         if not self._task.diff:
             result.pop("diff")
         for h in result["held"]:

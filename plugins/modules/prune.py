@@ -12,8 +12,16 @@ module: prune
 short_description: Delete old ESE backup sets by retention rules, chain by chain
 version_added: 0.1.0
 description:
-  - "Applies retention to a folder of backup sets written by M(ese.backup.run) (or begin/copy/end), in Python, where
-    the sets are stored (the controller with C(delegate_to: localhost), or a Linux backup server)."
+  - "Applies retention to a folder of backup sets written by M(ese.backup.run) (or begin/copy/end), where the sets
+    are stored: in Python on the controller (C(delegate_to: localhost)) or a Linux backup server, and, on a Windows
+    host, through the engine for sets on the host's own disk (O(path) is then the host's folder, such as
+    C(D:\\Backup\\sru))."
+  - "On a Windows host (a PowerShell shell) the action plugin has the engine scan the folder (the raw
+    C(manifest.json) and C(ending.json) of each set, the staging folders as the engine judges them), plans on the
+    controller with the same planner and readers as the Python module, and has the engine remove the planned sets
+    in the planned order, each only while its C(manifest.json) has the SHA-256 it had when scanned; a set changed
+    since the scan is not removed and stops the removal (C(PRUNE_SET_CHANGED)). Every option applies, except
+    O(verify=checksums), which is refused there. See C(docs/prune.md), section Sets on a Windows host."
   - "Chains are the unit: a full set and the incrementals and differentials that depend on it (built as
     M(ese.backup.verify) builds them) are kept or removed together. A copy set is a chain of its own."
   - "A chain is kept when any rule keeps it - O(keep_full), O(keep_days), O(keep_daily), O(keep_weekly),
@@ -80,6 +88,8 @@ options:
         its size and SHA-256, headers, log sequences); only the newest chains are read, until O(min_verified)
         verified chains and a verified full are found."
       - "C(checksums): as C(files), with every page and log sector checksum."
+      - "On a Windows host, C(files) checks every listed file of a set by its size and SHA-256 and its log range
+        (what a restore checks before it starts), lazily in the same order; C(checksums) is refused there."
     type: str
     choices: [ending, files, checksums]
     default: files
@@ -87,10 +97,13 @@ options:
     description:
       - A C(.<name>.partial) staging folder without C(kept-logs.json), or a C(*.new), C(*.stale) or C(*.prune)
         leftover, is removed only when nothing in it was written for longer than this (hours, more than 0).
+      - "On a Windows host a staging folder must also be judged stale by the engine (its run is gone, or nothing
+        in it was written for 24 hours): one the engine judges in progress is kept whatever this says."
     type: float
     default: 24
 notes:
-  - Runs on the machine where the sets are; use C(delegate_to) for sets on the controller.
+  - Runs on the machine where the sets are; use C(delegate_to) for sets on the controller. On a Windows host the
+    plan is made on the controller and the engine (C(ese.backup.prune_host), internal) reads and removes.
   - "The planner (C(plugins/module_utils/ese_format/retention.py)) is pure; the rules and their names are in
     C(docs/prune.md)."
 extends_documentation_fragment:
@@ -103,7 +116,7 @@ attributes:
     support: full
     details: The folder's sets and staging folders before and after.
   platform:
-    platforms: posix
+    platforms: [posix, windows]
 seealso:
   - module: ese.backup.verify
   - module: ese.backup.run
@@ -168,7 +181,8 @@ staging:
 problems:
   description:
     - What was found wrong, in the verifier's form (C(code), C(severity), C(file), C(detail)) - endings missing or not
-      valid, unreadable manifests, chain problems, links - plus C(PRUNE_REMOVE_FAILED) for a deletion that failed.
+      valid, unreadable manifests, chain problems, links - plus C(PRUNE_REMOVE_FAILED) for a deletion that failed
+      and, on a Windows host, C(PRUNE_SET_CHANGED) for a set whose manifest changed since the scan (not removed).
   returned: always
   type: list
   elements: dict
