@@ -79,7 +79,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
                 string kind = SetEntry.Kind(full);
                 if (kind == SetEntry.Link)
                 {
-                    if (IsPartial(n) || Directory.Exists(Path.Combine(full, BackupManifest.FileName)) || File.Exists(Path.Combine(full, BackupManifest.FileName)))
+                    // a link to a folder that is a set or a staging folder (prune.py's rule): reported, not followed
+                    if (Directory.Exists(full) && (IsPartial(n) || Directory.Exists(Path.Combine(full, BackupManifest.FileName)) || File.Exists(Path.Combine(full, BackupManifest.FileName))))
                         staging.Add(Staging(n, "link", 0, 0, null, null));
                     continue;
                 }

@@ -307,6 +307,10 @@ def _run_facts(folder):
     return dict((k, r.get(k)) for k in ("host", "pid", "started") if isinstance(r.get(k), (str, int)))
 
 
+def is_leftover(name):
+    return name.startswith(".") and name.endswith(LEFTOVER_ENDINGS)
+
+
 def staging_facts(root, now_ts, kept, partial, links):
     """What prune_plan.staging_decisions judges, read here (no engine: no ``judged``)."""
     out = []
@@ -319,7 +323,7 @@ def staging_facts(root, now_ts, kept, partial, links):
     for n in links:
         out.append({"name": n, "kind": "link", "bytes": 0})
     for n in sorted(os.listdir(root)):
-        if not (n.startswith(".") and n.endswith(LEFTOVER_ENDINGS)):
+        if not is_leftover(n):
             continue
         full = os.path.join(root, n)
         k = fs.lkind(full)
@@ -355,6 +359,8 @@ def run(params, check_mode=False, now=None):
     verify, older, counts = pp.options(params)     # nothing is read or removed on bad input
     now = now or datetime.datetime.now(datetime.timezone.utc)
     names, kept, partial, links = bs.find_sets(root)
+    # a set renamed aside by a run that was stopped is a leftover (removed by age), not a set of the folder
+    names = [n for n in names if not is_leftover(n)]
     records = read_records(root, names, verify, counts["min_verified"])
     # file times are the share's clock: judged against this machine's clock, whatever ``now`` plans with
     staging, sprobs = scan_staging(root, older, time.time(), kept, partial, links)

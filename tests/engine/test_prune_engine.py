@@ -208,3 +208,22 @@ def test_a_remove_killed_midway_leaves_no_incremental_without_its_full(tmp_path)
         r = run_host("Prune.Remove", removal, env=ENV)
         assert r["stopped"] is None and r["staging"] == [{"name": hidden[0], "removed": True, "why": None}]
         assert sorted(os.listdir(d)) == ["full-b", "inc-b1"]
+
+
+def test_a_link_to_a_set_is_reported_not_followed_and_an_aside_set_is_a_leftover(tmp_path):
+    d = chains_folder(str(tmp_path / "sets"))
+    other = str(tmp_path / "elsewhere")
+    syn.make_backup_set(other, "full-x", "full", 1, 2, created="2026-10-01T04:00:00Z")
+    os.symlink(os.path.join(other, "full-x"), os.path.join(d, "full-x"))
+    os.rename(os.path.join(d, "full-0"), os.path.join(d, ".full-0.0123456789ab.prune"))
+    scan = run_host("Prune.Scan", {"path": d}, env=ENV)
+    assert "full-x" not in [s["name"] for s in scan["sets"]]
+    assert ".full-0.0123456789ab.prune" not in [s["name"] for s in scan["sets"]]
+    kinds = dict((s["name"], s["kind"]) for s in scan["staging"])
+    assert kinds == {"full-x": "link", ".full-0.0123456789ab.prune": "leftover"}
+    res, removal = plan(d, scan)
+    assert ("FOLDER_SYMLINK", "full-x") in [(p["code"], p["file"]) for p in res["problems"]]
+    removal["sets"].insert(0, {"name": "full-x", "manifest_sha256": "0" * 64})   # never, even if asked
+    r = run_host("Prune.Remove", removal, env=ENV)
+    assert r["problems"][0]["code"] == "PRUNE_REMOVE_FAILED" and r["removed"] == []
+    assert os.path.islink(os.path.join(d, "full-x")) and os.listdir(os.path.join(other, "full-x"))

@@ -228,3 +228,17 @@ def test_an_empty_or_missing_path_fails(tmp_path):
     assert r.get("failed") and "path" in r["msg"]
     r = run_module({"path": str(tmp_path / "nothing"), "keep_full": 1}, tmp_path)
     assert r.get("failed") and "not a folder" in r["msg"]
+
+
+def test_a_set_left_aside_by_an_interrupted_run_is_a_leftover_not_a_set(tmp_path):
+    d = chains_folder(str(tmp_path / "sets"))
+    # a run renamed full-0 aside and was stopped before it was deleted: it still has its manifest
+    syn.make_backup_set(d, "full-0", "full", 4, 6, created="2026-11-01T04:00:00Z")
+    aside = os.path.join(d, ".full-0.0123456789ab.prune")
+    os.rename(os.path.join(d, "full-0"), aside)
+    age(aside, 30)
+    r = prune.run({"path": d, "keep_full": 1}, check_mode=True, now=NOW)
+    names = [x["name"] for x in r["kept"] + r["removed"] + r["held"]]
+    assert aside.rsplit("/", 1)[1] not in names and not [p for p in r["problems"] if "prune" in p["file"]]
+    assert [(s["kind"], s["action"]) for s in r["staging"] if s["name"] == ".full-0.0123456789ab.prune"] == [
+        ("leftover", "remove")]
