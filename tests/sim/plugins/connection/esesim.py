@@ -57,7 +57,8 @@ options:
         C(database) (C(ntds.dit), required), C(log_path), C(system_path), C(base), C(tombstone_days), C(dsrm).
       - Both take C(faults) (the service's fault list, ESESIM_CERTSVC_FAULTS or ESESIM_NTDS_FAULTS),
         C(esent_faults) (ESESIM_FAULTS inside the service) and C(running) (false for a service
-        declared but not started, a stopped service). Windows paths map into the host's folder; the server name is the host's COMPUTERNAME.
+        declared but not started, a stopped service). Windows paths map into the host's folder; the server name
+        is the host's COMPUTERNAME.
       - The database files themselves come from O(esesim_fixtures).
     type: list
     default: []
@@ -207,7 +208,7 @@ class PathMap:
             return value
         for root, fmt in ((self.host_root, "%s:\\%s"), (self.unc_root, "\\\\%s\\%s")):
             def windows(m, fmt=fmt):
-                head, _, tail = m.group(1).partition("/")
+                head, _sep, tail = m.group(1).partition("/")
                 path = fmt % (head, tail.replace("/", "\\"))
                 return path.rstrip("\\") if tail else path
             value = re.sub(re.escape(root) + r"/([^\s'\",;)]+)", windows, value)
@@ -492,7 +493,7 @@ def plan_module_call(call):
     except ps_payload.WindowsLoadError as e:
         return None, dict(failed, msg="esesim: %s: %s" % (name, e))
     known = set(compiled["types"])
-    wanted = [entry["type"]] + [t for t, _, _, _ in ps_payload.ps1_ast.static_calls(ps_payload.ps1_ast.parse(script))]
+    wanted = [entry["type"]] + [s[0] for s in ps_payload.ps1_ast.static_calls(ps_payload.ps1_ast.parse(script))]
     for type_name in wanted:
         if type_name.split(".")[0] in ("Ansible", "ansible_collections") and type_name not in known:
             if compiled.get("note") and type_name.startswith("Ansible."):
@@ -634,7 +635,7 @@ class Connection(ConnectionBase):
 
     def _run_engine(self, command, request):
         proc = subprocess.run(command, input=json.dumps(request).encode(), capture_output=True,
-                              env=self._engine_env(), timeout=600)
+                              env=self._engine_env(), timeout=600, check=False)
         try:
             return json.loads(proc.stdout)
         except ValueError:
