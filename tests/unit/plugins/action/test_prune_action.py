@@ -207,4 +207,3 @@ def test_an_invalid_path_on_the_host_fails_with_the_engines_message(tmp_path, mo
     plugin = action("powershell", {"path": "C:\\nope", "keep_full": 1}, invalid, monkeypatch=monkeypatch)
     result = plugin.run(task_vars={})
     assert result["failed"] is True and result["msg"] == "path: C:\\nope is not a folder"
-
