@@ -401,3 +401,24 @@ def test_a_ca_that_stops_mid_backup_fails_the_task_and_the_next_run_starts_it_ag
     res = sim.run(online_play("adcs", set_name="full"), tag="-2")
     assert res.task("ca01", "backup")["status"] == "ok", res.task("ca01", "backup")["result"].get("msg")
     assert len(service_mains(sim, "ca01", "adcs")) == 1
+
+
+def test_forks_reaching_one_host_at_once_start_its_service_once(services):
+    sim = services
+    sim.add_ca("ca01")
+    for n in range(1, 5):
+        sim.add_host("web%02d" % n)
+    play = """
+- hosts: web*
+  gather_facts: false
+  tasks:
+    - name: on the CA
+      delegate_to: ca01
+      ese.backup.info:
+        databases: ['%s']
+""" % CA_DB
+    res = sim.run(play, forks=4)
+    assert res.rc == 0, res.stdout[-3000:]
+    assert len(service_mains(sim, "ca01", "adcs")) == 1
+    with open(sim.service("ca01", "adcs")["log"]) as f:
+        assert f.read().count(" ready ") == 1
