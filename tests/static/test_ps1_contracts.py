@@ -38,6 +38,7 @@ MODULES = sorted(p for p in PS1 if os.sep + "modules" + os.sep in p)
 ENGINE_NS = "ansible_collections.ese.backup.plugins.module_utils.EseEngine"
 RESTORE_NS = "ansible_collections.ese.backup.plugins.module_utils._EseRestore"
 SESSION_NS = "ansible_collections.ese.backup.plugins.module_utils._EseSession"
+PRUNE_NS = "ansible_collections.ese.backup.plugins.module_utils._EsePrune"
 ENGINE_DLL = os.path.join(ROOT, "build", "engine", "EseEngine.dll")
 # docs/architecture.md section 2, "Entry points".
 ENTRY_POINT_PARAMS = {
@@ -57,6 +58,7 @@ REQUIRES = {
     ENGINE_NS + ".": ("..module_utils.EseEngine", ENGINE_NS),
     RESTORE_NS + ".": ("..module_utils._EseRestore", RESTORE_NS),
     SESSION_NS + ".": ("..module_utils._EseSession", SESSION_NS),
+    PRUNE_NS + ".": ("..module_utils._EsePrune", PRUNE_NS),
 }
 
 
@@ -258,7 +260,7 @@ def engine_calls():
     calls = []
     for path in PS1:
         for type_name, method, arity, line in ps1_ast.static_calls(tree_of(path)):
-            if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".")):
+            if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".", PRUNE_NS + ".")):
                 calls.append((rel(path), type_name, method, arity, line))
         if path in MODULES:
             with open(path, encoding="utf-8") as f:
@@ -280,7 +282,7 @@ def test_modules_call_the_engine():
 def test_each_module_makes_one_engine_call(path):
     with open(path, encoding="utf-8") as f:
         entry = payload.module_entry_call(f.read())
-    assert entry["type"].startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + "."))
+    assert entry["type"].startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".", PRUNE_NS + "."))
 
 
 @pytest.fixture(scope="module")
