@@ -2081,7 +2081,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 result["check"] = c;
                 return result;
             }
+            System.Diagnostics.Stopwatch clock = System.Diagnostics.Stopwatch.StartNew();
             new BackupSequence(plan, api, new BackupFacts()).Run().WriteTo(result);
+            result["duration_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3);
             return result;
         }
 

@@ -172,7 +172,7 @@ RUN_TABLE = (
 )
 
 RUN_KEYS = ("trace", "backup_set", "manifest", "check", "backup_started", "ended", "logs_truncated", "kept_staging",
-            "already_exists", "proof", "recorded_as", "ending")
+            "already_exists", "proof", "recorded_as", "ending", "duration_s")
 
 
 # --------------------------------------------------------------------------------------------------

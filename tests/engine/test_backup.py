@@ -211,3 +211,11 @@ def test_sets_pass_the_offline_verifier(dirty_set, dest, kind):
     assert v["valid"] is True, v.get("problems")
     assert v["problems"] == []
     assert r["manifest"]["tool"]["version"] == "0.1.0"
+
+
+def test_a_backup_reports_how_long_it_took_and_a_refused_one_does_not(clean_set, dest):
+    r = run_host("Run", srum_args(clean_set, dest))
+    assert_ok(r)
+    assert isinstance(r["duration_s"], float) and 0 < r["duration_s"] < 120
+    again = run_host("Run", srum_args(clean_set, dest, set_name=os.path.basename(r["backup_set"])))
+    assert again["already_exists"] and "duration_s" not in again
