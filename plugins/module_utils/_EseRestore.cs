@@ -1,6 +1,8 @@
 // Copyright: Contributors to the ese.backup collection
 // GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-// ese.backup engine: hard recovery from backup sets (JetExternalRestore2W) and restore drills.
+// ese.backup engine: hard recovery from backup sets (JetExternalRestore2W), the registration of an AD CS restore
+// (certadm.dll, as certutil -restoreDB: the CA replays at its next start; RestoreCa) and restore drills.
+// AD DS sets are refused (they need Directory Services Restore Mode).
 // C# 5, references System and System.Core only. Contracts: docs/architecture.md (section "Restore"),
 // docs/restore.md; esent semantics: JetExternalRestore2W in Microsoft's ESE reference and the external restore in dev/ese/src/ese/backup.cxx.
 
@@ -16,6 +18,7 @@ using System.Text;
 using ansible_collections.ese.backup.plugins.module_utils._EseNative;
 using ansible_collections.ese.backup.plugins.module_utils._EseHost;
 using ansible_collections.ese.backup.plugins.module_utils._EseFormat;
+using ansible_collections.ese.backup.plugins.module_utils._EseServices;
 using ansible_collections.ese.backup.plugins.module_utils.EseEngine;
 
 namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
@@ -233,15 +236,27 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); return result; }
             catch (RestoreRefused e) { result["refused"] = e.ToDict(); return result; }
+            bool ca = !o.Drill && SourceKind(chain[0]) == "adcs";
             try
             {
                 if (o.Drill) RestoreDrill.Run(o, chain, api, result, checkMode);
+                else if (ca) RestoreCa.Run(o, chain, api, result, checkMode);
                 else RestoreTo(o, chain, api, result, checkMode);
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
             catch (RestoreRefused e) { result["refused"] = e.ToDict(); }
-            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, "esent.dll").ToDict(); }
+            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, ca ? "certadm.dll" : "esent.dll").ToDict(); }
             return result;
+        }
+
+        public const string DsrmRefusal = "restoring AD DS needs Directory Services Restore Mode (DSRM); ese.backup does not restore ntds.dit: "
+            + "use wbadmin / ntdsutil in DSRM";
+
+        // The manifest's source.kind ("adcs", "adds"), or "instance" for a set of the own instance.
+        internal static string SourceKind(ChainSet s)
+        {
+            string k = s.Source != null ? s.Source["kind"] as string : null;
+            return string.IsNullOrEmpty(k) ? "instance" : k;
         }
 
         // Attach databases read-only on an existing log stream (soft recovery check) and read their headers.
@@ -285,6 +300,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         {
             List<ChainSet> chain = new List<ChainSet>();
             ChainSet full = ChainSet.Load(o.BackupSet, "backup_set");
+            if (SourceKind(full) == "adds" && !o.Drill)
+                throw new RestoreRefused("needs_dsrm", full.Path, DsrmRefusal + " (backup set " + full.Path + " is an AD DS backup; a drill, drill: true, "
+                    + "restores it into a scratch directory to check it)");
             if (full.Type != "full" && full.Type != "copy")
                 throw new RestoreRefused("not_a_full_set", full.Path, "backup set " + full.Path + " is a " + full.Type + " set; restore starts from a full (or copy) set and its incrementals follow in 'incrementals'");
             if (o.Incrementals.Count > 0 && full.Type != "full")
@@ -295,6 +313,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                 ChainSet s = ChainSet.Load(p, "incrementals");
                 if (s.Type != "incremental" && s.Type != "differential")
                     throw new RestoreRefused("chain_broken", s.Path, "backup set " + s.Path + " is a " + s.Type + " set, not an incremental");
+                if (SourceKind(s) != SourceKind(full))
+                    throw new RestoreRefused("chain_broken", s.Path, "backup set " + s.Path + " was taken with source " + SourceKind(s) + ", the full set "
+                        + full.Path + " with source " + SourceKind(full) + ": they are not one chain");
                 chain.Add(s);
             }
             foreach (ChainSet s in chain) s.CheckFiles();
@@ -479,7 +500,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         }
 
         // A path the manifest records, as a target the operator confirmed with to_original_paths.
-        private static string Original(string p, string field, ChainSet full)
+        internal static string Original(string p, string field, ChainSet full)
         {
             string why = OriginalPaths.Problem(p);
             if (why != null)
@@ -504,7 +525,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
 
         // An existing file at an original path is replaced (force) only when it is this database (same signDb),
         // or, for the current log and checkpoint, an ESE file: an edited manifest cannot aim force at another file.
-        private static void CheckOriginalIsOurs(string path, string signDb, bool database)
+        internal static void CheckOriginalIsOurs(string path, string signDb, bool database)
         {
             if (!File.Exists(path)) return;
             string kind = SetEntry.Kind(path);
@@ -516,7 +537,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     + ": it is not replaced, even with force; name the target in " + (database ? "restore_map" : "log_path, system_path") + " if you mean it");
         }
 
-        private static string SignDbOf(ChainSet full, string source)
+        internal static string SignDbOf(ChainSet full, string source)
         {
             foreach (IDictionary d in full.Databases)
                 if (d["file"] != null && string.Equals(Convert.ToString(d["source"], CultureInfo.InvariantCulture), source, PathRules.Cmp))
@@ -525,7 +546,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         }
 
         // A database that esent or another process holds open cannot be restored over.
-        private static void CheckNotInUse(JetApi api, string path)
+        internal static void CheckNotInUse(JetApi api, string path)
         {
             if (!File.Exists(path)) return;
             uint ps;
@@ -542,7 +563,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
                     + (err == Jet.errFileAccessDenied ? ": JetGetDatabaseFileInfoW returned -1032 JET_errFileAccessDenied" : "") + "); stop its service and try again");
         }
 
-        private static void CheckService(string service)
+        internal static void CheckService(string service)
         {
             if (service == null) return;
             bool running;
@@ -654,7 +675,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
         }
 
         // Logs newer than the restored range in the log path: esent replays them after the backup's logs.
-        private static List<object> OtherLogs(string logPath, string baseName, string logExt, uint high)
+        internal static List<object> OtherLogs(string logPath, string baseName, string logExt, uint high)
         {
             List<object> w = new List<object>();
             try
@@ -809,6 +830,222 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             Dictionary<string, object> r = new Dictionary<string, object>();
             r["verdicts"] = v;
             return r;
+        }
+    }
+
+    // ---- AD CS: the restore certutil -restoreDB registers, with the CA stopped ----
+    // The chain's database is copied to its target and the chain's logs to a folder in the CA's log path
+    // (StagingName), both hash-checked while they are copied; then certadm.dll registers the restore:
+    // CertSrvRestorePrepareW -> CertSrvRestoreRegisterThroughFile(checkpoint path, log path, {backed-up name ->
+    // target}, staging folder, genLow of the full, genHigh of the last set) -> CertSrvRestoreRegisterComplete(S_OK)
+    // -> CertSrvRestoreEnd. The CA replays the logs at its next start. A failure after RestorePrepare:
+    // a registration that was made is completed with the failure's HRESULT (the CA records a failed restore and
+    // does not run it; it starts again once a restore is registered and completed with S_OK), RestoreEnd is
+    // called, and the copied files are removed (the files force moved aside are put back).
+    internal static class RestoreCa
+    {
+        public const string StagingName = "ese-backup-restore";
+        public const string DefaultService = "CertSvc";
+
+        private static string Loc(ChainSet full, string type)
+        {
+            IList locs = full.Source != null ? full.Source["database_locations"] as IList : null;
+            if (locs == null) return null;
+            foreach (object o in locs)
+            {
+                IDictionary d = o as IDictionary;
+                if (d != null && string.Equals(d["type"] as string, type, StringComparison.Ordinal)) return d["path"] as string;
+            }
+            return null;
+        }
+
+        private static string Src(ChainSet full, string key)
+        {
+            return full.Source != null && full.Source[key] != null ? Convert.ToString(full.Source[key], CultureInfo.InvariantCulture) : null;
+        }
+
+        internal static void Run(RestoreOptions o, List<ChainSet> chain, JetApi api, Dictionary<string, object> result, bool checkMode)
+        {
+            ChainSet full = chain[0], last = chain[chain.Count - 1];
+            Trace trace = api.Trace;
+            string srcLog = Loc(full, "log_dir") ?? Src(full, "log_path");
+            string srcSys = Loc(full, "checkpoint_dir") ?? Src(full, "system_path");
+            List<Target> targets = Restore.Targets(o, full, null);
+            if (o.LogPath == null && !o.ToOriginal)
+                throw new RestoreRefused("unconfirmed_target", full.Path, "the CA's log folder needs confirming: give log_path (and system_path for the checkpoint, "
+                    + "if not the same), or set to_original_paths: true to use the CA's log folder the manifest of " + full.Path + " records ('" + srcLog + "')");
+            string logPath = o.LogPath != null ? PathRules.Normalize(o.LogPath) : Restore.Original(srcLog, "source.log_path", full);
+            string sysPath = o.SystemPath != null ? PathRules.Normalize(o.SystemPath) : (o.LogPath != null ? logPath : Restore.Original(srcSys ?? srcLog, "source.system_path", full));
+            string staging = Path.Combine(logPath, StagingName);
+            string server = ServiceCall.LocalComputer();
+            string manifestServer = Src(full, "server");
+            if (manifestServer != null && ServiceCall.Label(manifestServer) != ServiceCall.Label(server))
+                ((List<object>)result["warnings"]).Add("backup set " + full.Path + " was taken on " + manifestServer + "; it is registered with the CA on this host, " + server);
+
+            // The CA must be stopped: the service (SCM on Windows), then the CA itself (CertSrvIsServerOnlineW).
+            Restore.CheckService(o.Service ?? DefaultService);
+            bool? running = CertAdmRestore.IsRunning(trace, server);
+            if (running == true)
+                throw new RestoreRefused("service_running", server, "the CA on " + server + " is running (CertSrvIsServerOnlineW answered); stop it "
+                    + "(Stop-Service CertSvc) before restoring its database: the CA replays the restored logs at its next start");
+            foreach (Target t in targets) Restore.CheckNotInUse(api, t.Path);
+            string signDb = null;
+            foreach (IDictionary d in full.Databases) if (d["file"] != null) { signDb = Convert.ToString(d["sign_db"], CultureInfo.InvariantCulture); break; }
+            foreach (Target t in targets) if (t.Original) Restore.CheckOriginalIsOurs(t.Path, Restore.SignDbOf(full, t.Source) ?? signDb, true);
+
+            SortedDictionary<uint, SetFile> logs = new SortedDictionary<uint, SetFile>();
+            foreach (ChainSet s in chain) for (uint g = s.GenLow; g <= s.GenHigh; g++) logs[g] = s.LogFile(g);
+            List<string> existing = new List<string>();
+            foreach (Target t in targets) if (File.Exists(t.Path)) existing.Add(t.Path);
+            foreach (SetFile f in logs.Values) { string p = Path.Combine(staging, Path.GetFileName(f.FullPath)); if (File.Exists(p)) existing.Add(p); }
+            if (existing.Count > 0 && !o.Force)
+                throw new RestoreRefused("target_exists", existing[0], "restore would overwrite " + string.Join(", ", existing.ToArray())
+                    + "; set force: true to replace them, or restore to new paths (restore_map, log_path, system_path)");
+
+            uint low = full.GenLow, high = last.GenHigh;
+            Dictionary<string, object> reg = new Dictionary<string, object>();
+            reg["server"] = server;
+            reg["call"] = "CertSrvRestoreRegisterThroughFile";
+            reg["checkpoint_path"] = PathRules.WithSeparator(sysPath);
+            reg["log_path"] = PathRules.WithSeparator(logPath);
+            reg["backup_log_path"] = PathRules.WithSeparator(staging);
+            reg["gen_low"] = (long)low; reg["gen_high"] = (long)high;
+            List<object> mapFacts = new List<object>();
+            List<KeyValuePair<string, string>> map = new List<KeyValuePair<string, string>>();
+            foreach (Target t in targets)
+            {
+                map.Add(new KeyValuePair<string, string>(t.Source, t.Path));
+                Dictionary<string, object> m = new Dictionary<string, object>();
+                m["database_name"] = t.Source; m["new_database_name"] = t.Path;
+                mapFacts.Add(m);
+            }
+            reg["restore_map"] = mapFacts;
+            reg["registered"] = false; reg["completed"] = false; reg["status"] = null;
+            result["registration"] = reg;
+            if (checkMode)
+            {
+                Dictionary<string, object> c = Restore.CheckFacts(chain, targets, logPath, sysPath, existing);
+                c["backup_log_path"] = staging;
+                result["check"] = c;
+                return;
+            }
+
+            CertAdmRestore r = new CertAdmRestore(trace, server);
+            try { r.Prepare(); }
+            catch (JetFailure f)
+            {
+                if ((uint)f.Err == CertAdmRestore.ServiceAlreadyRunning)
+                    throw new RestoreRefused("service_running", server, "the CA on " + server + " is running (CertSrvRestorePrepareW answered "
+                        + ServiceHr.Describe(f.Err) + "); stop it (Stop-Service CertSvc) before restoring its database");
+                result["failed_call"] = f.ToDict();
+                return;
+            }
+            Changes changes = new Changes();
+            int failHr = 0;
+            try
+            {
+                try
+                {
+                    foreach (BackupLocation l in r.Locations())
+                        if (l.Type == "database")
+                        {
+                            bool mapped = false;
+                            foreach (Target t in targets) if (string.Equals(PathRules.Normalize(l.Path), t.Path, PathRules.Cmp)) mapped = true;
+                            if (!mapped)
+                                ((List<object>)result["warnings"]).Add("the CA's configuration keeps its database at " + l.Path + " (CertSrvRestoreGetDatabaseLocationsW); "
+                                    + "this restore writes " + string.Join(", ", targets.ConvertAll(t => t.Path).ToArray()) + ": the CA opens the database its configuration names");
+                        }
+                }
+                catch (JetFailure f) { ((List<object>)result["warnings"]).Add("could not read the CA's database locations: " + f.Detail); }
+
+                foreach (Target t in targets) changes.EnsureDir(Path.GetDirectoryName(t.Path));
+                changes.EnsureDir(logPath); changes.EnsureDir(sysPath); changes.EnsureDir(staging);
+                if (o.Force)
+                {
+                    foreach (Target t in targets) changes.MoveAside(t.Path);
+                    foreach (SetFile f in logs.Values) changes.MoveAside(Path.Combine(staging, Path.GetFileName(f.FullPath)));
+                }
+                List<object> restored = (List<object>)result["restored"];
+                foreach (Target t in targets)
+                {
+                    changes.Written.Add(t.Path);
+                    string sha = FileBytes.Sha256Of(t.SetFile, t.Path, Protect.File_);
+                    trace.Add("CopyFile", 0, t.SetFile + " -> " + t.Path + " sha256=" + sha);
+                    if (!string.Equals(sha, t.Sha256, StringComparison.OrdinalIgnoreCase))
+                        throw new RestoreRefused("hash_mismatch", t.SetFile, "the streamed database " + t.SetFile + " changed while it was copied (SHA-256 " + sha + ")");
+                    Dictionary<string, object> d = new Dictionary<string, object>();
+                    d["path"] = t.Path; d["source"] = t.Source; d["from"] = t.SetFile; d["sha256"] = sha; d["size"] = new FileInfo(t.Path).Length;
+                    d["replayed"] = "at the CA's next start";
+                    restored.Add(d);
+                }
+                foreach (SetFile f in logs.Values)
+                {
+                    string dst = Path.Combine(staging, Path.GetFileName(f.FullPath));
+                    changes.Written.Add(dst);
+                    string sha = FileBytes.Sha256Of(f.FullPath, dst, Protect.File_);
+                    if (!string.Equals(sha, f.Sha256, StringComparison.OrdinalIgnoreCase))
+                        throw new RestoreRefused("hash_mismatch", f.FullPath, "log " + f.FullPath + " changed after it was checked (SHA-256 " + sha + " while it was copied)");
+                }
+                trace.Add("CopyFile", 0, "logs " + low.ToString(CultureInfo.InvariantCulture) + "-" + high.ToString(CultureInfo.InvariantCulture) + " -> " + staging);
+
+                r.Register((string)reg["checkpoint_path"], (string)reg["log_path"], map, (string)reg["backup_log_path"], low, high);
+                reg["registered"] = true;
+                r.Complete(0);
+                reg["completed"] = true; reg["status"] = ServiceHr.Hex(0);
+                r.End(true);
+                changes.Commit();
+                result["written"] = new List<object>(changes.Written);
+                List<object> w = (List<object>)result["warnings"];
+                w.AddRange(Restore.OtherLogs(logPath, full.BaseName, Options.LogExtOf(Restore.LegacyFileNames(chain)), high));
+                reg["next"] = "start the CA (Start-Service CertSvc): it replays log generations " + low.ToString(CultureInfo.InvariantCulture) + "-"
+                    + high.ToString(CultureInfo.InvariantCulture) + " from " + staging + " into " + string.Join(", ", targets.ConvertAll(t => t.Path).ToArray())
+                    + " at its start; then take a new full backup (type: full): backups taken before the restore cannot be combined with those after it; "
+                    + staging + " can be removed once the CA has started";
+            }
+            catch (Exception e)
+            {
+                if (e is RestoreRefused || e is InvalidOption) { failHr = unchecked((int)CertAdmRestore.EFail); Abort(r, failHr, reg, result); result["undone"] = changes.Undo(); throw; }
+                JetFailure f = e as JetFailure;
+                if (f != null) { result["failed_call"] = f.ToDict(); failHr = HrOf(f.Err); }
+                else if (NativeLoad.IsLoadFailure(e)) { result["failed_call"] = NativeLoad.Failure(e, "certadm.dll").ToDict(); failHr = unchecked((int)CertAdmRestore.EFail); }
+                else
+                {
+                    result["failed_call"] = new JetFailure(e is IOException || e is UnauthorizedAccessException ? "WriteFile" : "Restore",
+                        e is UnauthorizedAccessException ? Jet.errFileAccessDenied : (e is IOException ? Jet.errDiskIO : Jet.errInvalidParameter), e.Message).ToDict();
+                    failHr = unchecked((int)CertAdmRestore.EFail);
+                }
+                Abort(r, failHr, reg, result);
+                result["written"] = new List<object>(changes.Written);
+                result["undone"] = changes.Undo();
+            }
+        }
+
+        // A JetFailure's err as the HRESULT a registration is completed with: an HRESULT as it is, a JET_err as 0xC800xxxx.
+        private static int HrOf(int err)
+        {
+            if (err < -0xFFFF) return err;
+            if (err < 0) return unchecked((int)(0xC8000000u | (uint)(-err)));
+            return unchecked((int)CertAdmRestore.EFail);
+        }
+
+        // After a failure: a registration that was made is completed with the failure (never left pending), then the
+        // restore context is released; the result says what the CA will do at its next start.
+        private static void Abort(CertAdmRestore r, int hr, Dictionary<string, object> reg, Dictionary<string, object> result)
+        {
+            if (r.Registered && !r.Completed)
+            {
+                try { r.Complete(hr); reg["completed"] = true; reg["status"] = ServiceHr.Hex(hr); }
+                catch (JetFailure) { }
+            }
+            r.End(false);
+            if (r.Registered)
+                reg["next"] = (bool)reg["completed"]
+                    ? "the CA records this restore as failed (" + ServiceHr.Describe(hr) + ") and does not start until a restore is registered and completed again: "
+                      + "run ese.backup.restore again once the cause is fixed"
+                    : "the restore registration could not be completed: the CA does not start until a restore is registered and completed again "
+                      + "(run ese.backup.restore again), or the RestoreInProgress key under HKLM\\SYSTEM\\CurrentControlSet\\Services\\CertSvc\\Configuration is removed";
+            else reg["next"] = "nothing was registered with the CA; it starts with the database it had";
+            ((List<object>)result["warnings"]).Add((string)reg["next"]);
         }
     }
 

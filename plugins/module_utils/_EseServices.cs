@@ -2,7 +2,8 @@
 // GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 // ese.backup engine, service sources: the external backup sequence as a source of files (IBackupSource),
 // and the two service-owned streaming APIs behind it: AD CS through certadm.dll (CertAdmNative, CertAdmSource)
-// and AD DS through ntdsbcli.dll (NtdsBcliNative, NtdsBcliSource, NtdsBcliSource.Probe). Every call is checked
+// and AD DS through ntdsbcli.dll (NtdsBcliNative, NtdsBcliSource, NtdsBcliSource.Probe); the AD CS restore
+// registration (CertAdmRestore, used by _EseRestore). Every call is checked
 // and recorded in the same Trace as JetApi's; a failure is a JetFailure naming the call, with the HRESULT decoded
 // to its JET_err where it is an ESE one (ServiceHr). C# 5, references System and System.Core only. The files
 // above it: docs/architecture.md, section 2; the APIs: windows-backup-apis.md sections 1 and 2.
@@ -349,9 +350,156 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
         [DllImport(CertAdm, ExactSpelling = true)]
         public static extern void CertSrvBackupFree(IntPtr pv);
 
-        public const uint BackupTypeFull = 0x1, BackupTypeLogsOnly = 0x2;
+        // The restore calls are local (no RPC): they register the restore the CA runs at its next start.
+        [DllImport(CertAdm, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        public static extern int CertSrvRestorePrepareW(string pwszServerName, uint dwRestoreFlags, out IntPtr phbc);
+
+        [DllImport(CertAdm, CharSet = CharSet.Unicode, ExactSpelling = true)]
+        public static extern int CertSrvRestoreRegisterThroughFile(IntPtr hbc, string pwszCheckPointFilePath, string pwszLogPath,
+            [In] CsedbRstmapW[] rgrstmap, int crstmap, string pwszBackupLogPath, uint genLow, uint genHigh);
+
+        [DllImport(CertAdm, ExactSpelling = true)]
+        public static extern int CertSrvRestoreRegisterComplete(IntPtr hbc, int hrRestoreState);
+
+        [DllImport(CertAdm, ExactSpelling = true)]
+        public static extern int CertSrvRestoreEnd(IntPtr hbc);
+
+        public const uint BackupTypeFull = 0x1, BackupTypeLogsOnly = 0x2, RestoreTypeFull = 0x1;
         public const char PrefixDatabase = 'D', PrefixLog = '!', PrefixPatch = '%';
         public const uint IfNoRemoteICertAdminBackup = 0x40, IfNoLocalICertAdminBackup = 0x80;
+    }
+
+    // CSEDB_RSTMAPW: {pwszDatabaseName, pwszNewDatabaseName}, two WCHAR pointers (16 bytes on x64).
+    [StructLayout(LayoutKind.Sequential, CharSet = CharSet.Unicode)]
+    public struct CsedbRstmapW
+    {
+        [MarshalAs(UnmanagedType.LPWStr)] public string DatabaseName;
+        [MarshalAs(UnmanagedType.LPWStr)] public string NewDatabaseName;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // AD CS restore, as certutil -restoreDB does it, with the CA stopped: CertSrvRestorePrepareW(CSRESTORE_TYPE_FULL)
+    // -> CertSrvRestoreRegisterThroughFile(checkpoint path, log path, {backed-up name -> restored path}, the folder
+    // that holds the backup's logs, genLow, genHigh) -> CertSrvRestoreRegisterComplete(S_OK) -> CertSrvRestoreEnd.
+    // The CA runs the ESE restore (replays the logs) at its next start. A registration that is never completed
+    // keeps the CA from starting; one completed with a failure HRESULT records a failed restore, which the CA
+    // does not run (and does not start over either) until a restore is registered and completed again.
+    // ------------------------------------------------------------------------------------------------
+    public sealed class CertAdmRestore
+    {
+        public const uint ServiceAlreadyRunning = 0x80070420, EFail = 0x80004005;
+
+        private readonly Trace trace;
+        private readonly string server;
+        private IntPtr hbc = IntPtr.Zero;
+        private bool prepared, registered, completed;
+
+        public CertAdmRestore(Trace trace, string server)
+        {
+            this.trace = trace;
+            this.server = string.IsNullOrEmpty(server) ? ServiceCall.LocalComputer() : server;
+        }
+
+        public string Server { get { return server; } }
+        public bool Prepared { get { return prepared; } }
+        public bool Registered { get { return registered; } }
+        public bool Completed { get { return completed; } }
+
+        // Does the CA answer? true: running (online, or paused), false: not running (RPC server unavailable),
+        // null: it gave another answer (the restore's own check, RestorePrepare, decides then).
+        public static bool? IsRunning(Trace trace, string server)
+        {
+            const string call = "CertSrvIsServerOnlineW";
+            int flag;
+            int hr = CertAdmNative.CertSrvIsServerOnlineW(server, out flag);
+            ServiceCall.Record(trace, call, hr, "server=" + server + (hr >= 0 ? " online=" + (flag != 0 ? "TRUE" : "FALSE") : ""));
+            if ((uint)hr == ServiceHr.RpcUnavailable) return false;
+            if (ServiceHr.Failed(hr)) return null;
+            return true;
+        }
+
+        private void Check(string call, int hr, string detail, string why)
+        {
+            ServiceCall.Record(trace, call, hr, detail);
+            if (ServiceHr.Failed(hr)) throw ServiceCall.Failure(call, hr, detail, why);
+        }
+
+        // 0x80070420 (ERROR_SERVICE_ALREADY_RUNNING): the CA runs; a restore needs it stopped.
+        public void Prepare()
+        {
+            const string call = "CertSrvRestorePrepareW";
+            if (prepared) throw new JetFailure(call, Jet.errInvalidParameter, "a restore is already prepared");
+            IntPtr h;
+            string detail = "server=" + server + " flags=0x1 (CSRESTORE_TYPE_FULL)";
+            int hr = CertAdmNative.CertSrvRestorePrepareW(server, CertAdmNative.RestoreTypeFull, out h);
+            uint u = (uint)hr;
+            string why = u == ServiceAlreadyRunning ? "the CA on " + server + " is running; a restore needs it stopped (Stop-Service CertSvc)"
+                : u == ServiceHr.AccessDenied ? "access denied: a restore runs on the CA host and needs SeRestorePrivilege enabled (Administrators, Backup Operators)"
+                : null;
+            Check(call, hr, detail, why);
+            hbc = h; prepared = true;
+        }
+
+        // Where the CA's configuration keeps its database, logs and checkpoint (the restore context reads them
+        // from the CA's configuration; the CA need not run).
+        public List<BackupLocation> Locations()
+        {
+            const string call = "CertSrvRestoreGetDatabaseLocationsW";
+            if (!prepared) throw new JetFailure(call, Jet.errInvalidParameter, "RestorePrepare was not called");
+            IntPtr p; uint cb;
+            int hr = CertAdmNative.CertSrvRestoreGetDatabaseLocationsW(hbc, out p, out cb);
+            ServiceCall.Record(trace, call, hr, "cb=" + cb.ToString(CultureInfo.InvariantCulture) + " (restore context)");
+            if (ServiceHr.Failed(hr))
+            {
+                if (p != IntPtr.Zero) CertAdmNative.CertSrvBackupFree(p);
+                throw ServiceCall.Failure(call, hr, "(restore context)", null);
+            }
+            return ServiceCall.Locations(ServiceCall.TakeList(p, cb, call, CertAdmNative.CertSrvBackupFree), call);
+        }
+
+        // ThroughFile: the same registration as CertSrvRestoreRegisterW, needing only the restore privilege.
+        public void Register(string checkpointPath, string logPath, List<KeyValuePair<string, string>> map, string backupLogPath, uint genLow, uint genHigh)
+        {
+            const string call = "CertSrvRestoreRegisterThroughFile";
+            if (!prepared) throw new JetFailure(call, Jet.errInvalidParameter, "RestorePrepare was not called");
+            CsedbRstmapW[] m = null;
+            StringBuilder names = new StringBuilder();
+            if (map.Count > 0)
+            {
+                m = new CsedbRstmapW[map.Count];
+                for (int i = 0; i < map.Count; i++)
+                {
+                    m[i].DatabaseName = map[i].Key; m[i].NewDatabaseName = map[i].Value;
+                    names.Append(i > 0 ? ", " : "").Append(map[i].Key).Append(" -> ").Append(map[i].Value);
+                }
+            }
+            string detail = "checkpoint=" + checkpointPath + " log=" + logPath + " map=[" + names + "] backup_logs=" + backupLogPath
+                + " generations=" + genLow.ToString(CultureInfo.InvariantCulture) + "-" + genHigh.ToString(CultureInfo.InvariantCulture);
+            int hr = CertAdmNative.CertSrvRestoreRegisterThroughFile(hbc, checkpointPath, logPath, m, map.Count, backupLogPath, genLow, genHigh);
+            Check(call, hr, detail, null);
+            registered = true;
+        }
+
+        // hr S_OK: the CA runs the registered restore at its next start; a failure HRESULT records a failed restore.
+        public void Complete(int hrRestoreState)
+        {
+            const string call = "CertSrvRestoreRegisterComplete";
+            if (!prepared) throw new JetFailure(call, Jet.errInvalidParameter, "RestorePrepare was not called");
+            int hr = CertAdmNative.CertSrvRestoreRegisterComplete(hbc, hrRestoreState);
+            Check(call, hr, "state=" + ServiceHr.Describe(hrRestoreState), null);
+            completed = true;
+        }
+
+        // ok false: best effort, never throws (the context is released whatever the answer).
+        public void End(bool ok)
+        {
+            const string call = "CertSrvRestoreEnd";
+            if (!prepared) return;
+            int hr = CertAdmNative.CertSrvRestoreEnd(hbc);
+            prepared = false; hbc = IntPtr.Zero;
+            ServiceCall.Record(trace, call, hr, ok ? "" : "(after a failure)");
+            if (ok && ServiceHr.Failed(hr)) throw ServiceCall.Failure(call, hr, "", null);
+        }
     }
 
     // ------------------------------------------------------------------------------------------------
