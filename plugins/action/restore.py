@@ -1,7 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to the ese.backup collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin for ese.backup.restore: runs the module, then applies the restore policy table."""
+"""Action plugin for ese.backup.restore: runs the module, then applies the restore policy table.
+
+A set taken with ``source: adcs`` is restored by registering the restore with the stopped CA (certadm.dll); the
+task result then carries ``registration`` (what was registered, whether it was completed, and what happens
+next), and the message says that the CA replays the logs at its next start.
+"""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,3 +17,16 @@ from ansible_collections.ese.backup.plugins.plugin_utils._policy_action import E
 
 class ActionModule(EseModuleAction):
     MODULE = "restore"
+
+    def finish(self, module_name, module_result, check_mode):
+        result = super(ActionModule, self).finish(module_name, module_result, check_mode)
+        reg = module_result.get("registration")
+        if not isinstance(reg, dict) or "msg" not in result:
+            return result
+        result["registration"] = reg
+        if reg.get("completed") and reg.get("status") == "0x00000000" and not result.get("failed"):
+            result["msg"] = "%s; registered with the CA on %s (log generations %s-%s): %s" % (
+                result["msg"], reg.get("server"), reg.get("gen_low"), reg.get("gen_high"), reg.get("next"))
+        elif reg.get("registered") and result.get("failed"):
+            result["msg"] = "%s; %s" % (result["msg"], reg.get("next"))
+        return result
