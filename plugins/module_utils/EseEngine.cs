@@ -219,8 +219,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         {
             Plan p = new Plan();
             p.Opt = o;
-            if (o.Source == Options.SourceAdcs || o.Source == Options.SourceAdds)
-                Fail("source", "source " + o.Source + " is supported by ese.backup.run only (a session backs up through the engine's own instance); use ese.backup.run with source " + o.Source);
+            if (o.Source == Options.SourceAdcs || o.Source == Options.SourceAdds) return ValidateServiceSource(o); // a session's begin
             if (o.Source != Options.SourceInstance)
                 Fail("source", "source '" + o.Source + "' is not supported; use instance (the engine's own ESE instance over the files), adcs (AD CS through certadm.dll) or adds (AD DS through ntdsbcli.dll)");
             if (o.Server != null)
@@ -359,7 +358,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         // A service source (source adcs or adds): the service names its files and runs its own ESE instance, so only
         // type, server, dest, set_name and buffer_size apply; nothing is contacted here (check mode stays offline).
         public const long ServiceBufferUnit = 32768, ServiceBufferMin = 65536;
-        public static Plan ValidateService(Options o)
+        public static Plan ValidateService(Options o) { return ValidateServiceDest(ValidateServiceSource(o)); }
+
+        // The service part (type, the refused own-instance options, server, buffer_size): run and a session's begin.
+        public static Plan ValidateServiceSource(Options o)
         {
             Plan p = new Plan();
             p.Opt = o;
@@ -379,14 +381,22 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             o.Server = o.Server.Trim();
             if (o.Server.TrimStart('\\').Length == 0 || o.Server.IndexOfAny(new char[] { '/', ' ', '\t' }) >= 0)
                 Fail("server", "server '" + o.Server + "' is not a host name; give the " + (adcs ? "CA's" : "domain controller's") + " host name (default: this host, " + HostName.Current + ")");
+            RequireServiceBufferSize(o);
+            return p;
+        }
+
+        // buffer_size of a service source (run, and each copy of a session): whole 32 KiB units.
+        public static void RequireServiceBufferSize(Options o)
+        {
+            bool adcs = o.Source == Options.SourceAdcs;
             if (o.BufferSize % ServiceBufferUnit != 0 || o.BufferSize < ServiceBufferMin || o.BufferSize > 256L * 1024 * 1024)
                 Fail("buffer_size", "buffer_size " + o.BufferSize.ToString(CultureInfo.InvariantCulture) + " does not fit a service source's reads: with source " + o.Source
                     + " it must be a multiple of 32768 (the largest ESE page, so every read holds whole pages" + (adcs ? "" : "; ntdsbcli.dll reads " + ReadSizeRule.NtdsBcli.Text)
                     + "), at least 65536 and at most 256 MiB; the default is " + Options.DefaultBufferSize.ToString(CultureInfo.InvariantCulture));
-            return ValidateServiceDest(p);
         }
 
-        private static Plan ValidateServiceDest(Plan p)
+        // dest and set_name of a service source (run, and each copy of a session).
+        public static Plan ValidateServiceDest(Plan p)
         {
             Options o = p.Opt;
             if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
@@ -1169,7 +1179,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         internal string OpenSource;
         internal void StartSet(BackupSetWriter w, bool withDatabases)
         {
-            writer = w; dbEntries.Clear();
+            writer = w; dbEntries.Clear(); serviceDbs.Clear(); StreamedFrom.Clear();
             try
             {
                 string removed = writer.Create(withDatabases);
@@ -1270,81 +1280,121 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         private void AbortService()
         {
-            if (source != null && source.Prepared)
-            {
-                source.End(false); // never throws; closes an open file first
-                facts.Ended = "abort";
-            }
+            AbortSource(); // End(false): never throws; closes an open file first
             DiscardStaging();
         }
 
-        private void DoServiceBackup()
+        // The steps of a service backup (DoServiceBackup below; the session host calls them one request at a time:
+        // BeginService at begin, PrepareServiceCopy and the Stream steps at each copy, TruncateService, EndService).
+        internal IBackupSource Source { get { return source; } }
+        // The trace the service's calls go to: the run's own; in a session, the session's (each request takes the
+        // entries it added).
+        internal Trace ServiceTrace { get { return source != null ? source.Trace : api.Trace; } }
+        private Trace T { get { return source != null ? source.Trace : api.Trace; } }
+        private List<string> serviceDbNames, serviceLogNames;
+        internal List<string> ServiceDbNames { get { return serviceDbNames; } }
+        // rel (databases/<leaf>, logs/<leaf>) -> the name the service gave the file (the current set's files)
+        internal readonly Dictionary<string, string> StreamedFrom = new Dictionary<string, string>(StringComparer.Ordinal);
+
+        internal void BeginService(Trace trace)
         {
+            if (source == null) source = NewSource(o, trace);
             source.Begin(o.Incremental);
             facts.BackupStarted = true;
+        }
+
+        // Before a copy's first OpenFile: dest outside the service's files, and the read hint from the buffer size.
+        internal void PrepareServiceCopy(string dest, long bufferSize)
+        {
             // Where the service keeps its files: dest must not be among them (truncation and log rolls happen there).
             foreach (BackupLocation l in source.DatabaseLocations)
             {
                 string dir = l.Type == "database" ? Path.GetDirectoryName(l.Path.TrimEnd('/', '\\')) : l.Path.TrimEnd('/', '\\');
-                if (!string.IsNullOrEmpty(dir) && PathRules.IsAbsolute(dir) && PathRules.SameOrInside(o.Dest, dir))
-                    throw new InvalidOption("dest", "dest '" + o.Dest + "' is inside " + dir + ", where the service keeps its " + l.Type.Replace('_', ' ') + "; choose a folder outside the service's files");
+                if (!string.IsNullOrEmpty(dir) && PathRules.IsAbsolute(dir) && PathRules.SameOrInside(dest, dir))
+                    throw new InvalidOption("dest", "dest '" + dest + "' is inside " + dir + ", where the service keeps its " + l.Type.Replace('_', ' ') + "; choose a folder outside the service's files");
             }
             // The read hint before the first OpenFile: the buffer size, which validation made whole 32 KiB units.
-            uint cb = (uint)o.BufferSize;
+            uint cb = (uint)bufferSize;
             if (source.ReadRule.Fit(cb) != cb)
                 throw new InvalidOption("buffer_size", "buffer_size " + cb.ToString(CultureInfo.InvariantCulture) + " does not fit the " + source.Kind + " read rule (" + source.ReadRule.Text + ")");
             source.ReadHint = cb;
-            using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
+        }
+
+        // Full and copy: every database the service names (listed once per backup), into databases/.
+        internal void StreamServiceDatabases(CopyPipeline pipe)
+        {
+            if (serviceDbNames == null)
             {
-                pipe.Progress = new CopyProgress(writer.Staging, writer.SetName, 0);
-                if (!o.Incremental)
-                {
-                    string namesCall = source.Kind == Options.SourceAdcs ? "CertSrvBackupGetDatabaseNamesW" : "DsBackupGetDatabaseNamesW";
-                    List<string> dbs = source.DatabaseNames();
-                    if (dbs.Count == 0) throw new JetFailure(namesCall, Jet.errDatabaseNotFound, "the service listed no database to back up");
-                    HashSet<string> setNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-                    foreach (string db in dbs)
-                    {
-                        string rel = "databases/" + UniqueLeaf(db, setNames);
-                        byte[] hh, tt;
-                        long size = StreamFile(pipe, db, rel, "database", -1, false, out hh, out tt);
-                        serviceDbs.Add(db);
-                        dbEntries.Add(ServiceDbEntry(db, rel, size));
-                    }
-                }
+                string namesCall = source.Kind == Options.SourceAdcs ? "CertSrvBackupGetDatabaseNamesW" : "DsBackupGetDatabaseNamesW";
+                List<string> dbs = source.DatabaseNames();
+                if (dbs.Count == 0) throw new JetFailure(namesCall, Jet.errDatabaseNotFound, "the service listed no database to back up");
+                serviceDbNames = dbs;
+            }
+            HashSet<string> setNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            foreach (string db in serviceDbNames)
+            {
+                string rel = "databases/" + UniqueLeaf(db, setNames);
+                byte[] hh, tt;
+                long size = StreamFile(pipe, db, rel, "database", -1, false, out hh, out tt);
+                serviceDbs.Add(db);
+                dbEntries.Add(ServiceDbEntry(db, rel, size));
+            }
+        }
+
+        // The service's log list (the first call computes the range; later copies of a session reuse it), checked
+        // as one log set of consecutive generations.
+        internal List<string> ServiceLogs()
+        {
+            if (serviceLogNames == null)
+            {
                 List<string> logs = source.LogNames();
                 ServiceLogRange(logs);
-                HashSet<string> logNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-                foreach (string l in logs)
-                {
-                    uint g;
-                    bool isLog = ParseLogName(Leaf(l), out g);
-                    byte[] hh, tt;
-                    StreamFile(pipe, l, "logs/" + UniqueLeaf(l, logNames), isLog ? "log" : "patch", isLog ? (long)g : -1, false, out hh, out tt);
-                }
+                serviceLogNames = logs;
             }
+            return serviceLogNames;
+        }
 
-            bool truncated = false;
-            if (o.Truncate)
+        // The leaves of the range's logs (not patch files), as the set names them.
+        internal List<string> ServiceLogLeaves()
+        {
+            List<string> l = new List<string>();
+            uint g;
+            foreach (string n in ServiceLogs()) if (ParseLogName(Leaf(n), out g)) l.Add(Leaf(n));
+            return l;
+        }
+
+        internal void StreamServiceLogs(CopyPipeline pipe)
+        {
+            HashSet<string> logNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            foreach (string l in ServiceLogs())
             {
-                // Only after every file was copied completely, and only for the types that truncate (full, incremental).
-                writer.RequireFinalFree();
-                WriteKeptLogs();
-                source.Truncate();
-                facts.LogsTruncated = true;
-                truncated = true;
+                uint g;
+                bool isLog = ParseLogName(Leaf(l), out g);
+                byte[] hh, tt;
+                StreamFile(pipe, l, "logs/" + UniqueLeaf(l, logNames), isLog ? "log" : "patch", isLog ? (long)g : -1, false, out hh, out tt);
             }
+        }
+
+        internal void TruncateService()
+        {
+            source.Truncate();
+            facts.LogsTruncated = true;
+        }
+
+        // End(true), then the proof over the given copies (the run's staging set; a session's published sets).
+        // Returns End's trace entry.
+        internal object EndService(bool truncated, List<KeyValuePair<string, string>> dbFiles, List<KeyValuePair<string, long>> logFiles)
+        {
             source.End(true);
-            object endCall = api.Trace.Entries[api.Trace.Entries.Count - 1];
+            object endCall = T.Entries[T.Entries.Count - 1];
             facts.Ended = "normal";
             facts.LogsTruncated = truncated;
-
             // The proof: (a) the sequence, from the trace (every call of the sequence succeeded, in order, and every file
             // was read to its reported size: StreamFile throws otherwise); (b) the live header is locked by the service, so
             // the header facts come from the streamed copy's first page in the set: it must carry the backup mark.
             List<object> missing = new List<object>();
             bool complete = ServiceSequenceComplete(truncated, missing);
-            bool recorded = o.Incremental ? ServiceLogHeaders(missing) : ServiceDbHeaders(missing);
+            bool recorded = o.Incremental ? ServiceLogHeaders(logFiles, missing) : ServiceDbHeaders(dbFiles, logFiles, missing);
             string recordedAs = BackupProof.RecordedAs(o.Incremental, truncated);
             Dictionary<string, object> proof = BackupProof.Facts(complete, recorded, missing, serviceHeaders);
             proof["header_source"] = o.Incremental ? "the streamed logs' headers (an incremental streams no database; the live header is locked by the service)"
@@ -1353,6 +1403,59 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             facts.Proof = proof;
             facts.BackupValid = complete && recorded;
             if (complete && recorded) ending = BackupProof.Ending(null, "normal", true, truncated, recordedAs, proof, endCall, o.Type);
+            return endCall;
+        }
+
+        // Any failure or an abort: End(false) (never throws; it closes an open file) when the source holds a context.
+        internal void AbortSource()
+        {
+            if (source != null && source.Prepared)
+            {
+                source.End(false);
+                facts.Ended = "abort";
+            }
+        }
+
+        private void DoServiceBackup()
+        {
+            BeginService(api.Trace);
+            PrepareServiceCopy(o.Dest, o.BufferSize);
+            using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
+            {
+                pipe.Progress = new CopyProgress(writer.Staging, writer.SetName, 0);
+                if (!o.Incremental) StreamServiceDatabases(pipe);
+                ServiceLogs();
+                StreamServiceLogs(pipe);
+            }
+
+            bool truncated = false;
+            if (o.Truncate)
+            {
+                // Only after every file was copied completely, and only for the types that truncate (full, incremental).
+                writer.RequireFinalFree();
+                WriteKeptLogs();
+                TruncateService();
+                truncated = true;
+            }
+            List<KeyValuePair<string, string>> dbFiles = new List<KeyValuePair<string, string>>();
+            foreach (object o2 in dbEntries)
+            {
+                IDictionary d = (IDictionary)o2;
+                dbFiles.Add(new KeyValuePair<string, string>((string)d["source"], writer.PathFor((string)d["file"])));
+            }
+            EndService(truncated, dbFiles, StagedLogs());
+        }
+
+        // The logs of the current set: (path, generation), in the set's order.
+        internal List<KeyValuePair<string, long>> StagedLogs()
+        {
+            List<KeyValuePair<string, long>> l = new List<KeyValuePair<string, long>>();
+            foreach (object fo in writer.Files)
+            {
+                IDictionary f = (IDictionary)fo;
+                if ("log".Equals(f["role"])) l.Add(new KeyValuePair<string, long>(writer.PathFor((string)f["name"]), (long)f["generation"]));
+            }
+            return l;
         }
 
         private static string Leaf(string name)
@@ -1453,7 +1556,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             want.Add(adcs ? "CertSrvBackupEnd" : "DsBackupEnd");
             int next = 0;
             bool ok = true;
-            foreach (object e in api.Trace.Entries)
+            foreach (object e in T.Entries)
             {
                 IDictionary t = e as IDictionary;
                 if (t == null || next >= want.Count || !want[next].Equals(t["call"])) continue;
@@ -1462,7 +1565,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 next++;
             }
             for (int i = next; i < want.Count; i++) { ok = false; missing.Add("the trace has no successful " + want[i]); }
-            IDictionary last = api.Trace.Entries.Count > 0 ? api.Trace.Entries[api.Trace.Entries.Count - 1] as IDictionary : null;
+            IDictionary last = T.Entries.Count > 0 ? T.Entries[T.Entries.Count - 1] as IDictionary : null;
             if (last == null || !want[want.Count - 1].Equals(last["call"])) { ok = false; missing.Add("the sequence does not end with " + want[want.Count - 1]); }
             return ok;
         }
@@ -1470,13 +1573,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         // Proof (b), full and copy: each streamed copy's header page (and its shadow) carries the backup mark that
         // the service's OpenFile put there (bkinfoFullCur: mark, genLow = the checkpoint generation at Begin), and its
         // signLog is the one of the logs in the set.
-        private bool ServiceDbHeaders(List<object> missing)
+        private bool ServiceDbHeaders(List<KeyValuePair<string, string>> dbFiles, List<KeyValuePair<string, long>> logFiles, List<object> missing)
         {
             bool ok = true;
-            foreach (object o2 in dbEntries)
+            if (dbFiles.Count == 0) { missing.Add("no database was copied"); return false; }
+            foreach (KeyValuePair<string, string> d in dbFiles)
             {
-                IDictionary d = (IDictionary)o2;
-                string rel = (string)d["file"], path = writer.PathFor(rel);
+                string name = d.Key, path = d.Value;
+                string rel = "databases/" + Path.GetFileName(path);
                 byte[] two = FileBytes.ReadPrefix(path, 2 * (int)servicePageSize);
                 byte[] header = DbFacts.Slice(two, 0, (int)servicePageSize), shadow = DbFacts.Slice(two, (int)servicePageSize, (int)servicePageSize);
                 DbFacts f = DbFacts.FromHeaderPage(header);
@@ -1485,34 +1589,32 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 bool sameShadow = DbFacts.HexBytes(header) == DbFacts.HexBytes(shadow);
                 bool inRange = genLow != 0 && low == genLow;
                 Dictionary<string, object> s = new Dictionary<string, object>();
-                s["database"] = d["source"]; s["file"] = rel; s["slot"] = "bkinfoFullCur (streamed header)";
+                s["database"] = name; s["file"] = rel; s["slot"] = "bkinfoFullCur (streamed header)";
                 s["gen_low"] = (long)low; s["mark_generation"] = (long)markGen; s["shadow_matches"] = sameShadow;
                 serviceHeaders.Add(s);
-                if (!markSet) { ok = false; missing.Add("the streamed header of " + d["source"] + " carries no backup mark (bkinfoFullCur is empty): it is not a streamed backup copy"); }
-                else if (!inRange) { ok = false; missing.Add("the streamed header of " + d["source"] + " marks the backup from generation " + low + ", but the logs of the set start at " + genLow); }
-                if (!sameShadow) { ok = false; missing.Add("the streamed header of " + d["source"] + " differs from its shadow copy (page 1)"); }
-                if (!ServiceLogSigns(DbFacts.HexBytes(f.SignLog), (string)d["source"], missing)) ok = false;
+                if (!markSet) { ok = false; missing.Add("the streamed header of " + name + " carries no backup mark (bkinfoFullCur is empty): it is not a streamed backup copy"); }
+                else if (!inRange) { ok = false; missing.Add("the streamed header of " + name + " marks the backup from generation " + low + ", but the logs of the set start at " + genLow); }
+                if (!sameShadow) { ok = false; missing.Add("the streamed header of " + name + " differs from its shadow copy (page 1)"); }
+                if (!ServiceLogSigns(logFiles, DbFacts.HexBytes(f.SignLog), name, missing)) ok = false;
             }
             return ok;
         }
 
         // Proof (b), incremental: each log's header names its generation and one signLog runs through them.
-        private bool ServiceLogHeaders(List<object> missing)
+        private bool ServiceLogHeaders(List<KeyValuePair<string, long>> logFiles, List<object> missing)
         {
             if (genLow == 0) { missing.Add("the service listed no log for the incremental backup"); return false; }
-            return ServiceLogSigns(null, null, missing);
+            return ServiceLogSigns(logFiles, null, null, missing);
         }
 
-        private bool ServiceLogSigns(string sign, string db, List<object> missing)
+        private bool ServiceLogSigns(List<KeyValuePair<string, long>> logFiles, string sign, string db, List<object> missing)
         {
             bool ok = true;
-            foreach (object fo in writer.Files)
+            foreach (KeyValuePair<string, long> f in logFiles)
             {
-                IDictionary f = (IDictionary)fo;
-                if (!"log".Equals(f["role"])) continue;
-                string rel = (string)f["name"];
-                byte[] h = FileBytes.ReadPrefix(writer.PathFor(rel), 72);
-                long gen = (long)f["generation"];
+                string rel = "logs/" + Path.GetFileName(f.Key);
+                byte[] h = FileBytes.ReadPrefix(f.Key, 72);
+                long gen = f.Value;
                 if (h == null || h.Length < 72) { ok = false; missing.Add("the log " + rel + " has no header"); continue; }
                 uint hg = (uint)BitConverter.ToInt32(h, 4);
                 string ls = DbFacts.HexBytes(DbFacts.Slice(h, 44, 28));
@@ -1780,7 +1882,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     if (err < 0)
                     {
                         pipe.Release(slot);
-                        api.Trace.Add("JetReadFileInstance", err, "name=" + openName + " call=" + calls + " offset=" + total);
+                        T.Add("JetReadFileInstance", err, "name=" + openName + " call=" + calls + " offset=" + total);
                         throw new JetFailure("JetReadFileInstance", err, "name=" + openName + " offset=" + total);
                     }
                     if (got == 0) { pipe.Release(slot); break; }
@@ -1806,7 +1908,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 byte[] sha;
                 try { sha = pipe.Finish(); }
                 catch (WriteFailure w) { throw WriteFail(w); }
-                api.Trace.Add(source != null ? "CopyPipeline" : "JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total
+                T.Add(source != null ? "CopyPipeline" : "JetReadFileInstance", 0, "name=" + openName + " calls=" + calls + " bytes=" + total
                     + " ms=" + clock.Elapsed.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture) + " hash=" + hashKind
                     + (pipe.Stats.Length > 0 ? " " + pipe.Stats : ""));
                 if (total != size)
@@ -1816,6 +1918,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 else JetApi.Check(api.CloseFile(inst, h), "JetCloseFileInstance", "name=" + openName);
                 OpenSource = null;
                 writer.AddFile(rel, role, total, sha, generation);
+                StreamedFrom[rel] = openName;
                 return total;
             }
             finally
@@ -1908,7 +2011,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             m["databases"] = dbEntries;
             m["files"] = writer.Files;
             m["logs_truncated"] = facts.LogsTruncated;
-            m["trace"] = api.Trace.Snapshot();
+            m["trace"] = T.Snapshot();
             try
             {
                 if (ending != null) BackupProof.WriteEnding(writer.Staging, ending);
@@ -1970,6 +2073,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         // Any failure: End2(Abort); if End fails, JetTerm2(StopBackup) so no backup is left open.
         internal void AbortAndCleanup()
         {
+            if (source != null) { AbortService(); return; } // a service source: End(false); no own instance
             if (backupOpen)
             {
                 int err = api.EndBackup(inst, Jet.BackupEndAbort);

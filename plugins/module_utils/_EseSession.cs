@@ -878,6 +878,20 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             this.name = name; this.journal = journal; this.idleMs = idleMs;
         }
 
+        // A service source (source adcs or adds) keeps its backup context (HCSBC/HBC) in this process and traces its
+        // calls into one trace for the whole session; each request takes the entries it added (Drain).
+        private Trace serviceTrace;
+        private int serviceMark;
+        private bool IsService { get { return plan != null && plan.Opt.IsService; } }
+        private void Drain(Trace into)
+        {
+            if (serviceTrace == null) return;
+            List<object> all = serviceTrace.Snapshot();
+            for (int i = serviceMark; i < all.Count; i++) into.Entries.Add(all[i]);
+            serviceMark = all.Count;
+        }
+        private string EndCallName { get { return !IsService ? "JetEndExternalBackupInstance2" : plan.Opt.Source == Options.SourceAdcs ? "CertSrvBackupEnd" : "DsBackupEnd"; } }
+
         private static string Now() { return DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture); }
 
         // The in-memory journal is the host's record; a save that fails (after JournalFile.Write's retries) never
@@ -924,17 +938,28 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             {
                 plan = Validator.ValidateSource(o, api);
                 seq = new BackupSequence(plan, api, begun);
-                seq.SetupInstance();
-                seq.BeginBackup();
+                if (plan.Opt.IsService)
+                {
+                    serviceTrace = new Trace();
+                    seq.BeginService(serviceTrace); // full (copy) or incremental; the context stays in this process
+                    Drain(trace);
+                }
+                else
+                {
+                    seq.SetupInstance();
+                    seq.BeginBackup();
+                }
             }
             catch (Exception e)
             {
+                Drain(trace);
                 JetFailure f = e as JetFailure;
                 InvalidOption inv = e as InvalidOption;
                 if (inv != null) journal.BeginInvalid = inv.ToDict();
                 else journal.BeginFailedCall = f != null ? f.ToDict() : new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict();
                 if (begun.Invalid != null) journal.BeginInvalid = begun.Invalid;
                 if (seq != null) seq.AbortAndCleanup();
+                Drain(trace);
                 journal.BeginTrace = trace.Snapshot();
                 journal.State = "failed";
                 Save();
@@ -1021,9 +1046,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             Trace trace = new Trace();
             Dictionary<string, object> r = NewResult(trace);
             seq.Rebind(new JetApi(trace), new BackupFacts());
-            seq.AbortAndCleanup(); // End2(Abort); JetTerm2(StopBackup) if End fails; detach, end session, term
+            seq.AbortAndCleanup(); // End2(Abort); JetTerm2(StopBackup) if End fails; detach, end session, term (a service: End(false))
+            Drain(trace);
             foreach (object o in trace.Snapshot())
-                if ("JetEndExternalBackupInstance2".Equals(((IDictionary)o)["call"])) { journal.EndCall = o; break; }
+                if (EndCallName.Equals(((IDictionary)o)["call"])) { journal.EndCall = o; break; }
             journal.Ended = "idle_timeout";
             journal.EndReason = "no request for " + (idleMs / 1000).ToString(CultureInfo.InvariantCulture) + " s (idle_timeout); the session host ended the backup with abort";
             journal.EndedAt = Now();
@@ -1053,6 +1079,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 else if (op == "copy") Copy(args, check, r);
                 else if (op == "truncate") Truncate(check, r);
                 else if (op == "end") End(args, check, r, api);
+                else if (op == "stop" && IsService)
+                    r["invalid"] = new InvalidOption("op", "a stop request is for the engine's own instance; the backup of session '" + name + "' is held by the service ("
+                        + plan.Opt.Source + "): end it with mode abort").ToDict();
                 else if (op == "stop")
                 {
                     int err = trace.Add("JetStopBackupInstance", SessionNative.JetStopBackupInstance(seq.Instance), "requested on the session host");
@@ -1063,6 +1092,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             catch (InvalidOption e) { r["invalid"] = e.ToDict(); }
             catch (JetFailure f) { r["failed_call"] = f.ToDict(); }
             catch (Exception e) { r["failed_call"] = new JetFailure("Engine", Jet.errInvalidParameter, e.GetType().Name + ": " + e.Message).ToDict(); }
+            Drain(trace);
             facts.WriteTo(r);
             if ((!check && op != "status") || trace.Entries.Count > 0)
             {
@@ -1084,10 +1114,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             bool dbs = Args.Bool(args, "databases", true) && !o.Incremental;
             bool logs = Args.Bool(args, "logs", true);
             if (!dbs && !logs) throw new InvalidOption("logs", "nothing to copy: databases and logs are both false" + (o.Incremental ? " (an incremental session has no databases to stream)" : ""));
-            Options.RequireBufferSize(o.BufferSize, plan.PageSize);
-            if (!seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; end it and begin a new one");
+            if (IsService) Validator.RequireServiceBufferSize(o);
+            else Options.RequireBufferSize(o.BufferSize, plan.PageSize);
+            if (IsService ? !seq.Source.Prepared : !seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; end it and begin a new one");
             if (journal.Truncated) throw new InvalidOption("session", "the logs of session '" + name + "' are already truncated; end the session");
-            Validator.ValidateDest(target);
+            if (IsService) Validator.ValidateServiceDest(target);
+            else Validator.ValidateDest(target);
             if (target.ExistingManifest != null || Directory.Exists(target.FinalPath))
                 throw new InvalidOption("set_name", "'" + target.FinalPath + "' already exists; a session copy never writes into an existing set, choose another set_name");
             if (check)
@@ -1103,6 +1135,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             try
             {
                 seq.StartSet(new BackupSetWriter(target), dbs);
+                if (IsService) CopyService(target, dbs, logs);
+                else
                 using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
                 {
                     pipe.Progress = new CopyProgress(seq.Writer.Staging, seq.Writer.SetName, CopyProgress.Estimate(plan, dbs, logs));
@@ -1121,7 +1155,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 string set = seq.Facts.FailedCall == null ? target.FinalPath : "(discarded: " + target.StagingPath + ")";
                 foreach (CopiedFile f in journal.Files) if (f.Set == null) f.Set = set;
             }
-            catch (Exception)
+            catch (Exception e)
             {
                 if (seq.Writer != null)
                 {
@@ -1130,9 +1164,49 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 }
                 if (seq.OpenSource != null && !journal.IncompleteFiles.Contains(seq.OpenSource)) journal.IncompleteFiles.Add(seq.OpenSource);
                 foreach (CopiedFile f in journal.Files) if (f.Set == null) f.Set = "(discarded: " + target.StagingPath + ")";
+                if (IsService && !(e is InvalidOption)) EndSourceAfterFailure(r);
                 throw;
             }
             r["backup_set"] = seq.Facts.FailedCall == null ? target.FinalPath : null;
+        }
+
+        // A service source's copy: the databases the service names (full, copy) and its logs, through the same
+        // StreamFile and CopyPipeline as a run, into the set the caller started; Copy publishes it.
+        private void CopyService(Plan target, bool dbs, bool logs)
+        {
+            Options o = target.Opt;
+            using (CopyPipeline pipe = new CopyPipeline((int)o.BufferSize))
+            {
+                seq.PrepareServiceCopy(o.Dest, o.BufferSize);
+                pipe.Progress = new CopyProgress(seq.Writer.Staging, seq.Writer.SetName, 0); // the service names its files only now
+                if (dbs) seq.StreamServiceDatabases(pipe);
+                if (logs)
+                {
+                    List<string> leaves = seq.ServiceLogLeaves();
+                    LogRange range = new LogRange();
+                    range.GenLow = seq.GenLow; range.GenHigh = seq.GenHigh; range.Names = leaves;
+                    journal.LogRange = range;
+                    seq.StreamServiceLogs(pipe);
+                }
+            }
+        }
+
+        // A copy of a service source failed after it began: the service's context may hold a file half read, so the
+        // host ends the backup with End(false) (which closes it), records the session ended with abort, and exits.
+        private void EndSourceAfterFailure(Dictionary<string, object> r)
+        {
+            seq.AbortSource();
+            List<object> all = serviceTrace.Snapshot();
+            for (int i = serviceMark; i < all.Count; i++)
+                if (EndCallName.Equals(((IDictionary)all[i])["call"])) journal.EndCall = all[i];
+            journal.Ended = "abort";
+            journal.EndReason = "a copy failed while the service's backup was open; the session host ended it with " + EndCallName + " (abort)";
+            journal.EndedAt = Now();
+            journal.State = "ended";
+            journal.RecordVerdict(null, false, null);
+            r["ended"] = "abort";
+            WriteEndings("abort", false, null, null, journal.EndCall, r);
+            done = true;
         }
 
         // Files read completely into the current set: recorded with size and hash; no longer incomplete.
@@ -1152,8 +1226,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 e.File = rel; e.Name = fileName; e.Role = role;
                 if (w.Contains("generation")) e.Generation = (long)w["generation"];
                 e.Size = (long)w["size"]; e.Sha256 = (string)w["sha256"]; e.Set = null;
-                string source = role == "log" ? System.IO.Path.Combine(PathRules.Normalize(plan.Opt.LogPath), fileName) : null;
-                if (role == "database")
+                string source = IsService ? (seq.StreamedFrom.ContainsKey(rel) ? seq.StreamedFrom[rel] : null)
+                    : role == "log" ? System.IO.Path.Combine(PathRules.Normalize(plan.Opt.LogPath), fileName) : null;
+                if (role == "database" && !IsService)
                     for (int i = 0; i < plan.DbSetNames.Count; i++) if (plan.DbSetNames[i] == fileName) source = plan.DbPaths[i];
                 e.Source = source;
                 journal.Files.Add(e);
@@ -1167,7 +1242,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             if (!o.Truncate)
                 throw new InvalidOption("session", "session '" + name + "' is a " + o.Type + " backup, which never truncates logs; use type full or incremental");
             if (journal.Truncated) { r["already_truncated"] = true; return; }
-            if (!seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; nothing can be truncated");
+            if (IsService ? !seq.Source.Prepared : !seq.BackupOpen) throw new InvalidOption("session", "the backup of session '" + name + "' is no longer in progress; nothing can be truncated");
             List<object> missing = JournalFile.MissingLogs(journal);
             if (missing == null || missing.Count > 0)
             {
@@ -1180,7 +1255,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 return;
             }
             if (check) { Dictionary<string, object> c = new Dictionary<string, object>(); c["would_truncate"] = true; r["check"] = c; return; }
-            seq.TruncateLogs();
+            if (IsService) seq.TruncateService(); // CertSrvBackupTruncateLogs / DsBackupTruncateLogs
+            else seq.TruncateLogs();
             journal.Truncated = true;
         }
 
@@ -1195,13 +1271,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             if (truncateDone && !plan.Opt.Truncate)
                 throw new InvalidOption("truncate_done", "truncate_done makes ESE record session '" + name + "' as a " + (plan.Opt.Incremental ? "incremental" : "full")
                     + " backup, but it is a " + plan.Opt.Type + " backup, which never truncates logs; end it without truncate_done");
+            if (truncateDone && IsService)
+                throw new InvalidOption("truncate_done", "truncate_done is for the engine's own instance; the service (" + plan.Opt.Source
+                    + ") truncates its logs only through its own call: run ese.backup.truncate before end, and end without truncate_done");
             if (check)
             {
                 Dictionary<string, object> c = new Dictionary<string, object>();
-                c["would_end"] = seq.BackupOpen;
+                c["would_end"] = IsService ? seq.Source.Prepared : seq.BackupOpen;
                 r["check"] = c;
                 return;
             }
+            if (IsService) { EndService(mode, r); return; }
             uint grbit = mode == "abort" ? Jet.BackupEndAbort : Jet.BackupEndNormal;
             if (truncateDone && mode == "normal") grbit |= Jet.BackupTruncateDone;
             int err = api.EndBackup(seq.Instance, grbit);
@@ -1251,6 +1331,82 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             done = true;
         }
 
+        // A service source: End(true) and the proof over the published copies (mode normal), or End(false) (abort).
+        private void EndService(string mode, Dictionary<string, object> r)
+        {
+            bool truncated = journal.Truncated;
+            string recordedAs = BackupProof.RecordedAs(plan.Opt.Incremental, truncated);
+            Dictionary<string, object> proof = null;
+            bool valid = false;
+            JetFailure failed = null;
+            if (mode == "normal")
+            {
+                List<object> missing = new List<object>();
+                bool complete = SequenceComplete(missing);
+                try
+                {
+                    seq.EndService(truncated, PublishedDatabases(), PublishedLogs());
+                    Dictionary<string, object> p = seq.Facts.Proof;
+                    // (a) also needs the journal's copies into published sets with their manifests' hashes
+                    foreach (object m in missing) ((List<object>)p["missing"]).Add(m);
+                    p["sequence_complete"] = complete && true.Equals(p["sequence_complete"]);
+                    proof = p;
+                    valid = complete && seq.Facts.BackupValid == true && !journal.StopSeen && journal.IncompleteFiles.Count == 0;
+                }
+                catch (JetFailure f) { failed = f; seq.AbortSource(); } // the service released the context whatever End returned
+            }
+            else seq.AbortSource();
+            seq.Facts.Proof = null; seq.Facts.BackupValid = null; seq.Facts.RecordedAs = null; seq.Facts.Ended = null; // the session's verdict below
+            List<object> all = serviceTrace.Snapshot();
+            for (int i = all.Count - 1; i >= serviceMark; i--)
+                if (EndCallName.Equals(((IDictionary)all[i])["call"])) { journal.EndCall = all[i]; break; }
+            r["end_call"] = journal.EndCall;
+            if (failed != null) r["failed_call"] = failed.ToDict();
+            journal.Ended = failed == null ? mode : "abort";
+            journal.EndReason = failed == null ? "ended by request (mode " + mode + ")"
+                : EndCallName + " failed (" + failed.Message + "); the service released the backup";
+            journal.EndedAt = Now();
+            journal.State = "ended";
+            r["ended"] = journal.Ended;
+            journal.RecordVerdict(proof, valid, valid ? recordedAs : null);
+            r["proof"] = proof;
+            r["backup_valid"] = valid;
+            r["recorded_as"] = journal.RecordedAs;
+            r["session_type"] = plan.Opt.Type;
+            WriteEndings(journal.Ended, valid, journal.RecordedAs, proof, journal.EndCall, r);
+            done = true;
+        }
+
+        // The latest published copy of each database the service named: (service name, path in the set).
+        private List<KeyValuePair<string, string>> PublishedDatabases()
+        {
+            List<KeyValuePair<string, string>> l = new List<KeyValuePair<string, string>>();
+            if (plan.Opt.Incremental || seq.ServiceDbNames == null) return l;
+            foreach (string db in seq.ServiceDbNames)
+            {
+                CopiedFile hit = null;
+                foreach (CopiedFile f in journal.Files)
+                    if (f.Published && f.Role == "database" && f.Source == db) hit = f;
+                if (hit != null) l.Add(new KeyValuePair<string, string>(db, System.IO.Path.Combine(hit.Set, hit.File)));
+            }
+            return l;
+        }
+
+        // The latest published copy of each log of the range: (path in the set, generation).
+        private List<KeyValuePair<string, long>> PublishedLogs()
+        {
+            List<KeyValuePair<string, long>> l = new List<KeyValuePair<string, long>>();
+            if (journal.LogRange == null) return l;
+            foreach (string n in journal.LogRange.Names)
+            {
+                CopiedFile hit = null;
+                foreach (CopiedFile f in journal.Files)
+                    if (f.Published && f.Role == "log" && string.Equals(f.Name, n, StringComparison.OrdinalIgnoreCase)) hit = f;
+                if (hit != null) l.Add(new KeyValuePair<string, long>(System.IO.Path.Combine(hit.Set, hit.File), hit.Generation.HasValue ? hit.Generation.Value : 0));
+            }
+            return l;
+        }
+
         // Proof (a): every database of the attach list (full, copy) and every log of the JetGetLogInfoInstance2W range
         // was read to its reported size into a published set of this session, with that hash in the set's manifest.
         private bool SequenceComplete(List<object> missing)
@@ -1261,8 +1417,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             bool ok = true;
             Dictionary<string, IDictionary> manifests = new Dictionary<string, IDictionary>(StringComparer.Ordinal);
             List<CopiedFile> needed = new List<CopiedFile>();
-            if (!plan.Opt.Incremental)
-                foreach (string db in plan.DbPaths)
+            List<string> wantDbs = IsService ? seq.ServiceDbNames : plan.DbPaths;
+            if (!plan.Opt.Incremental && wantDbs == null) { ok = false; missing.Add("the databases were not copied"); }
+            if (!plan.Opt.Incremental && wantDbs != null)
+                foreach (string db in wantDbs)
                 {
                     CopiedFile hit = null;
                     foreach (CopiedFile f in published)
@@ -1442,6 +1600,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             d["circular_logging"] = o.CircularLogging; d["legacy_file_names"] = o.LegacyFileNames;
             d["instance_name"] = o.InstanceName;
             d["page_size"] = o.PageSize.HasValue ? (object)o.PageSize.Value : null;
+            if (o.IsService)
+            {
+                // a service source: the service names its files (the own-instance options are refused when given)
+                d["source"] = o.Source;
+                d["server"] = (o.Server ?? HostName.Current).Trim();
+            }
             return d;
         }
 
@@ -1494,6 +1658,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                 {
                     Dictionary<string, object> c = new Dictionary<string, object>();
                     c["would_begin"] = true; c["type"] = o.Type; c["databases"] = prm["databases"]; c["idle_timeout"] = idleSec;
+                    c["source"] = o.Source; if (o.IsService) c["server"] = o.Server;
                     c["previous"] = Describe(name, j, false);
                     r["check"] = c;
                     r["session"] = Describe(name, null, false); // {name, state: not_found}: no session of that name runs
