@@ -245,7 +245,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseRestore
             }
             catch (InvalidOption e) { result["invalid"] = e.ToDict(); }
             catch (RestoreRefused e) { result["refused"] = e.ToDict(); }
-            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, ca ? "certadm.dll" : "esent.dll").ToDict(); }
+            catch (Exception e) { if (!NativeLoad.IsLoadFailure(e)) throw; result["failed_call"] = NativeLoad.Failure(e, ca && (e.Message ?? "").IndexOf("esent", StringComparison.OrdinalIgnoreCase) < 0 ? "certadm.dll" : "esent.dll").ToDict(); }
             return result;
         }
 

@@ -7,8 +7,9 @@
 #AnsibleRequires -CSharpUtil ansible_collections.ese.backup.plugins.module_utils._EseRestore
 #AnsibleRequires -PowerShell ansible_collections.ese.backup.plugins.module_utils._EseModule
 
-# Thin module: the engine checks the chain and the targets, restores (JetExternalRestore2W) or drills,
-# and returns facts; the action plugin (plugins/action/restore.py) applies the restore policy table.
+# Thin module: the engine checks the chain and the targets, restores (JetExternalRestore2W; for a set taken
+# with source adcs, registers the restore with the stopped CA through certadm.dll) or drills, and returns facts;
+# the action plugin (plugins/action/restore.py) applies the restore policy table.
 
 $spec = @{
     options = @{
