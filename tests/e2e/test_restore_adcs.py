@@ -100,10 +100,12 @@ def test_an_adcs_chain_is_registered_with_the_stopped_ca_and_drills(services):
 
     r = passed(res, "ca01", "restore")
     assert r["changed"] is True, r["msg"]
-    assert "registered with the CA" in r["msg"] and "replays log generations %d-%d" % (low, high) in r["msg"]
+    assert r["msg"].startswith("registered the restore of %s from 3 set(s) with the CA on CA01" % CA_DB), r["msg"]
+    assert "replays log generations %d-%d" % (low, high) in r["msg"]
     assert "take a new full backup" in r["msg"]
     reg = r["registration"]
-    assert reg["completed"] is True and reg["status"] == "0x00000000" and (reg["gen_low"], reg["gen_high"]) == (low, high)
+    assert reg["completed"] is True and reg["status"] == "0x00000000"
+    assert (reg["gen_low"], reg["gen_high"]) == (low, high)
     calls = [t["call"] for t in r["trace"] if t["call"].startswith("CertSrv")]
     assert calls == ["CertSrvIsServerOnlineW", "CertSrvRestorePrepareW", "CertSrvRestoreGetDatabaseLocationsW",
                      "CertSrvRestoreRegisterThroughFile", "CertSrvRestoreRegisterComplete", "CertSrvRestoreEnd"]

@@ -187,7 +187,8 @@ def test_check_mode_registers_nothing(chain, ca_set, svc_dir):
     assert sha(ca_set) == before and not os.path.exists(record_path(svc_dir))
 
 
-def test_a_failure_after_restore_prepare_ends_the_restore_and_undoes_the_copies(chain, tmp_path, svc_dir, ca_set, services):
+def test_a_failure_after_restore_prepare_ends_the_restore_and_undoes_the_copies(chain, tmp_path, svc_dir, ca_set,
+                                                                                 services):
     svc, sets = chain
     svc.stop()
     target = tmp_path / "adir"
