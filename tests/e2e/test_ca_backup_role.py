@@ -126,19 +126,25 @@ def temp_left(sim, host):
     return os.listdir(sim.local(host, TEMP))
 
 
+BACKUP_TASK = {"run": "Back up the CA's database, logs and files in one run (type copy, nothing truncated)",
+               "session": "Copy the CA's database, logs and files into the set"}
+
+
 @needs_include_files
+@pytest.mark.parametrize("method", ["session", "run"])
 def test_the_role_backs_up_two_cas_completely_and_verifies_them(services, stand_ins, monkeypatch,
-                                                                 tmp_path_factory):
+                                                                 tmp_path_factory, method):
     from cryptography.hazmat.primitives.serialization import pkcs12
     sim = services
     crls = {"ca01": add_ca_host(sim, tmp_path_factory.mktemp("f1"), "ca01", CA_NAME),
             "ca02": add_ca_host(sim, tmp_path_factory.mktemp("f2"), "ca02", SECOND_CA, policy=False)}
     for host, crl in crls.items():
         sim.hosts[host]["ca_crl"] = crl
-    res, out = run_capturing(sim, monkeypatch, role_play(sim), tmp_path_factory.mktemp("vault"))
+    res, out = run_capturing(sim, monkeypatch, role_play(sim, ca_backup_method=method),
+                             tmp_path_factory.mktemp("vault"))
     assert res.rc == 0, out[-6000:]
     for host, ca in (("ca01", CA_NAME), ("ca02", SECOND_CA)):
-        backup = task(res, host, "Back up the CA's database, logs and files in one run (type copy, nothing truncated)")
+        backup = task(res, host, BACKUP_TASK[method])
         assert backup["status"] == "ok", backup["result"].get("msg")
         set_dir = sim.local(host, backup["result"]["backup_set"])
         manifest = checked_manifest(set_dir)  # every file on disk listed, size and SHA-256 right
@@ -158,6 +164,13 @@ def test_the_role_backs_up_two_cas_completely_and_verifies_them(services, stand_
             assert ('"Active"="%s"' % ca) in f.read().decode("utf-16")
         verified = task(res, host, "Verify the new set on the backup server")
         assert verified["status"] == "ok" and verified["result"]["valid"] is True, verified["result"]
+        truncated = task(res, host, "Truncate the CA's logs, now that the set verified")
+        ended = task(res, host, "End the session")
+        if method == "session":
+            assert truncated["status"] == "ok" and ended["status"] == "ok", (truncated["result"], ended["result"])
+            assert ended["result"]["invocation"]["module_args"]["mode"] == "normal"
+        else:
+            assert truncated["status"] == "skipped" and ended["status"] == "skipped"
         cleanup = task(res, host, "Remove the private temporary folder of the CA's files")
         assert cleanup["status"] == "ok" and cleanup["result"]["removed"] is True, cleanup["result"]
         assert temp_left(sim, host) == []
