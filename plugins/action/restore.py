@@ -27,8 +27,9 @@ class ActionModule(EseModuleAction):
         if reg.get("completed") and reg.get("status") == "0x00000000" and not result.get("failed"):
             paths = ", ".join(str(d.get("path")) for d in module_result.get("restored") or [])
             sets = len(module_result.get("chain") or [])
-            result["msg"] = "registered the restore of %s from %d set(s) with the CA on %s (log generations %s-%s): %s" \
-                % (paths, sets, reg.get("server"), reg.get("gen_low"), reg.get("gen_high"), reg.get("next"))
+            what = "registered the restore of %s from %d set(s) with the CA on %s" % (paths, sets, reg.get("server"))
+            logs = "log generations %s-%s" % (reg.get("gen_low"), reg.get("gen_high"))
+            result["msg"] = "%s (%s): %s" % (what, logs, reg.get("next"))
         elif reg.get("registered") and result.get("failed"):
             result["msg"] = "%s; %s" % (result["msg"], reg.get("next"))
         return result
