@@ -591,7 +591,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
         private readonly Queue<Slot> free = new Queue<Slot>();
         private readonly Stage hashing = new Stage();
         private readonly Stage writing = new Stage();
-        private volatile bool finishing;
+        private volatile bool finishing, aborting;
         private volatile Exception error;
         private FileStream output;
         private StreamHash hash;
@@ -602,10 +602,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
 
         public ICopyProgress Progress;
 
-        public CopyPipeline(int bufferSize) : this(bufferSize, Environment.GetEnvironmentVariable("TMP_DEPTH") != null ? int.Parse(Environment.GetEnvironmentVariable("TMP_DEPTH")) : DefaultDepth) { }
+        public CopyPipeline(int bufferSize) : this(bufferSize, DefaultDepth) { }
 
         public CopyPipeline(int bufferSize, int depth)
         {
+            if (depth < 1) throw new ArgumentOutOfRangeException("depth", "a copy pipeline needs at least one slot");
             slots = new Slot[depth];
             for (int i = 0; i < slots.Length; i++)
             {
@@ -639,7 +640,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
         public void Begin(string destPath)
         {
             path = destPath;
-            error = null; finishing = false;
+            error = null; finishing = false; aborting = false;
             free.Clear(); hashing.Queue.Clear(); writing.Queue.Clear();
             foreach (Slot s in slots) free.Enqueue(s);
             readWaitTicks = 0; inFlight = 0; peakInFlight = 0; hashAhead = 0;
@@ -654,7 +655,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             catch (IOException e) { throw new WriteFailure(destPath, e); }
             catch (UnauthorizedAccessException e) { throw new WriteFailure(destPath, e); }
             hash = StreamHash.Create();
-            if (Progress != null) Progress.FileStarted(destPath);
+            if (Progress != null)
+            {
+                try { Progress.FileStarted(destPath); }
+                catch (Exception) { Progress = null; }
+            }
             Start(hashing, "ese.backup hasher", HashSlot);
             Start(writing, "ese.backup writer", WriteSlot);
         }
@@ -679,7 +684,9 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             if (writeDelayMs > 0) Thread.Sleep(writeDelayMs);
             output.Write(s.Native.Array, s.Native.Offset, s.Length);
             Interlocked.Increment(ref writing.Done);
-            if (Progress != null) Progress.Written(s.Length);
+            if (Progress == null) return;
+            try { Progress.Written(s.Length); }
+            catch (Exception) { Progress = null; }   // progress is a report: it never fails the copy
         }
 
         private void Consume(Stage stage, Action<Slot> work)
@@ -698,11 +705,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
                 stage.WaitTicks += started - waited;
                 try
                 {
-                    if (error == null) work(s);
+                    if (error == null && !aborting) work(s);
                 }
                 catch (Exception e)
                 {
-                    lock (free) { if (error == null) error = e; }
+                    lock (free) { if (error == null) error = e; Monitor.Pulse(free); }
                 }
                 stage.BusyTicks += Stopwatch.GetTimestamp() - started;
                 if (Interlocked.Decrement(ref s.Pending) == 0)
@@ -773,8 +780,10 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseHost
             finally { Abort(); }
         }
 
+        // Stops the consumers without hashing or writing what is still queued (the file is discarded).
         public void Abort()
         {
+            aborting = true;
             StopConsumers();
             if (output != null) { try { output.Dispose(); } catch (IOException) { } output = null; }
             if (hash != null) { hash.Dispose(); hash = null; }
