@@ -72,9 +72,14 @@ class AsyncPolicyAction(EseModuleAction):
 
     _supports_async = True
 
+    def async_val(self):
+        """The task's ``async``, also after ``finish`` set it to 0 for Ansible (a retry reuses the task)."""
+        return getattr(self._task, "_ese_async_val", None) or self._task.async_val
+
     def facts(self, module_name, task_vars):
-        if not self._task.async_val:
+        if not self.async_val():
             return super(AsyncPolicyAction, self).facts(module_name, task_vars)
+        self._task.async_val = self.async_val()
         started = self._execute_module(module_name=module_name, module_args=self._task.args, task_vars=task_vars,
                                        wrap_async=True)
         if started.get("failed") or not started.get("ansible_job_id"):
@@ -92,7 +97,8 @@ class AsyncPolicyAction(EseModuleAction):
         if job is not None:
             result.update(job)
             # The job was waited for and its result decided here: Ansible must not poll it again (it would
-            # replace this result with the bare module facts).
+            # replace this result with the bare module facts). The value is kept for a retry of the task.
+            self._task._ese_async_val = self.async_val()
             self._task.async_val = 0
         return result
 
@@ -109,6 +115,9 @@ class AsyncPolicyAction(EseModuleAction):
             if finished:
                 break
             if time.time() >= deadline:
+                finished, facts = job_state(self.read_remote(results_file))   # one last look
+                if finished:
+                    break
                 facts = {"failed": True,
                          "msg": "async task did not complete within the requested time - %ss" % self._task.async_val}
                 break

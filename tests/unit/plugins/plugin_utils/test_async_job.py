@@ -85,3 +85,22 @@ def test_poll_0_returns_the_job(monkeypatch):
     result = f.plugin.run(task_vars={})
     assert result["ansible_job_id"] == "j1" and result["progress_dest"] == "D:\\backup" and "policy_row" not in result
     assert f.task.async_val == 600
+
+
+def test_a_retry_of_the_task_runs_as_an_async_job_again(monkeypatch):
+    """Ansible reuses the task object for retries (until/retries): the second attempt must not run synchronously
+    because the first set async_val to 0 for Ansible."""
+    f = Fake(monkeypatch, 5, [json.dumps(FACTS).encode(), json.dumps(FACTS).encode()])
+    f.plugin.run(task_vars={})
+    assert f.task.async_val == 0
+    f.plugin.run(task_vars={})
+    assert [c[2:] for c in f.calls if c[0] == "ese.backup.run"] == [(True, 600), (True, 600)]
+    assert f.task.async_val == 0
+
+
+def test_a_job_that_finishes_at_the_deadline_is_not_reported_timed_out(monkeypatch):
+    f = Fake(monkeypatch, 5, [b"", json.dumps(FACTS).encode()])
+    clock = iter([0.0, 1000.0, 1000.0, 1000.0])
+    monkeypatch.setattr(aj.time, "time", lambda: next(clock))
+    result = f.plugin.run(task_vars={})
+    assert result["policy_row"] == "run.created" and not result.get("failed"), result
