@@ -7,11 +7,12 @@ PFX password appears nowhere in ansible-playbook's output (-vvv), the results or
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
 
-from simulation import CA_NAME, CERTLOG_DIR, REPO, SHARE, checked_manifest
+from simulation import CA_NAME, CERTLOG_DIR, ESESIM_PLUGIN, REPO, SHARE, checked_manifest
 
 CERTENROLL = "C:\\Windows\\System32\\CertSrv\\CertEnroll"
 TEMP = "C:\\Windows\\Temp"
@@ -236,3 +237,64 @@ def test_ca_files_on_a_host_keeps_the_key_in_an_hsm_out_with_a_note(services, st
     # The module's own argument spec marks the password no_log (what Ansible.Basic masks in every result).
     with open(os.path.join(REPO, "plugins", "modules", "ca_files.ps1")) as f:
         assert "key_password = @{ type = 'str'; no_log = $true }" in f.read()
+
+
+# ---------------------------------------------------------------- playbooks/ca_restore.yml
+
+def restore_run(sim, tmp_path, tag, **extra):
+    """playbooks/ca_restore.yml against ca01 with its extra vars from a file."""
+    extra_vars = {"ca_restore_hosts": "ca01", "ca_restore_backup_set": SHARE + "\\ca01\\full"}
+    extra_vars.update(extra)
+    path = os.path.join(str(tmp_path), "restore-vars%s.json" % tag)
+    with open(path, "w") as f:
+        json.dump(extra_vars, f)
+    return sim.run(os.path.join(REPO, "playbooks", "ca_restore.yml"), extra_args=["-e", "@" + path], tag=tag)
+
+
+def test_ca_restore_playbook_stops_the_ca_and_registers_the_chain(services, tmp_path_factory):
+    sim = services
+    sim.add_ca("ca01")
+    backup = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: full
+      ese.backup.run:
+        source: adcs
+        dest: '%s\\\\ca01'
+        set_name: full
+""" % SHARE
+    res = sim.run(backup)
+    assert res.task("ca01", "full")["status"] == "ok", res.task("ca01", "full")["result"].get("msg")
+    vars_dir = tmp_path_factory.mktemp("restore-vars")
+    # A set that is not there: refused before the CA is stopped.
+    stop = [sys.executable, ESESIM_PLUGIN, "stop-service", sim.root, "ca01", "adcs"]
+    res = restore_run(sim, vars_dir, "-typo", ca_restore_backup_set=SHARE + "\\ca01\\fulll", ca_restore_stop_argv=stop)
+    assert res.rc != 0
+    checked = task(res, "ca01", "Check that the chain's sets are there and complete (a typo must not stop the CA)")
+    assert checked["status"] == "failed" and "no complete set fulll" in checked["result"]["msg"], checked["result"]
+    assert "(complete sets there: full)" in checked["result"]["msg"], checked["result"]["msg"]
+    assert not [r for r in res.records if r["task"] == "Stop the CA"]
+    assert sim.service("ca01", "adcs")["stopped"] is None
+    # The CA runs and no stop command is given: the restore refuses and writes nothing.
+    res = restore_run(sim, vars_dir, "-running")
+    assert res.rc != 0
+    refused = task(res, "ca01", "Register the restore of the CA database and its incrementals (the CA replays them "
+                                "at its start)")
+    assert refused["status"] == "failed" and refused["result"]["refused"]["problem"] == "service_running"
+    assert "Stop-Service CertSvc" in refused["result"]["msg"]
+    # With the controller command that stops it (here the simulator's): stopped, registered, steps printed.
+    res = restore_run(sim, vars_dir, "-stop", ca_restore_stop_argv=stop, ca_restore_show_import_steps=True)
+    assert res.rc == 0, res.stdout[-4000:]
+    assert task(res, "ca01", "Stop the CA")["status"] == "ok"
+    reg = task(res, "ca01", "Register the restore of the CA database and its incrementals (the CA replays them "
+                            "at its start)")["result"]
+    assert reg["changed"] is True and reg["registration"]["completed"] is True, reg["msg"]
+    assert os.path.exists(os.path.join(sim.service_dirs()["adcs"], "ca01.restore.json"))
+    steps = task(res, "ca01", "The steps that import the set's registry export and CA key (run them before the CA "
+                              "starts)")["result"]["msg"]
+    assert steps[0] == 'reg import "%s\\ca01\\full\\files\\ca_registry\\CertSvc-Configuration.reg"' % SHARE, steps
+    assert "-restoreKey" in steps[1]
+    assert task(res, "ca01", "Start the CA")["status"] == "skipped"
+    remains = task(res, "ca01", "What remains")["result"]["msg"]
+    assert "Start-Service CertSvc" in remains and "new full backup" in remains, remains
