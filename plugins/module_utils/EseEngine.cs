@@ -43,6 +43,36 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public bool Incremental { get { return Type == "incremental" || Type == "differential"; } }
         public bool Truncate { get { return Type == "full" || Type == "incremental"; } }
 
+        // include_files: files of the host copied into the set under files/<role>/<name>, hashed and listed in the
+        // manifest (run and a session's copy). The roles are a fixed set (docs: run.yml, copy.yml).
+        public sealed class IncludedFile { public string Path, Role, Name; }
+        public List<IncludedFile> IncludeFiles = new List<IncludedFile>();
+        public static readonly string[] IncludeRoles = { "ca_dynamic", "ca_registry", "ca_policy", "ca_key" };
+
+        public static List<IncludedFile> ParseIncludeFiles(IDictionary args)
+        {
+            List<IncludedFile> l = new List<IncludedFile>();
+            object v = Args.Get(args, "include_files");
+            if (v == null) return l;
+            IList list = v as IList;
+            if (list == null) throw new InvalidOption("include_files", "include_files must be a list of {path, role}");
+            for (int i = 0; i < list.Count; i++)
+            {
+                IDictionary d = list[i] as IDictionary;
+                string at = "include_files[" + i.ToString(CultureInfo.InvariantCulture) + "]";
+                if (d == null) throw new InvalidOption("include_files", at + " must be a dictionary with path and role");
+                IncludedFile f = new IncludedFile();
+                f.Path = Args.Str(d, "path", null);
+                f.Role = Args.Str(d, "role", null);
+                if (string.IsNullOrEmpty(f.Path)) throw new InvalidOption("include_files", at + ": path is required (the file on the host to copy into the set)");
+                if (f.Role == null || Array.IndexOf(IncludeRoles, f.Role) < 0)
+                    throw new InvalidOption("include_files", at + ": role '" + f.Role + "' is not one of " + string.Join(", ", IncludeRoles));
+                f.Name = f.Path.Replace('\\', '/').Substring(f.Path.Replace('\\', '/').LastIndexOf('/') + 1);
+                l.Add(f);
+            }
+            return l;
+        }
+
         public static Options Parse(IDictionary args)
         {
             Options o = new Options();
@@ -69,6 +99,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             o.InstanceName = Args.Str(args, "instance_name", "ese.backup");
             if (o.SystemPath == null) o.SystemPath = o.LogPath;
             o.SetName = SetNameOf(args, o.Type);
+            o.IncludeFiles = ParseIncludeFiles(args);
             return o;
         }
 
@@ -292,10 +323,29 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             return p;
         }
 
+        // include_files (run and copy): every file exists now, before anything is written or published.
+        public static void CheckIncludeFiles(Options o)
+        {
+            HashSet<string> seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            for (int i = 0; i < o.IncludeFiles.Count; i++)
+            {
+                Options.IncludedFile f = o.IncludeFiles[i];
+                string at = "include_files[" + i.ToString(CultureInfo.InvariantCulture) + "] (role " + f.Role + ")";
+                if (!PathRules.IsAbsolute(f.Path)) Fail("include_files", at + ": path '" + f.Path + "' must be an absolute path");
+                if (!File.Exists(f.Path))
+                    Fail("include_files", at + ": '" + f.Path + "' does not exist or is not a file; fix the path or remove the entry (nothing was backed up)");
+                string problem = Names.Problem(f.Name, 200);
+                if (problem != null) Fail("include_files", at + ": the file name of '" + f.Path + "' cannot name a file of the set: " + problem);
+                if (!seen.Add(f.Role + "/" + f.Name))
+                    Fail("include_files", at + ": another entry of role " + f.Role + " has the file name " + f.Name + " (files/" + f.Role + "/" + f.Name + "); give each file of a role its own name");
+            }
+        }
+
         // The destination and set name of a plan whose source is validated.
         public static Plan ValidateDest(Plan p)
         {
             Options o = p.Opt;
+            CheckIncludeFiles(o);
             string cur = PathRules.FindFile(o.LogPath, o.BaseName + o.LogExt) ?? Path.Combine(o.LogPath, o.BaseName + o.LogExt);
             // Destination.
             if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
@@ -399,6 +449,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         public static Plan ValidateServiceDest(Plan p)
         {
             Options o = p.Opt;
+            CheckIncludeFiles(o);
             if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
             if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
             string destProbe = o.Dest;
@@ -1375,6 +1426,57 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
         }
 
+        // include_files: each file copied into files/<role>/<name> of the staging set (private like the rest of it),
+        // hashed while copied, and listed in the manifest's files with its role; never its content in any message.
+        internal void CopyIncludedFiles(List<Options.IncludedFile> files)
+        {
+            foreach (Options.IncludedFile f in files)
+            {
+                string rel = "files/" + f.Role + "/" + f.Name, dest;
+                try { dest = writer.PathFor(rel); }
+                catch (InvalidOperationException e) { throw new InvalidOption("include_files", "'" + f.Path + "' cannot be placed in the set: " + e.Message); }
+                long total = 0;
+                byte[] hash;
+                FileStream src;
+                try { src = new FileStream(f.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete); }
+                catch (Exception e)
+                {
+                    if (!(e is IOException || e is UnauthorizedAccessException)) throw;
+                    throw new InvalidOption("include_files", "include_files (role " + f.Role + "): cannot read '" + f.Path + "' (" + e.GetType().Name + "); nothing was published");
+                }
+                using (src)
+                using (SHA256 sha = SHA256.Create())
+                {
+                    try
+                    {
+                        Directory.CreateDirectory(Path.GetDirectoryName(dest));
+                        using (FileStream dst = new FileStream(dest, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+                        {
+                            byte[] buf = new byte[1 << 20];
+                            while (true)
+                            {
+                                int n;
+                                try { n = src.Read(buf, 0, buf.Length); }
+                                catch (IOException e) { throw new InvalidOption("include_files", "include_files (role " + f.Role + "): reading '" + f.Path + "' failed (" + e.GetType().Name + "); nothing was published"); }
+                                if (n == 0) break;
+                                sha.TransformBlock(buf, 0, n, null, 0);
+                                dst.Write(buf, 0, n);
+                                total += n;
+                            }
+                            dst.Flush(true);
+                            Array.Clear(buf, 0, buf.Length);
+                        }
+                    }
+                    catch (IOException e) { throw new JetFailure("WriteFile", MapIo(e), rel + ": " + e.Message); }
+                    catch (UnauthorizedAccessException e) { throw new JetFailure("WriteFile", Jet.errFileAccessDenied, rel + ": " + e.Message); }
+                    sha.TransformFinalBlock(new byte[0], 0, 0);
+                    hash = sha.Hash;
+                }
+                writer.AddFile(rel, f.Role, total, hash, -1);
+                T.Add("IncludeFile", 0, "role=" + f.Role + " name=" + rel + " bytes=" + total.ToString(CultureInfo.InvariantCulture));
+            }
+        }
+
         internal void TruncateService()
         {
             source.Truncate();
@@ -1427,6 +1529,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 ServiceLogs();
                 StreamServiceLogs(pipe);
             }
+            CopyIncludedFiles(o.IncludeFiles);
 
             bool truncated = false;
             if (o.Truncate)
@@ -1701,6 +1804,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 List<string> names = ReadLogInfo();
                 StreamLogs(pipe, names, 0);
             }
+            CopyIncludedFiles(o.IncludeFiles); // before the logs are truncated: a missing file leaves them as they are
 
             bool truncated = false;
             if (o.Truncate)
@@ -2176,6 +2280,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                 }
                 c["databases"] = dbs;
                 c["logs_on_disk"] = plan.LogsOnDisk;
+                c["include_files"] = (long)plan.Opt.IncludeFiles.Count;
                 if (plan.Opt.IsService)
                 {
                     // The service is not contacted in check mode: it names its files only once a backup begins.

@@ -1111,6 +1111,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             long? bs = Args.Long(args, "buffer_size");
             Plan target = plan.ForCopy(Args.Str(args, "dest", null), Options.SetNameOf(args, plan.Opt.Type), bs.HasValue ? bs.Value : Options.DefaultBufferSize);
             Options o = target.Opt;
+            o.IncludeFiles = Options.ParseIncludeFiles(args);
             bool dbs = Args.Bool(args, "databases", true) && !o.Incremental;
             bool logs = Args.Bool(args, "logs", true);
             if (!dbs && !logs) throw new InvalidOption("logs", "nothing to copy: databases and logs are both false" + (o.Incremental ? " (an incremental session has no databases to stream)" : ""));
@@ -1126,7 +1127,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
             {
                 Dictionary<string, object> c = new Dictionary<string, object>();
                 c["would_create"] = target.FinalPath; c["staging"] = target.StagingPath;
-                c["databases"] = dbs; c["logs"] = logs; c["estimated_bytes"] = target.EstimatedBytes; c["free_bytes"] = target.FreeBytes;
+                c["databases"] = dbs; c["logs"] = logs; c["include_files"] = (long)o.IncludeFiles.Count; c["estimated_bytes"] = target.EstimatedBytes; c["free_bytes"] = target.FreeBytes;
                 r["check"] = c;
                 return;
             }
@@ -1150,6 +1151,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseSession
                         seq.StreamLogs(pipe, names, 0);
                     }
                 }
+                seq.CopyIncludedFiles(o.IncludeFiles);
                 NoteFiles(seq.Writer.Files);
                 seq.Publish();
                 string set = seq.Facts.FailedCall == null ? target.FinalPath : "(discarded: " + target.StagingPath + ")";

@@ -18,6 +18,14 @@ $spec = @{
         databases = @{ type = 'bool'; default = $true }
         logs = @{ type = 'bool'; default = $true }
         buffer_size = @{ type = 'int'; default = 4194304 }
+        include_files = @{
+            type = 'list'
+            elements = 'dict'
+            options = @{
+                path = @{ type = 'path'; required = $true }
+                role = @{ type = 'str'; required = $true; choices = 'ca_dynamic', 'ca_registry', 'ca_policy', 'ca_key' }
+            }
+        }
     }
     supports_check_mode = $true
 }

@@ -30,6 +30,14 @@ $spec = @{
         legacy_file_names = @{ type = 'int' }
         buffer_size = @{ type = 'int'; default = 4194304 }
         instance_name = @{ type = 'str' }
+        include_files = @{
+            type = 'list'
+            elements = 'dict'
+            options = @{
+                path = @{ type = 'path'; required = $true }
+                role = @{ type = 'str'; required = $true; choices = 'ca_dynamic', 'ca_registry', 'ca_policy', 'ca_key' }
+            }
+        }
     }
     required_if = @(
         , @('source', 'instance', @('databases', 'log_path'))

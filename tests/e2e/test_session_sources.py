@@ -146,3 +146,62 @@ def test_adds_session_refuses_an_incremental_naming_vss(services):
     res = sim.run(session_play(sim, "dc01", "adds", "inc", NTDS_DIR, "incremental"))
     rec = res.task("dc01", "begin")
     assert rec["status"] == "failed" and "VSS" in rec["result"]["msg"], rec["result"]
+
+
+def test_include_files_of_run_and_copy_on_a_ca(services):
+    sim = services
+    sim.add_ca("ca01")
+    export = "C:\\CAExport"
+    local = sim.local("ca01", export)
+    os.makedirs(local, exist_ok=True)
+    secret = b"pfx-secret-bytes-0123456789"
+    for name, data in (("CAPolicy.inf", b"[Version]\r\n"), ("ca.pfx", secret)):
+        with open(os.path.join(local, name), "wb") as f:
+            f.write(data)
+    files = [{"path": export + "\\CAPolicy.inf", "role": "ca_policy"}, {"path": export + "\\ca.pfx", "role": "ca_key"}]
+    play = """
+- hosts: ca01
+  gather_facts: false
+  tasks:
+    - name: run
+      ese.backup.run:
+        source: adcs
+        type: copy
+        dest: '%(share)s\\{{ inventory_hostname }}'
+        set_name: run
+        include_files: %(files)s
+    - name: begin
+      ese.backup.begin:
+        session: s
+        source: adcs
+    - name: copy
+      ese.backup.copy:
+        session: s
+        dest: '%(share)s\\{{ inventory_hostname }}'
+        set_name: sess
+        include_files: %(files)s
+    - name: missing
+      ignore_errors: true
+      ese.backup.copy:
+        session: s
+        dest: '%(share)s\\{{ inventory_hostname }}'
+        set_name: never
+        include_files: [{path: '%(export)s\\absent.pfx', role: ca_key}]
+    - name: end
+      ese.backup.end:
+        session: s
+""" % {"share": SHARE, "files": json.dumps(files), "export": export}
+    res = sim.run(play)
+    for task in ("run", "copy"):
+        r = ok(res, "ca01", task)
+        assert secret.decode() not in json.dumps(r)
+        set_dir = sim.local("ca01", r["backup_set"])
+        m = checked_manifest(set_dir)
+        listed = {f["name"]: f for f in m["files"]}
+        assert listed["files/ca_key/ca.pfx"]["role"] == "ca_key" and listed["files/ca_policy/CAPolicy.inf"]["size"] == 11
+        from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify  # pylint: disable=import-outside-toplevel
+        assert verify(set_dir)["valid"] is True
+    missing = res.task("ca01", "missing")
+    assert missing["status"] == "failed" and "include_files" in missing["result"]["msg"], missing["result"]
+    assert not os.path.exists(sim.local("ca01", SHARE + "\\ca01\\never"))
+    assert ok(res, "ca01", "end")["policy_row"] == "end.ended_copy"
