@@ -251,10 +251,14 @@ def _verify_entry(job):
     index, path, name, checksums, workers = job
     try:
         res = verify(path, checksums=checksums, workers=workers)
-    except (IOError, OSError, ValueError) as e:
-        res = {"path": os.path.abspath(path), "failed": True, "valid": None, "msg": "cannot verify %s: %s" % (path, e)}
+    except Exception as e:  # pylint: disable=broad-except  # one path's failure must not lose the others' results
+        res = _failed(path, "cannot verify %s: %s: %s" % (path, type(e).__name__, e))
     res["name"] = name
     return index, res
+
+
+def _failed(path, msg):
+    return {"path": os.path.abspath(path), "failed": True, "valid": None, "msg": msg}
 
 
 def _link_entry(root, name):
@@ -288,11 +292,26 @@ def verify_many(paths, checksums=True, processes=None, names=None):
     results = [None] * len(jobs)
     if used > 1:
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
         # fork: the workers inherit the loaded modules (an AnsiballZ module cannot be re-imported by a
-        # spawned interpreter); the pool forks all its workers before it starts any thread
-        with multiprocessing.get_context("fork").Pool(used) as pool:
-            for i, res in pool.imap_unordered(_verify_entry, jobs):
-                results[i] = res
+        # spawned interpreter). A worker that dies (killed, out of memory) breaks the pool instead of
+        # hanging it; the paths left unfinished are then verified again one worker each, so only the path
+        # whose worker dies again is a failed result.
+        def in_pool(todo, workers):
+            unfinished = []
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                for job, future in [(job, pool.submit(_verify_entry, job)) for job in todo]:
+                    try:
+                        i, res = future.result()
+                        results[i] = res
+                    except BrokenProcessPool:
+                        unfinished.append(job)
+            return unfinished
+
+        for job in [j for j in in_pool(jobs, used) if in_pool([j], 1)]:
+            results[job[0]] = dict(_failed(job[1], "cannot verify %s: its worker process died (killed, or out "
+                                           "of memory)" % job[1]), name=job[2])
     else:
         for job in jobs:
             i, res = _verify_entry(job)

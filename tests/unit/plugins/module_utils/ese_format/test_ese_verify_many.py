@@ -170,3 +170,24 @@ def test_the_bound_on_processes_is_honoured(monkeypatch, tmp_path, processes, pa
     pids = set(probe.pids[:paths])
     assert len(pids) == bound
     assert (os.getpid() in pids) == (bound == 1)           # one process: no worker forked
+
+
+def test_a_worker_that_dies_fails_its_path_instead_of_hanging_the_task(monkeypatch, tmp_path):
+    real = vf.verify
+
+    def dies_on_h1(path, **kw):
+        if path.endswith("h1"):
+            os._exit(9)            # as the OOM killer would
+        if path.endswith("h2"):
+            raise KeyError("a bug")
+        return real(path, **kw)
+    monkeypatch.setattr(vf, "verify", dies_on_h1)
+    paths = [str(tmp_path / ("h%d" % i)) for i in range(3)]
+    for p in paths:
+        os.mkdir(p)
+    res = vf.verify_many(paths, processes=2)
+    by = dict((r["name"], r) for r in res["results"])
+    assert by["h1"]["failed"] is True and "worker process died" in by["h1"]["msg"]
+    assert by["h2"]["failed"] is True and "KeyError" in by["h2"]["msg"]
+    assert comparable(by["h0"]) == comparable(real(paths[0]))   # verified (again, if the pool broke first)
+    assert res["valid"] is False and len(res["results"]) == 3
