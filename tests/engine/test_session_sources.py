@@ -267,3 +267,15 @@ def test_adds_full_session_keeps_the_expiry_token(sessions, dc_dir, ntds_set, de
         assert svc.alive()
     finally:
         svc.stop()
+
+
+def test_an_idle_service_session_ends_the_source_with_abort(sessions, ca, ca_set, dest):
+    proc, w = sessions.begin(idle_timeout=2)
+    assert w["started"] is True, w
+    proc.wait(timeout=60)                                                  # the host ends itself after 2 s
+    j = sessions.journal()
+    assert j["ended"] == "idle_timeout" and j["end_call"]["call"] == "CertSrvBackupEnd", j
+    assert [c["call"] for c in j["calls"]][-1] == "CertSrvBackupEnd"
+    # the CA's context is released: a new backup can begin at once
+    res = run_host("Run", {"source": "adcs", "dest": dest, "set_name": "after"})
+    assert res["backup_valid"] is True, res["failed_call"]
