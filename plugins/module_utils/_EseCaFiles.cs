@@ -19,6 +19,8 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Win32;
 using ansible_collections.ese.backup.plugins.module_utils._EseHost;
+// Every module's payload carries the engine and its [EseEngine] type accelerator (tests/static/test_payload.py).
+using ansible_collections.ese.backup.plugins.module_utils.EseEngine;
 
 namespace ansible_collections.ese.backup.plugins.module_utils._EseCaFiles
 {
