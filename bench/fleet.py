@@ -8,19 +8,20 @@ srum-server2022-clean and the share \\\\backup01\\ese, the backup server the con
   floor:  one `ese.backup.info` task with `sessions: true` per host: the cheapest module round trip there is
           through that plugin (it runs only the collection's modules; there is no win_ping without
           ansible.windows), one engine call that reads an empty session folder;
-  backup: playbooks/backup.yml (info and run per host, then verify and the reports on the backup server).
+  backup: playbooks/backup.yml (info and run per host, then on the backup server verify, the retention
+          policy as the demo inventory sets it, and the reports).
 Per run it prints:
   wall        seconds of the ansible-playbook run (fixtures are placed before it starts);
   ctl cpu/h   controller CPU seconds per host: user + system of ansible-playbook and everything it waited
               for (resource usage of the reaped process tree, os.wait4), less the simulated hosts' share,
               which ESESIM_COUNT_FILE gives per module call: the engine processes (Mono) each call waited
               for, and the plugin's own work in the fork. It includes the backup server's tasks (verify, the
-              reports: local Python modules, since the backup server is the controller here) and
+              prune, reports: local Python modules, since the backup server is the controller here) and
               ansible-playbook's start and end; it does not include a WinRM transport's own cost (pywinrm,
               TLS), which the simulated host does not have;
   hosts play  of that, the play on the Windows hosts (info, run), per host: bench/callback/fleet_clock.py
               marks the CPU time at each play's start;
-  server play of that, the plays on the backup server (verify, reports), per Windows host;
+  server play of that, the plays on the backup server (verify, prune, reports), per Windows host;
   host cpu/h  the simulated hosts' share per host (engine processes + plugin work), apart from the above;
   peak PSS    the highest sum, over 0.25 s samples, of the proportional set size of the controller processes
               (ansible-playbook, its forks, the backup server's modules; engine processes excluded): shared
@@ -82,7 +83,8 @@ def inventory(root, hosts):
         "backup_server": {"hosts": {"localhost": {
             "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "backup_server_path": os.path.join(root, "unc", "backup01", "ese"),
-            "report_path": os.path.join(root, "report.json")}}}}}}
+            "report_path": os.path.join(root, "report.json"),
+            "ese_retention": {"keep_full": 7, "min_verified": 1}}}}}}}
 
 
 def _proc_table():
