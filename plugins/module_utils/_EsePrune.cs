@@ -72,6 +72,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
             r["path"] = root;
             List<object> sets = new List<object>(), staging = new List<object>();
             string[] names = Names(root);
+            long budget = ScanBudget;
             DateTime now = DateTime.UtcNow;
             foreach (string n in names)
             {
@@ -108,8 +109,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
                 if (SetEntry.Kind(mf) == SetEntry.Missing) continue;
                 Dictionary<string, object> s = new Dictionary<string, object>();
                 s["name"] = n;
-                s["manifest"] = Record(mf);
-                s["ending"] = Record(Path.Combine(full, Ending.FileName));
+                s["manifest"] = Record(mf, ref budget);
+                s["ending"] = Record(Path.Combine(full, Ending.FileName), ref budget);
                 long size; DateTime unused;
                 Tree(full, out size, out unused);
                 s["bytes"] = size;
@@ -147,7 +148,12 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
 
         // A record file of a set, as the controller's reader (ese_format.backupset) reads it: its kind without
         // following a link and, for a regular file, its first 16 MiB + 1 bytes (more is refused there), base64.
-        private static Dictionary<string, object> Record(string path)
+        // What one scan sends of all the records together: a share is input, and the result crosses WinRM.
+        public const long ScanBudget = 64L << 20;
+
+        // A record file's bytes and SHA-256 for the controller's readers. A file over the readers' limit, or past
+        // the scan's budget, is sent as its size only (too_large or over_budget): its set is then held.
+        private static Dictionary<string, object> Record(string path, ref long budget)
         {
             Dictionary<string, object> d = new Dictionary<string, object>();
             string kind = SetEntry.Kind(path);
@@ -157,6 +163,11 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
             if (kind != SetEntry.Regular) return d;
             try
             {
+                long size = new FileInfo(path).Length;
+                d["size"] = size;
+                if (size > SetEntry.MaxRecordBytes) { d["too_large"] = true; return d; }
+                if (size > budget) { d["over_budget"] = true; return d; }
+                budget -= size;
                 byte[] data = Prefix(path, (int)SetEntry.MaxRecordBytes + 1);
                 d["data"] = Convert.ToBase64String(data);
                 d["sha256"] = FileBytes.Sha256Of(path, null, null);
@@ -379,7 +390,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
                 Tree(aside, out bytes, out last);
                 if (SetEntry.Kind(Path.Combine(aside, KeptLogsFile)) != SetEntry.Missing || RunText(aside) != before || (DateTime.UtcNow - last).TotalSeconds <= olderSeconds)
                 {
-                    try { Directory.Move(aside, full); } catch (IOException) { }
+                    try { Directory.Move(aside, full); }
+                    catch (IOException e) { return full + " was written to while being removed, and could not be renamed back (" + e.Message + "): it stays as " + aside + ", which prune never removes while it holds " + KeptLogsFile; }
                     return full + " was written to while being removed: kept";
                 }
                 Delete(aside);
@@ -391,6 +403,8 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
             else if (k == SetEntry.Directory_) { long b; Tree(full, out b, out t); }
             else return full + " is " + k + ": not removed";
             if ((DateTime.UtcNow - t).TotalSeconds <= olderSeconds) return full + " was written to since the scan: kept";
+            if (k == SetEntry.Directory_ && SetEntry.Kind(Path.Combine(full, KeptLogsFile)) != SetEntry.Missing)
+                return full + " holds " + KeptLogsFile + " (the only copy of truncated logs): kept";
             if (k == SetEntry.Regular) File.Delete(full);
             else if (n.EndsWith(".prune", StringComparison.Ordinal)) Delete(full);
             else { string aside = Aside(root, n); Directory.Move(full, aside); Delete(aside); }
@@ -417,8 +431,15 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EsePrune
             {
                 string k = SetEntry.Kind(e);
                 if (k == SetEntry.Directory_) Delete(e);
-                else if (k == SetEntry.Link && Directory.Exists(e)) Directory.Delete(e, false);
-                else { File.SetAttributes(e, FileAttributes.Normal); File.Delete(e); }
+                // a link goes itself, never what it points to (no attribute change through it either); on Windows
+                // a folder link is removed as a folder, elsewhere as a file
+                else if (k == SetEntry.Link && Directory.Exists(e) && Environment.OSVersion.Platform == PlatformID.Win32NT) Directory.Delete(e, false);
+                else if (k == SetEntry.Link) File.Delete(e);
+                else
+                {
+                    if ((File.GetAttributes(e) & FileAttributes.ReadOnly) != 0) File.SetAttributes(e, FileAttributes.Normal);
+                    File.Delete(e);
+                }
             }
             Directory.Delete(dir, false);
         }

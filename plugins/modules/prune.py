@@ -269,6 +269,8 @@ def _remove_leftover(root, name):
     kind = fs.lkind(full)
     if kind == "file":
         os.unlink(full)
+    elif kind == "dir" and fs.lkind(os.path.join(full, "kept-logs.json")) is not None:
+        raise OSError("%s holds kept-logs.json (the only copy of truncated logs): kept" % full)
     elif kind == "dir":
         if name.endswith(".prune"):
             shutil.rmtree(full)

@@ -227,3 +227,46 @@ def test_a_link_to_a_set_is_reported_not_followed_and_an_aside_set_is_a_leftover
     r = run_host("Prune.Remove", removal, env=ENV)
     assert r["problems"][0]["code"] == "PRUNE_REMOVE_FAILED" and r["removed"] == []
     assert os.path.islink(os.path.join(d, "full-x")) and os.listdir(os.path.join(other, "full-x"))
+
+
+def test_a_link_inside_a_removed_set_goes_itself_and_its_target_is_untouched(tmp_path):
+    d = chains_folder(str(tmp_path / "sets"))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    os.chmod(outside, 0o444)
+    os.symlink(str(outside), os.path.join(d, "full-0", "planted"))
+    os.symlink(str(tmp_path / "gone"), os.path.join(d, "inc-01", "dangling"))
+    res, removal = plan(d, run_host("Prune.Scan", {"path": d}, env=ENV), verify="files")
+    assert "full-0" in [x["name"] for x in res["removed"]] and "inc-01" in [x["name"] for x in res["removed"]]
+    r = run_host("Prune.Remove", removal, env=ENV)
+    assert r["stopped"] is None and "full-0" in r["removed"] and "inc-01" in r["removed"], r
+    assert outside.read_text() == "keep me" and (os.stat(outside).st_mode & 0o777) == 0o444
+
+
+def test_an_aside_folder_holding_kept_logs_is_never_removed_as_a_leftover(tmp_path):
+    d = chains_folder(str(tmp_path / "sets"))
+    aside = os.path.join(d, ".run-1.partial.0123456789ab.prune")
+    os.makedirs(aside)
+    with open(os.path.join(aside, "kept-logs.json"), "w") as f:
+        f.write("{}")
+    age(aside, 48)
+    scan = run_host("Prune.Scan", {"path": d}, env=ENV)
+    removal = {"path": d, "partial_older_than_hours": 1, "sets": [],
+               "staging": [{"name": ".run-1.partial.0123456789ab.prune", "kind": "leftover"}]}
+    assert ".run-1.partial.0123456789ab.prune" in [s["name"] for s in scan["staging"]]
+    r = run_host("Prune.Remove", removal, env=ENV)
+    assert os.path.exists(os.path.join(aside, "kept-logs.json"))
+    assert "kept-logs.json" in json.dumps(r["problems"]), r
+
+
+def test_an_oversized_manifest_is_sent_as_its_size_and_its_set_held(tmp_path):
+    d = chains_folder(str(tmp_path / "sets"))
+    with open(os.path.join(d, "full-0", "manifest.json"), "r+b") as f:
+        f.truncate(17 << 20)                                      # sparse: 17 MiB of nothing
+    scan = run_host("Prune.Scan", {"path": d}, env=ENV)
+    e = [s for s in scan["sets"] if s["name"] == "full-0"][0]
+    assert e["manifest"]["too_large"] is True and e["manifest"]["data"] is None and e["manifest"]["size"] == 17 << 20
+    rec = pp.record_from_scan(e)
+    assert not rec["manifest_ok"] and rec["problems"], rec
+    res, removal = plan(d, scan)
+    assert "full-0" not in [x["name"] for x in res["removed"]]

@@ -84,7 +84,13 @@ def _materialise(path, rec):
     kind = (rec or {}).get("kind")
     if kind is None:
         return
-    if kind == "file":
+    if kind == "file" and rec.get("too_large"):
+        with open(path, "wb") as f:            # sparse: the reader judges its size, never its bytes
+            f.truncate(int(rec.get("size") or 0))
+    elif kind == "file" and rec.get("over_budget"):
+        with open(path, "wb") as f:            # not sent: unreadable here, so its set is held, never removed
+            f.write(b"not sent by the host: the scan's budget for record files was spent")
+    elif kind == "file":
         with open(path, "wb") as f:
             f.write(base64.b64decode((rec or {}).get("data") or ""))
     elif kind == "symlink":

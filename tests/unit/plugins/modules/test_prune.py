@@ -242,3 +242,12 @@ def test_a_set_left_aside_by_an_interrupted_run_is_a_leftover_not_a_set(tmp_path
     assert aside.rsplit("/", 1)[1] not in names and not [p for p in r["problems"] if "prune" in p["file"]]
     assert [(s["kind"], s["action"]) for s in r["staging"] if s["name"] == ".full-0.0123456789ab.prune"] == [
         ("leftover", "remove")]
+
+
+def test_a_leftover_folder_holding_kept_logs_is_never_removed(tmp_path):
+    aside = tmp_path / ".run-1.partial.0123456789ab.prune"
+    aside.mkdir()
+    (aside / "kept-logs.json").write_text("{}")
+    with pytest.raises(OSError, match="kept-logs.json"):
+        prune._remove_leftover(str(tmp_path), aside.name)
+    assert (aside / "kept-logs.json").exists()
