@@ -153,7 +153,8 @@ def test_the_role_backs_up_two_cas_completely_and_verifies_them(services, stand_
         for f in manifest["files"]:
             assert len(f["sha256"]) == 64, f
             by_role.setdefault(f["role"], []).append(f["name"])
-        expect = {"database", "log", "ca_dynamic", "ca_registry", "ca_key"} | ({"ca_policy"} if host == "ca01" else set())
+        expect = {"database", "log", "ca_dynamic", "ca_registry", "ca_key"}
+        expect |= {"ca_policy"} if host == "ca01" else set()
         assert set(by_role) == expect, by_role
         assert by_role["ca_dynamic"] == ["files/ca_dynamic/%s.crl" % ca]
         assert by_role["ca_registry"] == ["files/ca_registry/CertSvc-Configuration.reg"]

@@ -146,12 +146,12 @@ def test_key_not_exportable_or_in_an_hsm_is_skipped_with_a_note(host, tmp_path):
     assert not res.get("failed") and res["key"]["exported"] is False and res["key"]["path"] is None, res
     assert sorted(roles(res)) == ["ca_registry"]
     assert any("not exportable" in n for n in res["notes"]), res["notes"]
+    assert PASSWORD not in json.dumps(res)
     (store / "ca.pfx.json").write_text(json.dumps({"provider": "SafeNet Key Storage Provider"}))
     res = collect(env, tmp_path, key=True, key_password=PASSWORD)
     assert res["key"]["exported"] is False and "SafeNet Key Storage Provider" in res["key"]["note"], res
     assert res["key"]["certificates"][0]["skipped"].startswith("its key is held by the key storage provider")
-    for r in (res,):
-        assert PASSWORD not in json.dumps(r)
+    assert PASSWORD not in json.dumps(res)
 
 
 def test_password_never_in_the_result_even_when_the_export_fails(host, tmp_path):
