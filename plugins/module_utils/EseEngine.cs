@@ -1287,6 +1287,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         private uint servicePageSize;     // from the first streamed database header
         private readonly List<string> serviceDbs = new List<string>();
         private readonly List<object> serviceHeaders = new List<object>();
+        private bool truncationAttempted;
 
         private string ReadCall { get { return source == null ? "JetReadFileInstance" : source.Kind == Options.SourceAdcs ? "CertSrvBackupRead" : "DsBackupRead"; } }
         private string LogBase { get { return source != null ? serviceBase ?? "edb" : o.BaseName; } }
@@ -1479,8 +1480,19 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         internal void TruncateService()
         {
+            truncationAttempted = true;   // a failed truncation may still have deleted logs: the staging folder stays
             source.Truncate();
             facts.LogsTruncated = true;
+        }
+
+        // Proof (b) on the copies before the truncation; its header facts are gathered again by EndService.
+        private bool CopiesRecordTheBackup(List<KeyValuePair<string, string>> dbFiles)
+        {
+            List<object> missing = new List<object>();
+            bool ok = o.Incremental ? ServiceLogHeaders(StagedLogs(), missing) : ServiceDbHeaders(dbFiles, StagedLogs(), missing);
+            serviceHeaders.Clear();
+            if (!ok) api.Trace.Add("TruncateLogs", 0, "not truncated: the copies do not record the backup: " + string.Join("; ", missing.ConvertAll(m => (string)m).ToArray()));
+            return ok;
         }
 
         // End(true), then the proof over the given copies (the run's staging set; a session's published sets).
@@ -1531,20 +1543,21 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             }
             CopyIncludedFiles(o.IncludeFiles);
 
-            bool truncated = false;
-            if (o.Truncate)
-            {
-                // Only after every file was copied completely, and only for the types that truncate (full, incremental).
-                writer.RequireFinalFree();
-                WriteKeptLogs();
-                TruncateService();
-                truncated = true;
-            }
             List<KeyValuePair<string, string>> dbFiles = new List<KeyValuePair<string, string>>();
             foreach (object o2 in dbEntries)
             {
                 IDictionary d = (IDictionary)o2;
                 dbFiles.Add(new KeyValuePair<string, string>((string)d["source"], writer.PathFor((string)d["file"])));
+            }
+            bool truncated = false;
+            // Only after every file was copied completely and the copies carry the backup (proof (b), checked again at
+            // End), and only for the types that truncate (full, incremental): copies that are no backup keep the logs.
+            if (o.Truncate && CopiesRecordTheBackup(dbFiles))
+            {
+                writer.RequireFinalFree();
+                WriteKeptLogs();
+                TruncateService();
+                truncated = true;
             }
             EndService(truncated, dbFiles, StagedLogs());
         }
@@ -2208,7 +2221,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         private void DiscardStaging()
         {
             if (writer == null) return;
-            if (facts.LogsTruncated)
+            if (facts.LogsTruncated || truncationAttempted)
                 facts.KeptStaging = writer.Staging;
             else
                 writer.Remove();

@@ -187,25 +187,29 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
             return u == 0xC8000000 || u == 0x88000000 || u == 0x8E5E0000 || u == 0x0E5E0000;
         }
 
-        // The value a JetFailure and the trace carry: the JET_err (or JET_wrn) for an ESE code, 0 for other
-        // successes, the HRESULT itself (a negative int outside ESE's range) for any other failure.
+        // The value a JetFailure and the trace carry: the JET_err (or JET_wrn) for an ESE code, 0 for S_OK, the
+        // HRESULT itself (a negative int outside ESE's range) for any other failure. ntdsbcli also returns plain
+        // Win32 and RPC error codes (positive: 87, 1722, ...): those are failures too, carried as their HRESULT
+        // (HRESULT_FROM_WIN32) so that they are named.
         public static int ToErr(int hr)
         {
             uint u = (uint)hr, high = u & 0xFFFF0000;
             int low = (int)(u & 0xFFFF);
-            if (high == 0xC8000000 || high == 0x8E5E0000) return -low;
-            if (high == 0x88000000 || high == 0x0E5E0000) return low;
+            if ((high == 0xC8000000 || high == 0x8E5E0000) && low != 0) return -low;
+            if ((high == 0x88000000 || high == 0x0E5E0000) && low != 0) return low;
+            if (hr > 0 && high == 0) return unchecked((int)(0x80070000u | u));
             return hr < 0 ? hr : 0;
         }
 
-        // A warning (0x8800xxxx) is a success with a JET_wrn; FAILED() would call it a failure.
-        public static bool Failed(int hr) { return hr < 0 && ToErr(hr) < 0; }
+        // Anything but S_OK and a JET warning (0x8800xxxx, a success with a JET_wrn; FAILED() would call it a failure).
+        public static bool Failed(int hr) { return hr != S_OK && ToErr(hr) < 0; }
 
         public static string Hex(int hr) { return "0x" + ((uint)hr).ToString("X8", CultureInfo.InvariantCulture); }
 
         // "0xC8000230 (ESE: -560 JET_errMissingFullBackup)", "0x800706BA (RPC_S_SERVER_UNAVAILABLE)".
         public static string Describe(int hr)
         {
+            if (hr > 0 && ((uint)hr & 0xFFFF0000) == 0) hr = ToErr(hr);   // a plain Win32 code, named as its HRESULT
             string s = Hex(hr);
             if (IsJet(hr))
             {
@@ -672,7 +676,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
             string detail = "name=" + name + " hint=" + readHint.ToString(CultureInfo.InvariantCulture);
             ServiceCall.Record(trace, call, hr, detail + (ServiceHr.Failed(hr) ? "" : " size=" + ServiceCall.Bytes(size)));
             if (ServiceHr.Failed(hr)) throw ServiceCall.Failure(call, hr, detail, (uint)hr == ServiceHr.RpcUnavailable ? NotRunning() : null);
-            if (size < 0) throw new JetFailure(call, Jet.errInvalidParameter, detail + ": negative size " + ServiceCall.Bytes(size));
+            if (size <= 0) throw new JetFailure(call, Jet.errInvalidParameter, detail + ": the service reports " + ServiceCall.Bytes(size) + " for it; a database or log file is never empty");
             fileOpen = true; anyOpen = true;
             openName = name; openSize = size; openRead = 0; openReads = 0;
             return size;
@@ -938,6 +942,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
                 if ((uint)hr == 0xC80001F9) why = "another backup of this domain controller is running; wait for it to end";
                 throw ServiceCall.Failure(call, hr, detail, why);
             }
+            hbc = h; prepared = true;   // from here on the DC holds a backup context: End must follow, whatever fails next
             try
             {
                 if (t != IntPtr.Zero)
@@ -949,7 +954,6 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
                 else token = new byte[0];
             }
             finally { if (t != IntPtr.Zero) NtdsBcliNative.DsBackupFree(t); }
-            hbc = h; prepared = true;
             locations = ServiceCall.Locations(List("DsRestoreGetDatabaseLocationsW"), "DsRestoreGetDatabaseLocationsW");
         }
 
@@ -991,7 +995,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils._EseServices
             int hr = NtdsBcliNative.DsBackupOpenFileW(hbc, name, readHint, out size);
             ServiceCall.Record(trace, call, hr, detail + (ServiceHr.Failed(hr) ? "" : " size=" + ServiceCall.Bytes(size)));
             if (ServiceHr.Failed(hr)) throw ServiceCall.Failure(call, hr, detail, NotAnswering(server, hr));
-            if (size < 0) throw new JetFailure(call, Jet.errInvalidParameter, detail + ": negative size " + ServiceCall.Bytes(size));
+            if (size <= 0) throw new JetFailure(call, Jet.errInvalidParameter, detail + ": the service reports " + ServiceCall.Bytes(size) + " for it; a database or log file is never empty");
             fileOpen = true; atEof = false;
             openName = name; openSize = size; openRead = 0; openReads = 0;
             return size;

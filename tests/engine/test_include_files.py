@@ -8,7 +8,7 @@ import json
 import os
 
 from engine_host import clean_set, dest, run_host, srum_args  # noqa: F401 pylint: disable=unused-import
-from test_session_sources import ServiceSessions, ca, ca_set, jet, lib, services, svc_dir  # noqa: F401 pylint: disable=unused-import
+from test_engine_session_sources import ServiceSessions, ca, ca_set, jet, lib, services, svc_dir  # noqa: F401 pylint: disable=unused-import
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format.verify import verify
 

@@ -518,3 +518,15 @@ def test_ntdsbcli_handle_eof_ends_the_file(harness, tmp_path, dcs, ntds_set, eof
     assert f["call"] == "Harness" and f["detail"] == f"{ntds_set}: read 0 of {os.path.getsize(ntds_set) + PAGE}"
     summary = [t for t in step["trace"] if t["call"] == "DsBackupRead"]
     assert summary == [], summary                                           # End(false) closed the file, no summary
+
+
+@needs_ntdsbcli
+@pytest.mark.parametrize("api", ["DsBackupOpenFileW", "DsBackupRead", "DsBackupTruncateLogs", "DsBackupEnd"])
+def test_ntdsbcli_a_plain_win32_or_rpc_code_is_a_failure_named_as_its_hresult(harness, tmp_path, dcs, ntds_set, api):
+    """ntdsbcli returns plain Win32 and RPC codes (positive ints) besides HRESULTs: 1722 is RPC_S_SERVER_UNAVAILABLE
+    whatever the call, never a success (a 0-byte file, an end of file, a truncation that did not happen)."""
+    dcs(ntds_set, env={"ESESIM_NTDS_FAULTS": json.dumps([{"api": api, "call": 1, "err": 1722}])})
+    step, = run(harness, tmp_path, "adds", "DC01", "full")
+    f = step["failed_call"]
+    assert not step["ok"] and f and f["call"] == api, step
+    assert f["err"] == 0x800706BA - (1 << 32) and "hr=0x800706BA (RPC_S_SERVER_UNAVAILABLE)" in f["detail"], f
