@@ -108,6 +108,13 @@ def run_capturing(sim, monkeypatch, play, secrets_dir, tag=""):
     return res, out
 
 
+def failures(res, out):
+    """What failed in a run (each task's name and message), else the output's end."""
+    failed = ["%s / %s: %s" % (r["host"], r["task"], r["result"].get("msg")) for r in res.records
+              if r["status"] == "failed"]
+    return "\n".join(failed) or out[-6000:]
+
+
 def task(res, host, suffix):
     found = [r for r in res.records if r["host"] == host and r["task"].endswith(suffix)]
     assert found, "no result for %s / %s in:\n%s" % (host, suffix, res.stdout[-4000:])
@@ -143,7 +150,7 @@ def test_the_role_backs_up_two_cas_completely_and_verifies_them(services, stand_
         sim.hosts[host]["ca_crl"] = crl
     res, out = run_capturing(sim, monkeypatch, role_play(sim, ca_backup_method=method),
                              tmp_path_factory.mktemp("vault"))
-    assert res.rc == 0, out[-6000:]
+    assert res.rc == 0, failures(res, out)
     for host, ca in (("ca01", CA_NAME), ("ca02", SECOND_CA)):
         backup = task(res, host, BACKUP_TASK[method])
         assert backup["status"] == "ok", backup["result"].get("msg")
@@ -225,7 +232,7 @@ def test_ca_files_on_a_host_keeps_the_key_in_an_hsm_out_with_a_note(services, st
         path: "{{ gathered.path }}"
 """ % TEMP
     res, out = run_capturing(sim, monkeypatch, play, tmp_path_factory.mktemp("vault"))
-    assert res.rc == 0, out[-6000:]
+    assert res.rc == 0, failures(res, out)
     assert task(res, "ca01", "collect")["result"].get("censored"), task(res, "ca01", "collect")["result"]
     r = task(res, "ca01", "show")["result"]["msg"]
     assert r["path"].startswith(TEMP + "\\ese-ca-files-"), r["path"]
@@ -299,3 +306,30 @@ def test_ca_restore_playbook_stops_the_ca_and_registers_the_chain(services, tmp_
     assert task(res, "ca01", "Start the CA")["status"] == "skipped"
     remains = task(res, "ca01", "What remains")["result"]["msg"]
     assert "Start-Service CertSvc" in remains and "new full backup" in remains, remains
+
+
+def test_the_role_takes_a_full_then_an_incremental_and_truncates_only_after_verifying(services, stand_ins,
+                                                                                      monkeypatch, tmp_path_factory):
+    sim = services
+    crl = add_ca_host(sim, tmp_path_factory.mktemp("f1"), "ca01", CA_NAME)
+    sim.hosts["ca01"]["ca_crl"] = crl
+    sim.place_fixtures()
+    logs_before = {n for n in os.listdir(sim.local("ca01", CERTLOG_DIR))
+                   if n.lower().endswith(".log") and n.lower() != "edb.log"}
+    vault = tmp_path_factory.mktemp("vault")
+    sets = {}
+    for typ in ("full", "incremental"):
+        res, out = run_capturing(sim, monkeypatch, role_play(sim, ca_backup_type=typ), vault, tag="-" + typ)
+        assert res.rc == 0, failures(res, out)
+        copied = task(res, "ca01", BACKUP_TASK["session"])["result"]
+        assert task(res, "ca01", "Verify the new set on the backup server")["result"]["valid"] is True
+        assert task(res, "ca01", "Truncate the CA's logs, now that the set verified")["status"] == "ok"
+        sets[typ] = checked_manifest(sim.local("ca01", copied["backup_set"]))
+        password_nowhere(sim, res, out)
+    full, inc = sets["full"], sets["incremental"]
+    assert full["type"] == "full" and inc["type"] == "incremental"
+    assert {f["role"] for f in inc["files"]} == {"log", "ca_dynamic", "ca_registry", "ca_policy", "ca_key"}
+    assert inc["logs"]["gen_low"] <= full["logs"]["gen_high"] + 1 <= inc["logs"]["gen_high"]
+    # The full backup's truncation (after its set verified) removed the numbered logs that were there before.
+    left = {n for n in os.listdir(sim.local("ca01", CERTLOG_DIR)) if n.lower().endswith(".log")}
+    assert logs_before and not logs_before & left, (logs_before, left)
