@@ -333,3 +333,26 @@ def test_the_role_takes_a_full_then_an_incremental_and_truncates_only_after_veri
     # The full backup's truncation (after its set verified) removed the numbered logs that were there before.
     left = {n for n in os.listdir(sim.local("ca01", CERTLOG_DIR)) if n.lower().endswith(".log")}
     assert logs_before and not logs_before & left, (logs_before, left)
+
+
+def test_a_set_the_backup_server_cannot_verify_keeps_the_cas_logs_and_ends_with_abort(services, stand_ins,
+                                                                                      monkeypatch, tmp_path_factory):
+    sim = services
+    crl = add_ca_host(sim, tmp_path_factory.mktemp("f1"), "ca01", CA_NAME)
+    sim.hosts["ca01"]["ca_crl"] = crl
+    sim.place_fixtures()
+    logs_before = {n for n in os.listdir(sim.local("ca01", CERTLOG_DIR)) if n.lower().endswith(".log")}
+    wrong = str(tmp_path_factory.mktemp("not-the-share"))
+    res, out = run_capturing(sim, monkeypatch, role_play(sim, ca_backup_verify_path=wrong),
+                             tmp_path_factory.mktemp("vault"))
+    assert res.rc != 0
+    assert task(res, "ca01", "Verify the new set on the backup server")["status"] == "failed"
+    assert not [r for r in res.records if r["task"].endswith("Truncate the CA's logs, now that the set verified")
+                and r["status"] == "ok"]
+    aborted = task(res, "ca01", "End the session with abort")
+    assert aborted["status"] == "ok", aborted["result"]
+    assert task(res, "ca01", "Fail the host whose backup or verification failed")["status"] == "failed"
+    assert task(res, "ca01", "Remove the private temporary folder of the CA's files")["result"]["removed"] is True
+    left = {n for n in os.listdir(sim.local("ca01", CERTLOG_DIR)) if n.lower().endswith(".log")}
+    assert logs_before <= left, (logs_before, left)  # nothing truncated
+    password_nowhere(sim, res, out)
