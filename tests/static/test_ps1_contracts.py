@@ -39,6 +39,7 @@ ENGINE_NS = "ansible_collections.ese.backup.plugins.module_utils.EseEngine"
 RESTORE_NS = "ansible_collections.ese.backup.plugins.module_utils._EseRestore"
 SESSION_NS = "ansible_collections.ese.backup.plugins.module_utils._EseSession"
 PRUNE_NS = "ansible_collections.ese.backup.plugins.module_utils._EsePrune"
+CAFILES_NS = "ansible_collections.ese.backup.plugins.module_utils._EseCaFiles"
 ENGINE_DLL = os.path.join(ROOT, "build", "engine", "EseEngine.dll")
 # docs/architecture.md section 2, "Entry points".
 ENTRY_POINT_PARAMS = {
@@ -59,6 +60,7 @@ REQUIRES = {
     RESTORE_NS + ".": ("..module_utils._EseRestore", RESTORE_NS),
     SESSION_NS + ".": ("..module_utils._EseSession", SESSION_NS),
     PRUNE_NS + ".": ("..module_utils._EsePrune", PRUNE_NS),
+    CAFILES_NS + ".": ("..module_utils._EseCaFiles", CAFILES_NS),
 }
 
 
@@ -260,7 +262,7 @@ def engine_calls():
     calls = []
     for path in PS1:
         for type_name, method, arity, line in ps1_ast.static_calls(tree_of(path)):
-            if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".", PRUNE_NS + ".")):
+            if type_name.startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".", PRUNE_NS + ".", CAFILES_NS + ".")):
                 calls.append((rel(path), type_name, method, arity, line))
         if path in MODULES:
             with open(path, encoding="utf-8") as f:
@@ -282,7 +284,7 @@ def test_modules_call_the_engine():
 def test_each_module_makes_one_engine_call(path):
     with open(path, encoding="utf-8") as f:
         entry = payload.module_entry_call(f.read())
-    assert entry["type"].startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".", PRUNE_NS + "."))
+    assert entry["type"].startswith((ENGINE_NS + ".", RESTORE_NS + ".", SESSION_NS + ".", PRUNE_NS + ".", CAFILES_NS + "."))
 
 
 @pytest.fixture(scope="module")

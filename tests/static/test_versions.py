@@ -47,4 +47,3 @@ def test_every_module_and_plugin_is_new_in_the_unreleased_version():
         if not added or (not released and added != version):
             wrong[os.path.relpath(path, ROOT)] = added or "missing"
     assert not wrong, "version_added must be %s (no release is recorded): %s" % (version, wrong)
-

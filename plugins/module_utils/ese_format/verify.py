@@ -294,6 +294,7 @@ def verify_many(paths, checksums=True, processes=None, names=None):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
+
         # fork: the workers inherit the loaded modules (an AnsiballZ module cannot be re-imported by a
         # spawned interpreter). A worker that dies (killed, out of memory) breaks the pool instead of
         # hanging it; the paths left unfinished are then verified again one worker each, so only the path
