@@ -56,10 +56,9 @@ def fix(path):
         lines = f.read().split("\n")
     head, rest = split_shebang(lines)
     mark = comment_of(path)
-    top = rest[:6]
-    rest = [line for i, line in enumerate(rest)
-            if not (i < len(top) and line.startswith(mark) and ("GNU General Public License" in line
-                                                                 or COPYRIGHT in line))]
+    def old_header_line(i, line):
+        return i < 6 and line.startswith(mark) and ("GNU General Public License" in line or COPYRIGHT in line)
+    rest = [line for i, line in enumerate(rest) if not old_header_line(i, line)]
     with open(full, "w", encoding="utf-8") as f:
         f.write("\n".join(head + header(mark) + rest))
 
