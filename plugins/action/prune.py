@@ -36,6 +36,7 @@ def windows_spec():
     """The module's options, ``path`` as the host's path (not expanded on the controller)."""
     spec = copy.deepcopy(pp.ARGUMENT_SPEC)
     spec["path"]["type"] = "str"
+    spec["paths"]["elements"] = "str"
     return spec
 
 
@@ -92,6 +93,9 @@ class ActionModule(ActionBase):
         except AnsibleActionFail as e:
             raise pp.PruneError(str(e))
         del unused
+        if params.get("paths") is not None or params.get("names") is not None:
+            raise pp.PruneError("paths: on a Windows host prune takes one folder of sets (path) per task; paths and "
+                                "names are for the backup server's folders")
         root = params.get("path")
         if not isinstance(root, str) or not root.strip():
             raise pp.PruneError("path: must name the folder of backup sets; it is empty")

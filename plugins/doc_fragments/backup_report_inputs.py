@@ -30,9 +30,10 @@ options:
     default: []
   prune_results:
     description:
-      - What M(ese.backup.prune) did to each host's folder - the registered result (or its C(results)) of a prune
-        task looped over host names, or a mapping of host name to prune result. Without it, retention shows as
-        not configured.
+      - What M(ese.backup.prune) did to each host's folder - the registered result (or its C(results)) of one
+        prune task over every host's folder (O(ese.backup.prune#module:paths) with
+        O(ese.backup.prune#module:names), keyed by C(name)) or of a prune task looped over host names (keyed by
+        C(item)), or a mapping of host name to prune result. Without it, retention shows as not configured.
     type: raw
     default: []
 '''

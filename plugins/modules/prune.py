@@ -45,8 +45,22 @@ options:
   path:
     description:
       - The folder of backup sets. An empty value fails the task; it never means the working directory.
+      - One of O(path) and O(paths) is required.
     type: path
-    required: true
+  paths:
+    description:
+      - Several folders of backup sets (one per host on a backup server), pruned one after another in one task,
+        each exactly as O(path) alone would be; the result lists them in RV(results). One task over a fleet's
+        folders costs one module start instead of one per host.
+      - Not on a Windows host (there, O(path) per task).
+    type: list
+    elements: path
+  names:
+    description:
+      - With O(paths), the name of each result (for example the host names); defaults to each folder's last
+        component. The names must differ.
+    type: list
+    elements: str
   keep_full:
     description:
       - Keep the newest N chains (each based on a full or a copy set).
@@ -125,6 +139,14 @@ author:
 """
 
 EXAMPLES = r"""
+- name: Every host's folder on the backup server in one task (a fleet)
+  ese.backup.prune:
+    paths: "{{ groups['ese_hosts'] | map('regex_replace', '^', '/srv/backup/') | list }}"
+    names: "{{ groups['ese_hosts'] }}"
+    keep_full: 7
+  delegate_to: localhost
+  register: pruned
+
 - name: Keep a week of daily chains, four weekly and six monthly ones
   ese.backup.prune:
     path: /srv/backup/sru
@@ -192,9 +214,18 @@ chains:
   type: list
   elements: dict
 bytes_freed:
-  description: The bytes of the files removed (in check mode, that would be removed).
+  description: The bytes of the files removed (in check mode, that would be removed); with O(paths), their sum.
   returned: always
   type: int
+results:
+  description:
+    - With O(paths), one result per folder in their order, each what O(path) alone returns (RV(kept), RV(removed),
+      RV(held), RV(staging), RV(problems), RV(chains), RV(bytes_freed), RV(newest_verified_full)) with C(name)
+      and C(path); a folder that failed has C(failed=true) and C(msg), and the task fails after the others ran.
+    - The other return values are then only in each result.
+  returned: with O(paths)
+  type: list
+  elements: dict
 newest_verified_full:
   description: The full set of the newest chain whose full verified (never removed), or null.
   returned: always
@@ -401,11 +432,61 @@ def run(params, check_mode=False, now=None):
     return result
 
 
+def run_many(params, check_mode=False, now=None):
+    """``run`` for each of ``paths`` in turn (one task over every host's folder: a loop of tasks costs each its
+    module start); ``names`` name the results (default: each folder's last component). Returns
+    ``(result, failed names)``: ``results`` in order, each what ``path`` alone returns, with ``name`` and ``path``
+    (``failed`` and ``msg`` for a folder that failed), and the sums."""
+    paths = params.get("paths") or []
+    names = params.get("names")
+    if not paths:
+        raise PruneError("paths: must list at least one folder of backup sets")
+    if names is None:
+        names = [os.path.basename(os.path.normpath(p)) for p in paths]
+    if len(names) != len(paths):
+        raise PruneError("names: %d names for %d paths; give one name per path, or none" % (len(names), len(paths)))
+    if len(set(names)) != len(names):
+        raise PruneError("names: each must be different (they key the results)")
+    pp.options(params)                              # bad input fails before any folder is read
+    results, failed = [], []
+    for name, path in zip(names, paths):
+        try:
+            res = run(dict(params, path=path), check_mode=check_mode, now=now)
+        except (PruneError, IOError, OSError) as e:
+            res = dict(getattr(e, "result", None) or {}, failed=True, msg=str(e))
+            failed.append(name)
+        res.update(name=name, path=path)
+        results.append(res)
+    diff = {"before": "".join("== %s\n%s" % (r["name"], (r.get("diff") or {}).get("before", "")) for r in results),
+            "after": "".join("== %s\n%s" % (r["name"], (r.get("diff") or {}).get("after", "")) for r in results)}
+    for r in results:
+        r.pop("diff", None)
+    return {"results": results, "changed": any(r.get("changed") for r in results),
+            "bytes_freed": sum(r.get("bytes_freed") or 0 for r in results), "diff": diff}, failed
+
+
 def main():
     module = AnsibleModule(
         argument_spec=pp.ARGUMENT_SPEC,
         supports_check_mode=True,
+        mutually_exclusive=[("path", "paths")],
+        required_one_of=[("path", "paths")],
+        required_by={"names": "paths"},
     )
+    if module.params["paths"] is not None:
+        try:
+            result, failed = run_many(module.params, check_mode=module.check_mode)
+        except PruneError as e:
+            module.fail_json(msg=str(e), changed=False)
+        if not module._diff:
+            result.pop("diff")
+        for r in result["results"]:
+            for h in r.get("held") or []:
+                module.warn("%s: %s kept: %s" % (r["name"], h["name"], "; ".join(h["rules"])))
+        if failed:
+            module.fail_json(msg="prune failed for %d of %d folders: %s" % (
+                len(failed), len(result["results"]), ", ".join(failed)), **result)
+        module.exit_json(**result)
     try:
         result = run(module.params, check_mode=module.check_mode)
     except PruneError as e:

@@ -13,7 +13,8 @@ Controller-side only (the filters ``backup_report``, ``backup_report_junit``, ``
 * the results of ``ese.backup.verify`` on the backup server, per host: the registered result of the one task
   over every host's folder (``paths`` with ``names``, or ``subfolders``: its ``results``, keyed by ``name``), or
   the ``results`` of a task looped over the hosts (keyed by ``item``).
-* the results of ``ese.backup.prune`` on the backup server, per host: the ``results`` of a task looped over
+* the results of ``ese.backup.prune`` on the backup server, per host: the registered result of the one task
+  over every host's folder (``paths`` with ``names``, keyed by ``name``), the ``results`` of a task looped over
   the hosts (keyed by ``item``), or a mapping of host to prune result.
 
 Nothing is made up: a fact the results do not hold is ``None`` (the renderers print "unknown", "not
@@ -57,14 +58,18 @@ def verify_by_host(verify_results):
 
 
 def prune_by_host(prune_results):
-    """``{host: prune result}``: a prune loop's registered result or its ``results`` (keyed by ``item``,
-    skipped items left out), or a mapping of host name to prune result."""
+    """``{host: prune result}``: the registered result of one prune task over every host's folder (``paths``
+    with ``names``: its ``results`` keyed by ``name``) or of a prune loop (keyed by ``item``, skipped items left
+    out), or a mapping of host name to prune result."""
     if isinstance(prune_results, dict):
         if "results" not in prune_results:
             return dict((host, res) for host, res in prune_results.items() if isinstance(res, dict))
         prune_results = prune_results["results"]
-    return dict((res["item"], res) for res in prune_results or []
-                if isinstance(res, dict) and "item" in res and not res.get("skipped"))
+    found = {}
+    for res in prune_results or []:
+        if isinstance(res, dict) and not res.get("skipped") and ("item" in res or "name" in res):
+            found[res["item"] if "item" in res else res["name"]] = res
+    return found
 
 
 def _retention(res):

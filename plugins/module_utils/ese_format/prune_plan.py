@@ -25,7 +25,9 @@ from ansible_collections.ese.backup.plugins.module_utils.ese_format import reten
 # The options of ese.backup.prune (the module's argument spec; the action plugin validates a Windows host's
 # task with it, ``path`` taken as the host's path, not expanded on the controller).
 ARGUMENT_SPEC = dict(
-    path=dict(type="path", required=True),
+    path=dict(type="path"),
+    paths=dict(type="list", elements="path"),
+    names=dict(type="list", elements="str"),
     keep_full=dict(type="int", default=0),
     keep_days=dict(type="int", default=0),
     keep_daily=dict(type="int", default=0),

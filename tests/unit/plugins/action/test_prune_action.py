@@ -183,10 +183,12 @@ def test_staging_judged_in_progress_by_the_engine_is_kept(tmp_path, monkeypatch)
                                          ({"keep_full": 1, "partial_older_than_hours": 0},
                                           "partial_older_than_hours"),
                                          ({"keep_full": -1}, "keep_full"),
-                                         ({"keep_full": "many"}, "keep_full")])
+                                         ({"keep_full": "many"}, "keep_full"),
+                                         ({"keep_full": 1, "path": None, "paths": ["C:\\a", "C:\\b"]}, "paths")])
 def test_bad_input_fails_naming_the_option_before_the_host_is_asked(tmp_path, monkeypatch, args, option):
     host = Host(str(tmp_path))
-    plugin = action("powershell", dict({"path": "C:\\backup"}, **args), host, monkeypatch=monkeypatch)
+    args = dict({"path": "C:\\backup"}, **args)
+    plugin = action("powershell", dict((k, v) for k, v in args.items() if v is not None), host, monkeypatch=monkeypatch)
     result = plugin.run(task_vars={})
     assert result["failed"] is True and option in result["msg"] and host.calls == []
 

@@ -251,3 +251,36 @@ def test_a_leftover_folder_holding_kept_logs_is_never_removed(tmp_path):
     with pytest.raises(OSError, match="kept-logs.json"):
         prune._remove_leftover(str(tmp_path), aside.name)
     assert (aside / "kept-logs.json").exists()
+
+
+def test_paths_prune_every_folder_in_one_task_each_as_path_alone_would(tmp_path):
+    one, two, alone = (chains_folder(str(tmp_path / n)) for n in ("web01", "web02", "alone"))
+    r = run_module({"paths": [one, two, str(tmp_path / "missing")], "names": ["web01", "web02", "web03"],
+                    "keep_full": 1}, tmp_path)
+    solo = run_module({"path": alone, "keep_full": 1}, tmp_path)
+    assert r["failed"] and "1 of 3 folders: web03" in r["msg"], r
+    by = dict((x["name"], x) for x in r["results"])
+    assert [x["name"] for x in r["results"]] == ["web01", "web02", "web03"]
+    for name, d in (("web01", one), ("web02", two)):
+        assert listing(d) == listing(alone) == ["full-b", "inc-b1"]
+        assert [x["name"] for x in by[name]["removed"]] == [x["name"] for x in solo["removed"]]
+        assert by[name]["bytes_freed"] == solo["bytes_freed"] and by[name]["path"] == d
+    assert by["web03"]["failed"] and "not a folder" in by["web03"]["msg"]
+    assert r["bytes_freed"] == 2 * solo["bytes_freed"] and r["changed"]
+
+
+@pytest.mark.parametrize("args, option", [
+    ({"names": ["a"]}, "paths"),                                       # names without paths
+    ({"paths": ["X", "Y"], "names": ["a"]}, "names"),                  # one name per path
+    ({"paths": ["X", "Y"], "names": ["a", "a"]}, "names"),
+    ({"paths": []}, "paths"),
+    ({"paths": ["X"], "path": "X"}, "path"),                           # one or the other
+])
+def test_bad_paths_input_fails_naming_the_option_and_removes_nothing(tmp_path, args, option):
+    d = chains_folder(str(tmp_path / "sets"))
+    before = listing(d)
+    args = dict((k, [d if p == "X" else str(tmp_path / "other") if p == "Y" else p for p in v]
+                 if k == "paths" else d if k == "path" else v) for k, v in args.items())
+    r = run_module(dict(args, keep_full=1), tmp_path)
+    assert r.get("failed") and option in r["msg"] and not r.get("changed"), r
+    assert listing(d) == before
