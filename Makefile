@@ -14,7 +14,7 @@ SIM_HDR := $(wildcard tests/sim/esent/*.h)
 ENGINE_SRC := $(wildcard plugins/module_utils/*.cs)
 export LD_LIBRARY_PATH := $(BUILD)/sim$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: setup sim engine build test test-lanes test-rest test-min demo sanity lint docs-venv docs-site bench gen clean
+.PHONY: setup sim engine build test test-lanes test-rest test-min demo sanity lint docs-venv docs-site bench bench-fleet gen clean
 setup: $(VENV)/.done $(BUILD)/collections/ansible_collections/ese/backup
 
 $(VENV)/.done: requirements-test.txt tools/bootstrap.sh
@@ -148,6 +148,10 @@ bench: build
 	for ps in 4096 32768; do $(PY) bench/verify.py --json --page-size $$ps || exit 1; done
 	$(PY) bench/verify.py --json --pure-python --size-mib 64
 	$(PY) bench/verify.py --json --rss
+
+# docs/fleet.md's figures: the main job on 10, 50 and 200 simulated hosts at forks 10 and 50 (minutes).
+bench-fleet: build
+	$(PY) bench/fleet.py --json
 
 clean:
 	rm -rf $(BUILD)
