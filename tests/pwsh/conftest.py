@@ -19,7 +19,7 @@ for _path in (HERE, os.path.join(HERE, "..", "lib")):
         sys.path.insert(0, _path)
 
 from pwsh import require_pwsh  # noqa: E402  (tests/lib)
-from lane import REPO, Lane, check_simulator  # noqa: E402
+from lane import REPO, Lane, SimulatedCA, check_simulator  # noqa: E402
 
 TARGETS_LANE = os.path.join(REPO, "tests", "integration", "lane")
 
@@ -37,19 +37,29 @@ def lane(pwsh, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def targets_started(pwsh, tmp_path_factory):
-    """tests/integration/lane/targets.yml over its inventory, started: (Lane, process, hosts)."""
+    """tests/integration/lane/targets.yml over its inventory, started: (Lane, process, hosts). The host of
+    the adcs target gets a simulated CA (lane.SimulatedCA), stopped at the end of the session."""
     check_simulator()
     targets_lane = Lane(tmp_path_factory.mktemp("targets"), pwsh)
     inventory = os.path.join(TARGETS_LANE, "inventory.yml")
     with open(inventory) as f:
         hosts = yaml.safe_load(f)["all"]["children"]["ese_lane"]["hosts"]
-    env = {"ESE_LANE_PWSH": targets_lane.pwsh, "ESE_LANE_ROOT": os.path.join(targets_lane.root, "hosts")}
-    proc, dummy = targets_lane.start(os.path.join(TARGETS_LANE, "targets.yml"), inventory, forks=len(hosts),
-                                     env=env, name="targets")
-    yield targets_lane, proc, dict((host, v["ese_lane_target"]) for host, v in hosts.items())
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+    ca = SimulatedCA(os.path.join(targets_lane.root, "ca"))
+    try:
+        ca.start()
+        env = {"ESE_LANE_PWSH": targets_lane.pwsh, "ESE_LANE_ROOT": os.path.join(targets_lane.root, "hosts")}
+        env.update(ca.env())
+        proc, dummy = targets_lane.start(os.path.join(TARGETS_LANE, "targets.yml"), inventory, forks=len(hosts),
+                                         env=env, name="targets")
+        try:
+            yield targets_lane, proc, dict((host, v["ese_lane_target"]) for host, v in hosts.items())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        ca.stop()
+    assert not ca.alive(), "the simulated CA outlived the session"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,12 +9,15 @@ folder) is set per host by its shell (``ansible_shell_executable``: a two-line s
 variables and runs ``/bin/sh``), so that playbooks without an ``environment:`` keyword, such as the
 shipped ones, reach the simulator the way ``esesim_faults`` does for simulated hosts.
 """
+import ctypes
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -26,6 +29,15 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SIM = os.path.join(REPO, "build", "sim")
 TESTDATA = os.environ.get("ESE_TESTDATA") or os.path.join(REPO, "tests", "data", "ese")
 ROLES = os.path.join(REPO, "tests", "integration", "targets")
+CERTSVC = os.path.join(SIM, "certsvc-sim")
+# A CA database set made through the esent simulator, as tests/e2e/simulation.py ese_set makes one.
+_MAKE_CA_SET = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import esesim
+jet = esesim.Jet(esesim.load_lib())
+print(jet.create_set(sys.argv[2], base="edb", database=sys.argv[3], page_size=8192, records=500, log_kb=128))
+"""
 
 
 def sample_set(name):
@@ -185,6 +197,77 @@ class Lane:
     def collect(self, proc, timeout=900):
         out, err = proc.communicate(timeout=timeout)
         return self.finish(proc, out, err, proc.results_path)
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the process that started it ends (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class SimulatedCA:
+    """A simulated CA (build/sim/certsvc-sim) serving a CA database set in ``<root>/CertLog``, for the lane
+    host of the adcs target. ``env`` is what that host needs (its endpoint folder and computer name);
+    ``stop`` ends the process. It also ends with the process that started it."""
+
+    def __init__(self, root, server="LANE-ADCS", ca_name="Lane CA"):
+        self.server, self.ca_name = server, ca_name
+        self.log_path = os.path.join(str(root), "CertLog")
+        self.database = os.path.join(self.log_path, ca_name + ".edb")
+        # short: AF_UNIX paths are limited to 107 bytes
+        self.endpoint_dir = tempfile.mkdtemp(prefix="ese-lane-cs", dir="/tmp")
+        self.proc = None
+        self.log = os.path.join(str(root), "certsvc-sim.log")
+
+    def env(self):
+        """The variables tests/integration/lane/inventory.yml reads for lane-adcs."""
+        return {"ESE_LANE_CERTSVC_DIR": self.endpoint_dir, "ESE_LANE_CA_SERVER": self.server,
+                "ESE_LANE_CA_NAME": self.ca_name, "ESE_LANE_CA_DB": self.database,
+                "ESE_LANE_CA_LOGS": self.log_path}
+
+    def start(self, timeout=20):
+        if not os.path.exists(CERTSVC):
+            pytest.fail("build/sim/certsvc-sim is missing: run 'make sim'")
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("ESESIM_")}
+        if not os.path.exists(self.database):
+            subprocess.run([sys.executable, "-c", _MAKE_CA_SET, os.path.join(REPO, "tests", "sim", "tests"),
+                            self.log_path, os.path.basename(self.database)], env=clean, check=True,
+                           capture_output=True, cwd=REPO)
+        env = dict(clean, ESESIM_CERTSVC_DIR=self.endpoint_dir, COMPUTERNAME=self.server, LD_LIBRARY_PATH=SIM)
+        cmd = [CERTSVC, "--db", self.database, "--logs", self.log_path, "--server", self.server,
+               "--ca", self.ca_name]
+        with open(self.log, "w") as log:
+            # pylint: disable-next=consider-using-with
+            self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         preexec_fn=_die_with_parent)  # pylint: disable=subprocess-popen-preexec-fn
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "certsvc-sim ready" in self.output():
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail("certsvc-sim did not start (%s): %s" % (self.proc.returncode, self.output()[-2000:]))
+        return self
+
+    def output(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM (a service stop), then SIGKILL; removes the endpoint folder. Returns the exit code."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.endpoint_dir, ignore_errors=True)
+        return self.proc.returncode if self.proc is not None else None
 
 
 def manifest(set_dir):

@@ -39,7 +39,7 @@ def targets_run(targets_started):
     return targets_lane.collect(proc, timeout=1800), hosts
 
 
-@pytest.mark.parametrize("target", ["run", "info", "restore", "sessions"])
+@pytest.mark.parametrize("target", ["run", "info", "restore", "sessions", "adcs"])
 def test_target_passes_in_the_lane(targets_run, target):
     res, hosts = targets_run
     host = [h for h, t in hosts.items() if t == target][0]
