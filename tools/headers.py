@@ -56,6 +56,7 @@ def fix(path):
         lines = f.read().split("\n")
     head, rest = split_shebang(lines)
     mark = comment_of(path)
+
     def old_header_line(i, line):
         return i < 6 and line.startswith(mark) and ("GNU General Public License" in line or COPYRIGHT in line)
     rest = [line for i, line in enumerate(rest) if not old_header_line(i, line)]
