@@ -22,6 +22,13 @@ using ansible_collections.ese.backup.plugins.module_utils._EseHost;
 // Every module's payload carries the engine and its [EseEngine] type accelerator (tests/static/test_payload.py).
 using ansible_collections.ese.backup.plugins.module_utils.EseEngine;
 
+#if CORECLR
+// The X509Certificate2 constructors that load PKCS#12 are obsolete from .NET 9 (SYSLIB0057; Add-CSharpType fails
+// on warnings). Their replacement, X509CertificateLoader, is not in .NET 8 (PowerShell 7.4): the same calls on
+// every runtime.
+#pragma warning disable SYSLIB0057
+#endif
+
 namespace ansible_collections.ese.backup.plugins.module_utils._EseCaFiles
 {
     public static class CaFiles
