@@ -150,7 +150,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--page-size", type=int, default=4096, choices=(4096, 8192, 16384, 32768))
     ap.add_argument("--runtime", default="mono", choices=("mono", "coreclr"))
-    ap.add_argument("--buffer-size", type=int, default=1 << 20)
+    ap.add_argument("--buffer-size", type=int, default=4 << 20, help="bytes per read (default: the engine's, 4 MiB)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", help="where to build the database (default: a tmpfs)")
     ap.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
