@@ -20,7 +20,6 @@ import datetime
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
 
 from ansible_collections.ese.backup.plugins.module_utils.ese_format import prune_plan as pp
 
@@ -29,7 +28,6 @@ HOST_MODULE = "ese.backup.prune_host"
 HOST_FORMAT = "ese.backup/prune-host/1"
 WINDOWS_VERIFY = ("ending", "files")
 
-display = Display()
 
 
 def windows_spec():
@@ -116,8 +114,9 @@ class ActionModule(ActionBase):
         result = pp.result(scan.get("path") or root, records, now, counts, verify, staging, sprobs)
         if not self._task.diff:
             result.pop("diff")
-        for h in result["held"]:
-            display.warning("%s kept: %s" % (h["name"], "; ".join(h["rules"])))
+        warnings = ["%s kept: %s" % (h["name"], "; ".join(h["rules"])) for h in result["held"]]
+        if warnings:
+            result["warnings"] = warnings      # shown by Ansible, as a module's warnings are
         if self._task.check_mode:
             return result
         sha = dict((r["name"], r.get("manifest_sha256")) for r in records)

@@ -78,6 +78,11 @@ BAD = [
      "serve_file", False),
     ("session-host-mode-not-a-choice", "session_host", {"mode": "run", "session": "lane-none"}, "mode", False),
     ("session-host-missing-mode", "session_host", {"session": "lane-none"}, "mode", False),
+    # prune on a Windows host (the engine's side) and the CA's extra files
+    ("prune-host-mode-not-a-choice", "prune_host", {"mode": "delete", "path": "{share}"}, "mode", False),
+    ("prune-host-missing-path", "prune_host", {"mode": "scan"}, "path", False),
+    ("ca-files-mode-not-a-choice", "ca_files", {"mode": "everything"}, "mode", False),
+    ("ca-files-key-not-a-bool", "ca_files", {"key": "maybe"}, "key", False),
 ]
 
 # (id, module, args, check mode, facts to compare: "trace" (calls and errors), "set" (files and manifest

@@ -45,14 +45,14 @@ def test_backup_playbook_sets_are_verified_on_the_controller(played):
     for host, mib in SIZES.items():
         assert report[host]["status"] == "ok", report[host]
         assert report[host]["verified"] == {"valid": True, "problems": 0}, [
-            (r["item"], r.get("problems")) for r in verify]
+            (r["name"], r.get("problems")) for r in verify]
         backup_set = played.task(host, "Take the backup into the share")["result"]["backup_set"]
         assert backup_set == report[host]["backup_set"]
         set_dir = os.path.join(played.server, host, os.path.basename(backup_set))
         manifest = checked_manifest(set_dir)
         db = [f for f in manifest["files"] if f["role"] == "database"]
         assert db[0]["size"] >= mib * 1048576, db
-        verified = [r for r in verify if r["item"] == host]
+        verified = [r for r in verify if r["name"] == host]        # one verify task over every host's folder
         assert verified and verified[0]["valid"] is True, verified
     assert played.open_shells == [] and played.running == []
 
