@@ -348,25 +348,14 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
             CheckIncludeFiles(o);
             string cur = PathRules.FindFile(o.LogPath, o.BaseName + o.LogExt) ?? Path.Combine(o.LogPath, o.BaseName + o.LogExt);
             // Destination.
-            if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
-            if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
+            RequireAbsoluteDest(o);
             if (PathRules.SameOrInside(o.Dest, o.LogPath)) Fail("dest", "dest '" + o.Dest + "' is inside log_path; truncation and log rolls happen there, choose a folder outside it");
             if (PathRules.SameOrInside(o.Dest, o.SystemPath)) Fail("dest", "dest '" + o.Dest + "' is inside system_path; choose a folder outside the log set");
             foreach (string db in p.DbPaths)
                 if (PathRules.SameOrInside(o.Dest, Path.GetDirectoryName(db)))
                     Fail("dest", "dest '" + o.Dest + "' is next to the database '" + db + "'; choose a folder on another volume or at least outside the database folder");
-            string destProbe = o.Dest;
-            if (!Directory.Exists(o.Dest))
-            {
-                if (File.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' is a file; give a folder for the backup sets");
-                destProbe = Path.GetDirectoryName(PathRules.Normalize(o.Dest));
-                if (destProbe == null || !Directory.Exists(destProbe))
-                    Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)" + PathRules.DoubleHop(o.Dest));
-            }
-            Names.Require("set_name", o.SetName, 120);
-            p.FinalPath = Path.Combine(PathRules.Normalize(o.Dest), o.SetName);
-            p.StagingPath = StagingFolder.PathFor(o.Dest, o.SetName);
-            CheckPathLength(p);
+            string destProbe = ExistingDestFolder(o);
+            NameTheSet(p);
             string notSame = "it is a file";
             if (Directory.Exists(p.FinalPath))
             {
@@ -445,25 +434,40 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
                     + "), at least 65536 and at most 256 MiB; the default is " + Options.DefaultBufferSize.ToString(CultureInfo.InvariantCulture));
         }
 
+        private static void RequireAbsoluteDest(Options o)
+        {
+            if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
+            if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
+        }
+
+        // dest, or its parent when dest is still to be created: the folder that exists (the free-space probe's).
+        private static string ExistingDestFolder(Options o)
+        {
+            if (Directory.Exists(o.Dest)) return o.Dest;
+            if (File.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' is a file; give a folder for the backup sets");
+            string parent = Path.GetDirectoryName(PathRules.Normalize(o.Dest));
+            if (parent == null || !Directory.Exists(parent))
+                Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)" + PathRules.DoubleHop(o.Dest));
+            return parent;
+        }
+
+        // set_name checked, and the set's final and staging paths.
+        private static void NameTheSet(Plan p)
+        {
+            Names.Require("set_name", p.Opt.SetName, 120);
+            p.FinalPath = Path.Combine(PathRules.Normalize(p.Opt.Dest), p.Opt.SetName);
+            p.StagingPath = StagingFolder.PathFor(p.Opt.Dest, p.Opt.SetName);
+            CheckPathLength(p);
+        }
+
         // dest and set_name of a service source (run, and each copy of a session).
         public static Plan ValidateServiceDest(Plan p)
         {
             Options o = p.Opt;
             CheckIncludeFiles(o);
-            if (o.Dest == null) Fail("dest", "dest is required: give an absolute folder for the backup sets");
-            if (!PathRules.IsAbsolute(o.Dest)) Fail("dest", "dest '" + o.Dest + "' must be an absolute path (a local folder or a UNC path)");
-            string destProbe = o.Dest;
-            if (!Directory.Exists(o.Dest))
-            {
-                if (File.Exists(o.Dest)) Fail("dest", "dest '" + o.Dest + "' is a file; give a folder for the backup sets");
-                destProbe = Path.GetDirectoryName(PathRules.Normalize(o.Dest));
-                if (destProbe == null || !Directory.Exists(destProbe))
-                    Fail("dest", "neither dest '" + o.Dest + "' nor its parent folder exists; create the parent folder (dest itself is created when missing)" + PathRules.DoubleHop(o.Dest));
-            }
-            Names.Require("set_name", o.SetName, 120);
-            p.FinalPath = Path.Combine(PathRules.Normalize(o.Dest), o.SetName);
-            p.StagingPath = StagingFolder.PathFor(o.Dest, o.SetName);
-            CheckPathLength(p);
+            RequireAbsoluteDest(o);
+            string destProbe = ExistingDestFolder(o);
+            NameTheSet(p);
             string notSame = "it is a file";
             if (Directory.Exists(p.FinalPath))
             {
