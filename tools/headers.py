@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: Contributors to the ese.backup collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one copyright header of the collection's source files: check it (default) or add it (--fix).
@@ -70,7 +69,7 @@ def main(argv):
         for path in missing:
             fix(path)
         missing = [path for path in missing if not has_header(path)]
-    sys.stdout.writelines("%s: no copyright header (run tools/headers.py --fix)\n" % path for path in missing)
+    sys.stdout.writelines("%s: no copyright header (run python3 tools/headers.py --fix)\n" % path for path in missing)
     return 1 if missing else 0
 
 

@@ -29,7 +29,6 @@ HOST_FORMAT = "ese.backup/prune-host/1"
 WINDOWS_VERIFY = ("ending", "files")
 
 
-
 def windows_spec():
     """The module's options, ``path`` as the host's path (not expanded on the controller)."""
     spec = copy.deepcopy(pp.ARGUMENT_SPEC)
