@@ -103,13 +103,18 @@ class EngineRunner:
         self.cmd = [binary, "-NoProfile", "-NonInteractive", "-File", os.path.join(ROOT, "bench", "engine_coreclr.ps1"),
                     "-AddType", add_type, "-Utils", os.path.join(ROOT, "plugins", "module_utils")]
 
-    def peak_rss_kib(self, src, dest, buffer_size):
-        """The engine process's ru_maxrss (KiB) for one full backup, taken from wait4."""
+    @staticmethod
+    def request(src, dest, buffer_size):
+        """A copy backup of src's database into an empty dest, as the run module asks the engine."""
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
-        req = {"entry": "Run", "check_mode": False, "args": {
+        return {"entry": "Run", "check_mode": False, "args": {
             "databases": [os.path.join(src, "SRUDB.dat")], "log_path": src, "system_path": src, "base_name": "SRU",
             "dest": dest, "type": "copy", "set_name": "bench", "buffer_size": buffer_size}}
+
+    def peak_rss_kib(self, src, dest, buffer_size):
+        """The engine process's ru_maxrss (KiB) for one full backup, taken from wait4."""
+        req = self.request(src, dest, buffer_size)
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as inp:
             inp.write(json.dumps(req))
             inp.seek(0)
@@ -124,11 +129,7 @@ class EngineRunner:
         return usage.ru_maxrss
 
     def run(self, src, dest, buffer_size):
-        shutil.rmtree(dest, ignore_errors=True)
-        os.makedirs(dest)
-        req = {"entry": "Run", "check_mode": False, "args": {
-            "databases": [os.path.join(src, "SRUDB.dat")], "log_path": src, "system_path": src, "base_name": "SRU",
-            "dest": dest, "type": "copy", "set_name": "bench", "buffer_size": buffer_size}}
+        req = self.request(src, dest, buffer_size)
         started = time.perf_counter()
         proc = subprocess.run(self.cmd, input=json.dumps(req), capture_output=True, text=True, env=self.env,
                               check=False)
