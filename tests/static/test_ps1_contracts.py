@@ -161,7 +161,8 @@ def normalise(option, source):
         "default": option.get("default"),
         "choices": list(choices) if choices is not None else None,
         "elements": option.get("elements"),
-        "no_log": bool(option.get("no_log", False)),
+        # the docs cannot carry no_log (validate-modules refuses the key): a no_log option says so in its description
+        "no_log": bool(option.get("no_log", False)) if source == "spec" else "no_log" in str(option.get("description")),
         "aliases": sorted(aliases if isinstance(aliases, list) else [aliases]),
     }
     nested = option.get("options") if source == "spec" else option.get("suboptions")
