@@ -901,14 +901,17 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
         }
 
         // run.json of a staging folder: untrusted (a share), so bounded and parsed without throwing.
-        private static IDictionary ReadRun(string dir)
+        private static IDictionary ReadRun(string dir) { return ReadRecord(Path.Combine(dir, RunFile), RunFormat); }
+
+        // A small JSON record of ours in a staging folder (at most 64 KiB, a regular file, of the given format);
+        // null when it is missing, too large or not one.
+        internal static IDictionary ReadRecord(string f, string format)
         {
-            string f = Path.Combine(dir, RunFile);
             try
             {
                 if (SetEntry.Kind(f) != SetEntry.Regular || new FileInfo(f).Length > 64 * 1024) return null;
                 IDictionary d = Json.ReadFile(f) as IDictionary;
-                return d != null && RunFormat.Equals(d["format"]) ? d : null;
+                return d != null && format.Equals(d["format"]) ? d : null;
             }
             catch (FormatException) { return null; }
             catch (IOException) { return null; }
@@ -1065,19 +1068,7 @@ namespace ansible_collections.ese.backup.plugins.module_utils.EseEngine
 
         // The progress file of a staging folder (a share: untrusted, so bounded and parsed without throwing); null
         // when there is none or it is not one.
-        public static IDictionary Read(string dir)
-        {
-            string f = Path.Combine(dir, FileName);
-            try
-            {
-                if (SetEntry.Kind(f) != SetEntry.Regular || new FileInfo(f).Length > 64 * 1024) return null;
-                IDictionary d = Json.ReadFile(f) as IDictionary;
-                return d != null && Format.Equals(d["format"]) ? d : null;
-            }
-            catch (FormatException) { return null; }
-            catch (IOException) { return null; }
-            catch (UnauthorizedAccessException) { return null; }
-        }
+        public static IDictionary Read(string dir) { return StagingFolder.ReadRecord(Path.Combine(dir, FileName), Format); }
     }
 
     internal sealed class BackupSetWriter
